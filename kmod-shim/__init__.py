@@ -1,0 +1,1 @@
+"""varpd_kmod: the Linux stand-in for the illumos overlay module (netlink, AF_PACKET)."""
