@@ -1,0 +1,90 @@
+"""The daemon's configuration file (TOML or YAML) → frozen pydantic models.
+
+This module and varpd.cli.main are the only places that read files or the
+environment for configuration; everything below receives these objects.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from varpd.backend.errors import ConfigError
+
+PropValue = str | int | bool | float
+
+
+class OverlayConfig(BaseModel):
+    """One overlay as the user describes it (config file, CLI or admin API)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str = Field(min_length=1, max_length=15, description="the VXLAN netdev name (IFNAMSIZ)")
+    vni: int = Field(ge=0, le=0xFFFFFF)
+    encap: Literal["vxlan"] = "vxlan"
+    search: str = Field(min_length=1, description="the backend (plugin) name")
+    mode: Literal["auto", "push", "on-demand"] = "auto"
+    bridge: str | None = Field(default=None, min_length=1, max_length=15)
+    properties: dict[str, PropValue] = Field(default_factory=dict)
+    persist: bool = True
+
+    @field_validator("name", "bridge")
+    @classmethod
+    def _ifname(cls, value: str | None) -> str | None:
+        if value is not None and (any(c in value for c in "/ :\t\n") or value in (".", "..")):
+            raise ValueError(f"{value!r} is not a valid interface name")
+        return value
+
+
+class DaemonSettings(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    state_dir: Path = Path("/var/lib/varpd")
+    socket: Path = Path("/run/varpd/varpd.sock")
+    reconcile_interval: float = Field(default=30.0, gt=0)
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    miss_rate_limit: float = Field(default=0.2, ge=0, description="min seconds between lookups of one destination")
+    cache_ttl: float = Field(default=300.0, gt=0)
+    negative_ttl: float = Field(default=5.0, ge=0)
+
+
+class DaemonConfig(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    daemon: DaemonSettings = Field(default_factory=DaemonSettings)
+    overlays: tuple[OverlayConfig, ...] = ()
+
+
+def format_validation_error(exc: ValidationError, source: str) -> str:
+    """One line per problem, naming the field path, e.g. `cfg.toml: overlays.0.vni: ...`."""
+    parts = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        parts.append(f"{source}: {loc}: {err['msg']}")
+    return "; ".join(parts)
+
+
+def load_config(path: str | Path) -> DaemonConfig:
+    """Read a TOML (.toml) or YAML (.yaml/.yml) config; raise ConfigError naming the file."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
+    try:
+        if path.suffix in (".yaml", ".yml"):
+            raw = yaml.safe_load(text) or {}
+        else:
+            raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: invalid TOML: {exc}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: invalid YAML: {exc}".replace("\n", " ")) from None
+    try:
+        return DaemonConfig.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(exc, str(path))) from None

@@ -1,0 +1,15 @@
+"""Errors of the daemon's control operations; str() is the one line the CLI prints."""
+
+
+class VarpdError(Exception):
+    """Base of the daemon's own errors."""
+
+
+class OverlayNotFound(VarpdError):
+    def __init__(self, name: str) -> None:
+        super().__init__(f"overlay {name!r} not found")
+        self.name = name
+
+
+class OverlayExists(VarpdError):
+    """An overlay of that name, or with that VNI and encapsulation, already exists."""

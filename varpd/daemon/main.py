@@ -1,0 +1,60 @@
+"""`varpd daemon`: read the config, start the overlays and the admin socket, wait for a signal."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import sys
+from pathlib import Path
+
+from varpd.backend.errors import ConfigError
+from varpd.config.daemon import DaemonConfig, load_config
+
+log = logging.getLogger("varpd")
+
+
+def _setup_logging(level: str) -> None:
+    logging.basicConfig(
+        level=getattr(logging, level.upper()),
+        format="%(asctime)s level=%(levelname)s logger=%(name)s %(message)s",
+        stream=sys.stderr,
+    )
+
+
+async def serve(config: DaemonConfig) -> None:
+    from varpd.admin.runner import AdminServer
+    from varpd.daemon.service import Varpd
+
+    service = Varpd(config.daemon)
+    admin = AdminServer(service, str(config.daemon.socket))
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await admin.start()
+    try:
+        await service.start(config.overlays)
+        await stop.wait()
+        log.info("event=shutdown reason=signal")
+    finally:
+        await service.stop()
+        await admin.stop()
+
+
+def run(config_path: str | None, socket_override: str | None = None, state_dir_override: str | None = None) -> int:
+    try:
+        config = load_config(config_path) if config_path else DaemonConfig()
+    except ConfigError as exc:
+        print(f"varpd: daemon: {exc}", file=sys.stderr)
+        return 1
+    updates = {}
+    if socket_override:
+        updates["socket"] = Path(socket_override)
+    if state_dir_override:
+        updates["state_dir"] = Path(state_dir_override)
+    if updates:
+        config = config.model_copy(update={"daemon": config.daemon.model_copy(update=updates)})
+    _setup_logging(config.daemon.log_level)
+    asyncio.run(serve(config))
+    return 0

@@ -1,0 +1,490 @@
+"""One overlay at run time: backend + VXLAN device + kernel tables + the loops that keep them equal.
+
+Modes:
+- push: an enumerable backend's whole mapping is programmed as permanent
+  entries before traffic flows, and kept current from its change stream.
+- on-demand: entries are programmed when the kernel reports a miss (varpd's
+  model), through a cache with negative caching and a per-destination rate limit.
+- point: a POINT backend (direct) gets one all-zeros FDB entry: everything,
+  broadcast included, goes to its one destination.
+In every mode the reconciler compares the kernel with what is wanted and
+applies only the difference, so start, restart and ENOBUFS never flush.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+from varpd.backend import registry
+from varpd.backend.base import Backend, OverlayContext, PluginMode
+from varpd.backend.errors import PropertyError
+from varpd.backend.properties import PropertySpec, resolve
+from varpd.config.daemon import DaemonSettings, OverlayConfig
+from varpd.daemon import dhcp_responder
+from varpd.daemon.desired import DesiredState, fdb_for, neighs_for
+from varpd.daemon.overlay_props import DAEMON_PROPERTIES, native_dhcp
+from varpd.daemon.reconciler import Plan, plan
+from varpd.model import Destination, MappingChange
+from varpd.model.cache import MISSING, LookupCache
+from varpd.packet import PacketError, classify
+from varpd.packet.dhcp import DhcpFrame
+from varpd_kmod import device as kdev
+from varpd_kmod.frames import FrameTap, dhcp_filter
+from varpd_kmod.netlink import KernelTables
+from varpd_kmod.types import DeviceHandle, DeviceSpec, FdbEntry, L2Miss, L3Miss, NeighEntry
+
+log = logging.getLogger(__name__)
+
+ALL_ZEROS = "00:00:00:00:00:00"
+
+
+class OverlayRuntime:
+    def __init__(self, cfg: OverlayConfig, settings: DaemonSettings) -> None:
+        self.cfg = cfg
+        self.name = cfg.name
+        self.settings = settings
+        self.status = "INIT"
+        self.details = "starting"
+        self.counters: collections.Counter[str] = collections.Counter()
+        self.backend: Backend | None = None
+        self.backend_cls: type[Backend] | None = None
+        self.values: dict[str, Any] = {}
+        self.specs: tuple[PropertySpec, ...] = DAEMON_PROPERTIES
+        self.mode = cfg.mode
+        self.handle: DeviceHandle | None = None
+        self.tables: KernelTables | None = None
+        self.local: Destination | None = None
+        self.desired: DesiredState | None = None
+        self.native = None
+        self.cache: LookupCache = LookupCache(settings.cache_ttl, settings.negative_ttl, settings.miss_rate_limit)
+        # on-demand: what we programmed, and when (to re-validate after the cache TTL)
+        self.installed_fdb: dict[str, FdbEntry] = {}
+        self.installed_neigh: dict[Any, NeighEntry] = {}
+        self.installed_at: dict[Any, float] = {}
+        self.origin: dict[Any, str] = {}
+        self._lock = asyncio.Lock()
+        self._tasks: set[asyncio.Task] = set()
+        self._taps: list[FrameTap] = []
+        self._server_mac = "02:00:00:00:00:01"
+        self._adopted = False
+
+    # -- validation (no side effects) -------------------------------------------------
+    def validate(self) -> None:
+        """Resolve plugin and properties; raises PluginNotFound / PropertyError before touching the kernel."""
+        self.backend_cls = registry.load(self.cfg.search)
+        self.specs = DAEMON_PROPERTIES + self.backend_cls.properties
+        self.values = resolve(self.specs, self.cfg.properties)
+        listen_ip = self.values["vxlan/listen_ip"]
+        if listen_ip.is_multicast or listen_ip.is_unspecified:
+            raise PropertyError("vxlan/listen_ip", f"{listen_ip} is not a unicast address")
+        self.local = Destination(listen_ip, int(self.values["vxlan/listen_port"]))
+        self.native = native_dhcp(self.values)
+        point = self.backend_cls.mode is PluginMode.POINT
+        if self.cfg.mode == "auto":
+            self.mode = "point" if point else ("push" if self.backend_cls.enumerable else "on-demand")
+        elif point:
+            self.mode = "point"
+        elif self.cfg.mode == "push" and not self.backend_cls.enumerable:
+            raise PropertyError("mode", f"backend {self.cfg.search} cannot enumerate its mapping: use on-demand")
+        else:
+            self.mode = self.cfg.mode
+
+    # -- lifecycle ----------------------------------------------------------------------
+    async def start(self) -> None:
+        self.validate()
+        assert self.backend_cls and self.local
+        ctx = OverlayContext(self.name, self.cfg.vni, self.local.ip, self.local.port)
+        self.backend = self.backend_cls(ctx, self.values)
+        await self.backend.start()
+        self.backend.add_listener(self._on_change)
+        self.backend.add_status_listener(self._on_backend_status)
+        await self._ensure_device()
+        if self.mode == "push":
+            self.desired = DesiredState(self.local)
+            self.desired.load(self.backend.snapshot())
+            if self.desired.skipped:
+                log.warning("overlay=%s skipped=%d reason=underlay-family-differs-from-vtep", self.name, self.desired.skipped)
+        await self.reconcile(adopt=True)
+        self._spawn(self._reconcile_loop())
+        if self.cfg.bridge:
+            self._open_taps()
+        self._set_status(self.backend.degraded)
+        log.info("overlay=%s event=started vni=%d mode=%s plugin=%s ifindex=%d",
+                 self.name, self.cfg.vni, self.mode, self.cfg.search, self.handle.ifindex)
+
+    async def _ensure_device(self) -> None:
+        point = self.mode == "point"
+        spec = DeviceSpec(
+            name=self.name,
+            vni=self.cfg.vni,
+            local_ip=self.local.ip,
+            port=self.local.port,
+            bridge=self.cfg.bridge,
+            underlay_dev=self.values.get("vxlan/underlay_dev"),
+            mtu=self.values.get("link/mtu"),
+            proxy=not point,
+            l2miss=not point,
+            l3miss=not point,
+        )
+        old = self.handle
+        handle = await kdev.ensure_overlay(spec)
+        if old is not None:
+            # keep "who created what" from the first start: delete must remove what we made
+            handle = DeviceHandle(handle.name, handle.ifindex, handle.vni, handle.bridge, handle.bridge_ifindex,
+                                  old.created_vxlan or handle.created_vxlan, old.created_bridge or handle.created_bridge)
+        self.handle = handle
+        if self.tables is not None:
+            self.tables.close()
+        self.tables = KernelTables(handle.ifindex)
+        if self.cfg.bridge:
+            try:
+                self._server_mac = Path(f"/sys/class/net/{self.cfg.bridge}/address").read_text().strip()
+            except OSError:
+                pass
+
+    async def stop(self, *, delete_device: bool) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        for tap in self._taps:
+            tap.close()
+        self._taps.clear()
+        if self.backend is not None:
+            await self.backend.stop()
+        if self.tables is not None:
+            self.tables.close()
+            self.tables = None
+        if delete_device and self.handle is not None:
+            await kdev.delete_overlay(self.handle)
+        self.status = "STOPPED"
+
+    def _spawn(self, coro) -> asyncio.Task:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+        return task
+
+    def _task_done(self, task: asyncio.Task) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            self.counters["errors"] += 1
+            log.error("overlay=%s task failed: %r", self.name, task.exception(), exc_info=task.exception())
+
+    # -- status -------------------------------------------------------------------------
+    def _set_status(self, reason: str | None) -> None:
+        new = "DEGRADED" if reason else "ONLINE"
+        if new != self.status:
+            self.counters[f"status_{new.lower()}"] += 1
+            log.log(logging.WARNING if reason else logging.INFO,
+                    "overlay=%s event=status status=%s details=%s", self.name, new, reason or "-")
+        self.status = new
+        self.details = reason or ""
+
+    def _on_backend_status(self, reason: str | None) -> None:
+        self._set_status(reason)
+
+    # -- kernel programming ------------------------------------------------------------
+    async def _program(self, add_fdb=(), add_neigh=(), del_fdb=(), del_neigh=()) -> None:
+        """Apply changes in batches; the FDB goes before neighbours so a proxied ARP never points nowhere."""
+        t = self.tables
+        failures = []
+        if add_fdb:
+            failures += await t.add_fdb(add_fdb)
+            self.counters["fdb_programmed"] += len(add_fdb)
+        if add_neigh:
+            failures += await t.add_neigh(add_neigh)
+            self.counters["neigh_programmed"] += len(add_neigh)
+        if del_neigh:
+            failures += await t.del_neigh(del_neigh)
+            self.counters["neigh_removed"] += len(del_neigh)
+        if del_fdb:
+            failures += await t.del_fdb(del_fdb)
+            self.counters["fdb_removed"] += len(del_fdb)
+        for f in failures:
+            self.counters["program_errors"] += 1
+            log.error("overlay=%s event=program-failed entry=%s errno=%d error=%s", self.name, f.entry, f.errno, f.message)
+
+    def _wanted(self) -> tuple[list[FdbEntry], list[NeighEntry]]:
+        if self.mode == "push":
+            return list(self.desired.fdb.values()), list(self.desired.neigh.values())
+        if self.mode == "on-demand":
+            return list(self.installed_fdb.values()), list(self.installed_neigh.values())
+        return [], []
+
+    async def reconcile(self, *, adopt: bool = False) -> dict[str, int]:
+        """Make the kernel equal to what is wanted; `adopt` re-validates entries found at start."""
+        async with self._lock:
+            if await kdev.link_index(self.name) != self.handle.ifindex:
+                log.warning("overlay=%s event=device-missing action=recreate", self.name)
+                self.counters["device_recreated"] += 1
+                await self._ensure_device()
+            have_fdb = await self.tables.dump_fdb()
+            have_neigh = await self.tables.dump_neigh()
+            if self.mode == "on-demand":
+                if adopt and not self._adopted:
+                    await self._adopt(have_fdb, have_neigh)
+                await self._revalidate()
+            want_fdb, want_neigh = self._wanted()
+            p = plan(want_fdb, want_neigh, have_fdb, have_neigh)
+            if self.mode == "point":
+                dest = await self.backend.default()
+                if dest is not None:
+                    p = Plan((fdb_for(ALL_ZEROS, dest),), p.del_fdb, p.add_neigh, p.del_neigh)
+            await self._program(p.add_fdb, p.add_neigh, p.del_fdb, p.del_neigh)
+            self.counters["reconciles"] += 1
+            if p and not adopt:
+                self.counters["reconcile_repairs"] += 1
+                log.info("overlay=%s event=reconcile %s", self.name,
+                         " ".join(f"{k}={v}" for k, v in p.summary().items()))
+            for e in p.add_fdb:
+                self.origin.setdefault(e.mac, self.mode)
+            return p.summary()
+
+    async def _adopt(self, have_fdb: set[FdbEntry], have_neigh: set[NeighEntry]) -> None:
+        """After a restart in on-demand mode, keep the kernel's entries that the backend still confirms."""
+        self._adopted = True
+        now = time.monotonic()
+        for e in have_fdb:
+            dest = await self._lookup_mac(e.mac, force=True)
+            if dest is not None and fdb_for(e.mac, dest) == e:
+                self.installed_fdb[e.mac] = e
+                self.installed_at[e.mac] = now
+        for n in have_neigh:
+            mac = await self._lookup_ip(n.ip, force=True)
+            if mac == n.mac and mac in self.installed_fdb:
+                self.installed_neigh[n.ip] = n
+                self.installed_at[n.ip] = now
+
+    async def _revalidate(self) -> None:
+        """Entries older than the cache TTL are looked up again; changed ones are fixed, gone ones dropped."""
+        limit = time.monotonic() - self.settings.cache_ttl
+        for mac in [m for m in self.installed_fdb if self.installed_at.get(m, 0) < limit]:
+            dest = await self._lookup_mac(mac, force=True)
+            if dest is None or dest.ip == self.local.ip:
+                self.installed_fdb.pop(mac, None)
+            else:
+                self.installed_fdb[mac] = fdb_for(mac, dest)
+            self.installed_at[mac] = time.monotonic()
+        for ip in [i for i in self.installed_neigh if self.installed_at.get(i, 0) < limit]:
+            mac = await self._lookup_ip(ip, force=True)
+            if mac is None or mac not in self.installed_fdb:
+                self.installed_neigh.pop(ip, None)
+            else:
+                self.installed_neigh[ip] = NeighEntry(ip, mac)
+            self.installed_at[ip] = time.monotonic()
+
+    async def _reconcile_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.reconcile_interval)
+            try:
+                await self.reconcile()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # keep serving; the next pass tries again
+                self.counters["errors"] += 1
+                log.error("overlay=%s event=reconcile-failed error=%s", self.name, exc)
+
+    # -- mapping changes ---------------------------------------------------------------
+    def _on_change(self, change: MappingChange) -> None:
+        self.counters["mapping_changes"] += 1
+        self._spawn(self._apply_change(change))
+
+    async def _apply_change(self, change: MappingChange) -> None:
+        async with self._lock:
+            if self.mode == "push":
+                add_f, add_n, del_f, del_n = self.desired.apply(change)
+                await self._program(add_f, add_n, del_f, del_n)
+                for e in add_f:
+                    self.origin[e.mac] = "push"
+            elif self.mode == "on-demand":
+                await self._apply_change_on_demand(change)
+        log.info("overlay=%s event=mapping-change upserted=%d removed=%d",
+                 self.name, len(change.upserted), len(change.removed))
+
+    async def _apply_change_on_demand(self, change: MappingChange) -> None:
+        del_f, del_n, add_f, add_n = [], [], [], []
+        for rec in change.removed + change.upserted:
+            self.cache.invalidate(rec.mac)
+            for ip in (rec.arp, rec.ndp):
+                if ip is not None:
+                    self.cache.invalidate(ip)
+        for rec in change.removed:
+            if (e := self.installed_fdb.pop(rec.mac, None)) is not None:
+                del_f.append(e)
+            for n in neighs_for(rec):
+                if self.installed_neigh.get(n.ip) == n:
+                    del_n.append(self.installed_neigh.pop(n.ip))
+        for rec in change.upserted:
+            if rec.mac in self.installed_fdb:
+                if rec.dest.ip == self.local.ip:
+                    del_f.append(self.installed_fdb.pop(rec.mac))
+                else:
+                    self.installed_fdb[rec.mac] = e = fdb_for(rec.mac, rec.dest)
+                    add_f.append(e)
+            wanted = {n.ip: n for n in neighs_for(rec)} if rec.mac in self.installed_fdb else {}
+            for ip, n in list(self.installed_neigh.items()):
+                if n.mac == rec.mac and ip not in wanted:
+                    del_n.append(self.installed_neigh.pop(ip))
+                elif ip in wanted and n != wanted[ip]:
+                    self.installed_neigh[ip] = wanted[ip]
+                    add_n.append(wanted[ip])
+        await self._program(add_f, add_n, del_f, del_n)
+
+    # -- misses (on-demand resolution) -------------------------------------------------
+    async def _lookup_mac(self, mac: str, *, force: bool = False) -> Destination | None:
+        cached = MISSING if force else self.cache.get(mac)
+        if cached is MISSING:
+            if not force and not self.cache.allow_lookup(mac):
+                return None
+            t0 = time.perf_counter()
+            cached = await self.backend.lookup(mac)
+            self.counters["lookups"] += 1
+            self.counters["lookup_us_total"] += int((time.perf_counter() - t0) * 1e6)
+            self.cache.put(mac, cached)
+        return cached
+
+    async def _lookup_ip(self, ip, *, force: bool = False) -> str | None:
+        cached = MISSING if force else self.cache.get(ip)
+        if cached is MISSING:
+            if not force and not self.cache.allow_lookup(ip):
+                return None
+            cached = await (self.backend.arp(ip) if ip.version == 4 else self.backend.ndp(ip))
+            self.counters["lookups"] += 1
+            self.cache.put(ip, cached)
+        return cached
+
+    async def on_miss(self, ev: L2Miss | L3Miss) -> None:
+        kind = "l2" if isinstance(ev, L2Miss) else "l3"
+        self.counters[f"misses_{kind}"] += 1
+        if self.mode != "on-demand":
+            return  # push/point: everything known is already programmed; the reconciler covers losses
+        if isinstance(ev, L2Miss):
+            await self._resolve_mac(ev.mac)
+        else:
+            await self._resolve_ip(ev.ip)
+
+    async def _resolve_mac(self, mac: str) -> FdbEntry | None:
+        if mac in self.installed_fdb:
+            return self.installed_fdb[mac]
+        dest = await self._lookup_mac(mac)
+        if dest is None or dest.ip == self.local.ip or dest.ip.version != self.local.ip.version:
+            self.counters["misses_unanswered"] += 1
+            return None
+        entry = fdb_for(mac, dest)
+        async with self._lock:
+            self.installed_fdb[mac] = entry
+            self.installed_at[mac] = time.monotonic()
+            self.origin[mac] = "on-demand"
+            await self._program(add_fdb=[entry])
+        return entry
+
+    async def _resolve_ip(self, ip) -> None:
+        if ip in self.installed_neigh:
+            return
+        mac = await self._lookup_ip(ip)
+        if mac is None:
+            self.counters["misses_unanswered"] += 1
+            return
+        if await self._resolve_mac(mac) is None:
+            return
+        entry = NeighEntry(ip, mac)
+        async with self._lock:
+            self.installed_neigh[ip] = entry
+            self.installed_at[ip] = time.monotonic()
+            self.origin[ip] = "on-demand"
+            await self._program(add_neigh=[entry])
+
+    async def on_events_lost(self) -> None:
+        self.counters["events_lost"] += 1
+        log.warning("overlay=%s event=events-lost action=reconcile", self.name)
+        await self.reconcile()
+
+    # -- frames the kernel cannot answer (DHCPv4) --------------------------------------
+    def _open_taps(self) -> None:
+        self._bridge_tap = FrameTap(self.cfg.bridge, bpf=dhcp_filter(), direction="in")
+        self._vxlan_tap = FrameTap(self.name, bpf=dhcp_filter(), direction="out")
+        self._taps += [self._bridge_tap, self._vxlan_tap]
+        self._spawn(self._frame_loop())
+
+    async def _frame_loop(self) -> None:
+        while True:
+            captured = await self._bridge_tap.recv()
+            if captured.outgoing:
+                continue
+            try:
+                pkt = classify(captured.data)
+            except PacketError as exc:
+                self.counters["frames_malformed"] += 1
+                log.debug("overlay=%s malformed frame: %s", self.name, exc)
+                continue
+            if isinstance(pkt, DhcpFrame):
+                self.counters["dhcp_frames"] += 1
+                try:
+                    await self._handle_dhcp(pkt)
+                except Exception as exc:
+                    self.counters["errors"] += 1
+                    log.error("overlay=%s event=dhcp-failed error=%s", self.name, exc)
+
+    async def _handle_dhcp(self, pkt: DhcpFrame) -> None:
+        action = await dhcp_responder.respond(pkt, self.backend, self.native, self._server_mac)
+        if isinstance(action, dhcp_responder.Inject):
+            self.counters["dhcp_native_replies"] += 1
+            await self._bridge_tap.send(action.frame)
+        elif isinstance(action, dhcp_responder.Forward):
+            dest = await self._lookup_mac(action.mac, force=True)
+            if dest is None:
+                self.counters["dhcp_dropped"] += 1
+                return
+            if dest.ip == self.local.ip:
+                await self._bridge_tap.send(action.frame)
+            else:
+                if self.mode == "on-demand":
+                    await self._resolve_mac(action.mac)
+                await self._vxlan_tap.send(action.frame)
+            self.counters["dhcp_proxied"] += 1
+        else:
+            self.counters["dhcp_dropped"] += 1
+
+    # -- presentation ------------------------------------------------------------------
+    def describe(self) -> dict[str, Any]:
+        props = []
+        for spec in self.specs:
+            value = self.values.get(spec.name)
+            props.append({
+                "property": spec.name,
+                "perm": spec.protection.value,
+                "value": "--" if value is None else str(value),
+                "default": "--" if spec.default is None else str(spec.default),
+                "possible": spec.possible(),
+            })
+        counters = dict(self.counters)
+        counters.update(cache_hits=self.cache.hits, cache_negative_hits=self.cache.negative_hits,
+                        cache_rate_limited=self.cache.rate_limited, cache_entries=len(self.cache))
+        return {
+            "name": self.name,
+            "vni": self.cfg.vni,
+            "encap": self.cfg.encap,
+            "plugin": self.cfg.search,
+            "mode": self.mode,
+            "status": self.status,
+            "details": self.details,
+            "bridge": self.cfg.bridge,
+            "properties": props,
+            "counters": counters,
+        }
+
+    async def kernel_entries(self) -> list[dict[str, str]]:
+        if self.tables is None:
+            return []
+        fdb = sorted(await self.tables.dump_fdb(), key=lambda e: e.mac)
+        neigh = sorted(await self.tables.dump_neigh(), key=lambda e: (e.ip.version, e.ip))
+        rows = [{"kind": "fdb", "target": e.mac, "destination": str(Destination(e.dst, e.port)),
+                 "origin": self.origin.get(e.mac, "other")} for e in fdb]
+        rows += [{"kind": "neigh", "target": str(e.ip), "destination": e.mac,
+                  "origin": self.origin.get(e.ip, self.origin.get(e.mac, "other"))} for e in neigh]
+        return rows

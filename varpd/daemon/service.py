@@ -1,0 +1,151 @@
+"""The daemon's core: the set of overlays, their persistence, and the one miss listener.
+
+Kernel misses arrive on one netlink socket for the whole namespace and are
+routed to the overlay owning the ifindex.  An overlay that cannot start (bad
+file, unreachable backend) is kept, shown DEGRADED, and retried, so a daemon
+never refuses to serve the overlays that do work.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+from varpd.config.daemon import DaemonSettings, OverlayConfig
+from varpd.daemon.errors import OverlayExists, OverlayNotFound
+from varpd.daemon.overlay import OverlayRuntime
+from varpd.daemon.state import StateStore
+from varpd_kmod.misses import MissListener
+from varpd_kmod.types import EventsLost, L2Miss, L3Miss
+
+log = logging.getLogger(__name__)
+
+
+class Varpd:
+    def __init__(self, settings: DaemonSettings) -> None:
+        self.settings = settings
+        self.store = StateStore(settings.state_dir)
+        self._overlays: dict[str, OverlayRuntime] = {}
+        self._by_ifindex: dict[int, OverlayRuntime] = {}
+        self._pending: dict[str, OverlayConfig] = {}  # could not start yet: retried
+        self._listener: MissListener | None = None
+        self._tasks: set[asyncio.Task] = set()
+        self.ready = False
+        self.started_at = time.time()
+
+    # -- queries ---------------------------------------------------------------------
+    def overlays(self) -> list[OverlayRuntime]:
+        return list(self._overlays.values())
+
+    def get(self, name: str) -> OverlayRuntime:
+        try:
+            return self._overlays[name]
+        except KeyError:
+            raise OverlayNotFound(name) from None
+
+    # -- lifecycle ----------------------------------------------------------------------
+    async def start(self, configured: tuple[OverlayConfig, ...]) -> None:
+        self._listener = MissListener()
+        self._spawn(self._miss_loop())
+        wanted: dict[str, OverlayConfig] = {c.name: c for c in self.store.load_all()}
+        wanted.update({c.name: c for c in configured})  # the config file wins over saved state
+        for cfg in wanted.values():
+            try:
+                await self._start_overlay(cfg)
+            except Exception as exc:
+                log.error("overlay=%s event=start-failed error=%s action=retry", cfg.name, exc)
+                self._pending[cfg.name] = cfg
+                self._overlays[cfg.name] = _failed_runtime(cfg, self.settings, exc)
+        self._spawn(self._retry_loop())
+        self.ready = True
+        log.info("event=ready overlays=%d", len(self._overlays))
+
+    async def stop(self) -> None:
+        """SIGTERM: stop serving but leave devices and entries in the kernel, so traffic flows on."""
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        for rt in self.overlays():
+            await rt.stop(delete_device=False)
+        if self._listener is not None:
+            self._listener.close()
+
+    def _spawn(self, coro) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _start_overlay(self, cfg: OverlayConfig) -> OverlayRuntime:
+        for other in self._overlays.values():
+            if other.name != cfg.name and other.cfg.vni == cfg.vni and other.cfg.encap == cfg.encap:
+                raise OverlayExists(f"VNI {cfg.vni} with {cfg.encap} is already used by overlay {other.name!r}")
+        rt = OverlayRuntime(cfg, self.settings)
+        try:
+            await rt.start()
+        except BaseException:
+            await rt.stop(delete_device=bool(rt.handle and rt.handle.created_vxlan))
+            raise
+        self._overlays[cfg.name] = rt
+        self._by_ifindex[rt.handle.ifindex] = rt
+        self._pending.pop(cfg.name, None)
+        return rt
+
+    # -- control operations --------------------------------------------------------------
+    async def create_overlay(self, cfg: OverlayConfig) -> OverlayRuntime:
+        if cfg.name in self._overlays:
+            raise OverlayExists(f"overlay {cfg.name!r} already exists")
+        rt = await self._start_overlay(cfg)
+        if cfg.persist:
+            self.store.save(cfg)
+        log.info("overlay=%s event=created", cfg.name)
+        return rt
+
+    async def delete_overlay(self, name: str) -> None:
+        rt = self.get(name)
+        await rt.stop(delete_device=True)
+        self._overlays.pop(name, None)
+        self._pending.pop(name, None)
+        self._by_ifindex = {i: r for i, r in self._by_ifindex.items() if r is not rt}
+        self.store.delete(name)
+        log.info("overlay=%s event=deleted", name)
+
+    async def reconcile(self, name: str) -> dict:
+        return await self.get(name).reconcile()
+
+    # -- background loops ----------------------------------------------------------------
+    async def _miss_loop(self) -> None:
+        async for ev in self._listener.events():
+            if isinstance(ev, EventsLost):
+                for rt in self.overlays():
+                    if rt.handle is not None:
+                        self._spawn(rt.on_events_lost())
+                continue
+            if isinstance(ev, (L2Miss, L3Miss)):
+                rt = self._by_ifindex.get(ev.ifindex)
+                if rt is None:
+                    rt = self._refresh_ifindex(ev.ifindex)
+                if rt is not None:
+                    self._spawn(rt.on_miss(ev))
+
+    def _refresh_ifindex(self, ifindex: int) -> OverlayRuntime | None:
+        """A device re-created by the reconciler has a new ifindex."""
+        self._by_ifindex = {rt.handle.ifindex: rt for rt in self.overlays() if rt.handle is not None}
+        return self._by_ifindex.get(ifindex)
+
+    async def _retry_loop(self) -> None:
+        while True:
+            await asyncio.sleep(max(1.0, self.settings.reconcile_interval))
+            for name, cfg in list(self._pending.items()):
+                try:
+                    await self._start_overlay(cfg)
+                    log.info("overlay=%s event=recovered", name)
+                except Exception as exc:
+                    self._overlays[name].details = str(exc)
+
+
+def _failed_runtime(cfg: OverlayConfig, settings: DaemonSettings, exc: Exception) -> OverlayRuntime:
+    rt = OverlayRuntime(cfg, settings)
+    rt.status = "DEGRADED"
+    rt.details = str(exc)
+    return rt
