@@ -1,0 +1,75 @@
+"""Create sockets inside a named network namespace.
+
+A socket stays bound to the network namespace it was created in, so the
+only thing that must run inside the namespace is ``socket()`` itself (plus,
+for AF_PACKET, name -> ifindex resolution and ``bind``).  ``setns`` changes
+the namespace of the calling *thread* only, so the work is done in a
+short-lived dedicated thread that exits afterwards; the event loop thread is
+never moved.
+"""
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import os
+import threading
+from typing import Callable, TypeVar
+
+from .types import KmodError
+
+T = TypeVar("T")
+
+CLONE_NEWNET = 0x40000000
+NETNS_RUN_DIR = "/var/run/netns"
+
+_libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+
+
+def _setns(fd: int) -> None:
+    if _libc.setns(fd, CLONE_NEWNET) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err))
+
+
+def netns_path(name: str) -> str:
+    if "/" in name:
+        return name
+    return os.path.join(NETNS_RUN_DIR, name)
+
+
+def run_in_netns(netns: str | None, fn: Callable[[], T]) -> T:
+    """Run ``fn()`` with the calling thread in ``netns`` (None: current ns)."""
+    if netns is None:
+        return fn()
+    path = netns_path(netns)
+    try:
+        target = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        raise KmodError(f"network namespace {netns!r} does not exist") from None
+    result: list = []
+    error: list = []
+
+    def worker() -> None:
+        try:
+            own = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                _setns(target)
+                try:
+                    result.append(fn())
+                finally:
+                    # Not strictly needed (the thread dies), but keep it clean.
+                    _setns(own)
+            finally:
+                os.close(own)
+        except BaseException as exc:  # propagated to the caller
+            error.append(exc)
+
+    try:
+        t = threading.Thread(target=worker, name=f"varpd-kmod-netns-{netns}", daemon=True)
+        t.start()
+        t.join()
+    finally:
+        os.close(target)
+    if error:
+        raise error[0]
+    return result[0]

@@ -1,0 +1,234 @@
+"""AF_PACKET frame capture / injection for what the kernel cannot answer itself.
+
+* On a bridge, broadcast frames from bridge ports are passed up to the bridge
+  device and are seen as incoming there.
+* Frames transmitted through the VXLAN device are seen as outgoing on it.
+* Writing a frame to the VXLAN device's packet socket sends it through
+  ``vxlan_xmit`` (FDB lookup -> encapsulated to the remote); writing to the
+  bridge device sends it through the bridge (to the port that learned the
+  destination MAC, e.g. a local guest).
+"""
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import errno as _errno
+import socket
+import struct
+from typing import Literal, Sequence
+
+from ._netns import run_in_netns
+from .types import CapturedFrame, KmodError
+
+__all__ = [
+    "FrameTap",
+    "BpfInsn",
+    "bpf_assemble",
+    "bpf_arp_ndp_dhcp",
+    "BPF_ARP_NDP_DHCP",
+    "BPF_ARP",
+    "BPF_DHCP4",
+    "BPF_ICMPV6",
+    "BPF_ACCEPT_ALL",
+    "MAX_FRAME",
+    "PACKET_OUTGOING",
+]
+
+ETH_P_ALL = 0x0003
+ETH_P_IP = 0x0800
+ETH_P_ARP = 0x0806
+ETH_P_IPV6 = 0x86DD
+SOL_PACKET = 263
+PACKET_IGNORE_OUTGOING = 23
+PACKET_OUTGOING = 4
+SO_ATTACH_FILTER = 26
+MAX_FRAME = 1518
+MIN_FRAME = 14
+
+BpfInsn = tuple[int, int, int, int]  # (code, jt, jf, k)
+
+# classic BPF opcodes
+BPF_LD_H_ABS = 0x28
+BPF_LD_B_ABS = 0x30
+BPF_LD_H_IND = 0x48
+BPF_LDX_B_MSH = 0xB1
+BPF_JEQ_K = 0x15
+BPF_JSET_K = 0x45
+BPF_RET_K = 0x06
+
+SNAPLEN = 0x40000
+
+
+def bpf_assemble(prog: Sequence[tuple]) -> list[BpfInsn]:
+    """Tiny assembler: items are ``(code, jt, jf, k)`` where jt/jf may be label
+    strings, or ``("label", name)`` markers."""
+    labels: dict[str, int] = {}
+    insns: list[tuple] = []
+    for item in prog:
+        if item[0] == "label":
+            labels[item[1]] = len(insns)
+        else:
+            insns.append(item)
+    out: list[BpfInsn] = []
+    for pc, (code, jt, jf, k) in enumerate(insns):
+        def rel(target) -> int:
+            if isinstance(target, int):
+                return target
+            off = labels[target] - pc - 1
+            if not 0 <= off <= 255:
+                raise ValueError(f"bpf jump to {target} out of range")
+            return off
+        out.append((code, rel(jt), rel(jf), k))
+    return out
+
+
+def bpf_arp_ndp_dhcp(*, arp: bool = True, icmpv6: bool = True, dhcp4: bool = True) -> list[BpfInsn]:
+    """Accept ARP, IPv6 with next header ICMPv6 (NDP) and/or IPv4 UDP with
+    source or destination port 67/68 (non-fragmented); drop everything else."""
+    p: list[tuple] = [(BPF_LD_H_ABS, 0, 0, 12)]
+    if arp:
+        p.append((BPF_JEQ_K, "accept", 0, ETH_P_ARP))
+    if icmpv6:
+        p.append((BPF_JEQ_K, "ip6", 0, ETH_P_IPV6))
+    if dhcp4:
+        p.append((BPF_JEQ_K, "ip4", "drop", ETH_P_IP))
+    else:
+        p.append((BPF_RET_K, 0, 0, 0))
+    if icmpv6:
+        p += [
+            ("label", "ip6"),
+            (BPF_LD_B_ABS, 0, 0, 14 + 6),  # IPv6 next header
+            (BPF_JEQ_K, "accept", "drop", 58),
+        ]
+    if dhcp4:
+        p += [
+            ("label", "ip4"),
+            (BPF_LD_B_ABS, 0, 0, 14 + 9),  # protocol
+            (BPF_JEQ_K, 0, "drop", 17),
+            (BPF_LD_H_ABS, 0, 0, 14 + 6),  # flags + fragment offset
+            (BPF_JSET_K, "drop", 0, 0x1FFF),
+            (BPF_LDX_B_MSH, 0, 0, 14),  # X = IHL * 4
+            (BPF_LD_H_IND, 0, 0, 14),  # UDP source port
+            (BPF_JEQ_K, "accept", 0, 67),
+            (BPF_JEQ_K, "accept", 0, 68),
+            (BPF_LD_H_IND, 0, 0, 16),  # UDP destination port
+            (BPF_JEQ_K, "accept", 0, 67),
+            (BPF_JEQ_K, "accept", "drop", 68),
+        ]
+    p += [
+        ("label", "accept"),
+        (BPF_RET_K, 0, 0, SNAPLEN),
+        ("label", "drop"),
+        (BPF_RET_K, 0, 0, 0),
+    ]
+    return bpf_assemble(p)
+
+
+BPF_ARP_NDP_DHCP: list[BpfInsn] = bpf_arp_ndp_dhcp()
+BPF_ARP: list[BpfInsn] = bpf_arp_ndp_dhcp(icmpv6=False, dhcp4=False)
+BPF_ICMPV6: list[BpfInsn] = bpf_arp_ndp_dhcp(arp=False, dhcp4=False)
+BPF_DHCP4: list[BpfInsn] = bpf_arp_ndp_dhcp(arp=False, icmpv6=False)
+BPF_ACCEPT_ALL: list[BpfInsn] = [(BPF_RET_K, 0, 0, SNAPLEN)]
+BPF_DROP_ALL: list[BpfInsn] = [(BPF_RET_K, 0, 0, 0)]
+
+
+def _attach_filter(sock: socket.socket, prog: Sequence[BpfInsn]) -> None:
+    if not prog or len(prog) > 4096:
+        raise KmodError("BPF program must have 1..4096 instructions")
+    raw = b"".join(struct.pack("=HBBI", c, jt, jf, k) for c, jt, jf, k in prog)
+    cbuf = ctypes.create_string_buffer(raw, len(raw))
+    fprog = struct.pack("@HP", len(prog), ctypes.addressof(cbuf))
+    sock.setsockopt(socket.SOL_SOCKET, SO_ATTACH_FILTER, fprog)
+    del cbuf
+
+
+class FrameTap:
+    """Raw Ethernet capture/injection on one interface (optionally in a netns)."""
+
+    def __init__(
+        self,
+        ifname: str,
+        netns: str | None = None,
+        *,
+        bpf: list[BpfInsn] | None = None,
+        direction: Literal["in", "out", "both"] = "both",
+    ) -> None:
+        if direction not in ("in", "out", "both"):
+            raise ValueError(f"direction must be 'in', 'out' or 'both', not {direction!r}")
+        self.ifname = ifname
+        self.netns = netns
+        self.direction = direction
+
+        def make() -> tuple[socket.socket, int]:
+            try:
+                ifindex = socket.if_nametoindex(ifname)
+            except OSError:
+                raise KmodError(f"interface {ifname!r} not found") from None
+            # protocol 0: receives nothing until bind(), so the filter is in place first
+            s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW | socket.SOCK_NONBLOCK | socket.SOCK_CLOEXEC, 0)
+            try:
+                if bpf is not None:
+                    _attach_filter(s, bpf)
+                if direction == "in":
+                    try:
+                        s.setsockopt(SOL_PACKET, PACKET_IGNORE_OUTGOING, 1)
+                    except OSError:
+                        pass  # old kernel: filtered in recv()
+                s.bind((ifname, ETH_P_ALL))
+            except BaseException:
+                s.close()
+                raise
+            return s, ifindex
+
+        self._sock, self.ifindex = run_in_netns(netns, make)
+        self._buf = bytearray(65536)
+        self.closed = False
+
+    def fileno(self) -> int:
+        return self._sock.fileno()
+
+    def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            self._sock.close()
+
+    def __enter__(self) -> "FrameTap":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    async def __aenter__(self) -> "FrameTap":
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        self.close()
+
+    async def recv(self) -> CapturedFrame:
+        if self.closed:
+            raise KmodError("FrameTap is closed")
+        loop = asyncio.get_running_loop()
+        want_out = self.direction != "in"
+        want_in = self.direction != "out"
+        while True:
+            data, addr = await loop.sock_recvfrom(self._sock, 65536)
+            # addr = (ifname, proto, pkttype, hatype, hwaddr)
+            outgoing = addr[2] == PACKET_OUTGOING
+            if (outgoing and want_out) or (not outgoing and want_in):
+                return CapturedFrame(data=data, outgoing=outgoing, ifindex=self.ifindex)
+
+    async def send(self, frame: bytes) -> None:
+        if self.closed:
+            raise KmodError("FrameTap is closed")
+        n = len(frame)
+        if n > MAX_FRAME:
+            raise KmodError(f"frame of {n} bytes exceeds {MAX_FRAME}")
+        if n < MIN_FRAME:
+            raise KmodError(f"frame of {n} bytes is shorter than an Ethernet header")
+        loop = asyncio.get_running_loop()
+        try:
+            await loop.sock_sendall(self._sock, frame)
+        except OSError as exc:
+            if exc.errno in (_errno.ENXIO, _errno.ENETDOWN):
+                raise KmodError(f"cannot send on {self.ifname!r}: {exc}") from exc
+            raise

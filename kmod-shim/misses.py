@@ -1,0 +1,185 @@
+"""Kernel miss events (VXLAN l2miss / l3miss) from the RTMGRP_NEIGH multicast group.
+
+The VXLAN driver reports a miss as an ``RTM_GETNEIGH`` notification:
+
+* L2 miss: ``NDA_LLADDR`` = the unknown destination MAC, no ``NDA_DST``;
+* L3 miss: ``NDA_DST`` = the IP an ARP request / neighbour solicitation asked for.
+
+The VXLAN driver builds miss notifications from an empty remote, so its
+``NDA_VNI`` is 0: ``L2Miss.vni`` is None in that case (use the device's VNI).
+
+This is the hot path: a raw netlink socket, one preallocated receive buffer,
+``struct.unpack_from`` parsing, and one allocation per event (the event).
+"""
+from __future__ import annotations
+
+import asyncio
+import errno as _errno
+import socket
+import struct
+from ipaddress import IPv4Address, IPv6Address
+from typing import AsyncIterator
+
+from .netlink import (
+    NDA_DST,
+    NDA_LLADDR,
+    NDA_VNI,
+    NDMSG,
+    NLA,
+    NLH,
+    RTM_GETNEIGH,
+    RTMGRP_NEIGH,
+    open_route_socket,
+)
+from .types import EventsLost, KmodError, L2Miss, L3Miss
+
+__all__ = ["MissListener"]
+
+_NDMSG_OFF = NLH.size
+_ATTR_OFF = NLH.size + NDMSG.size
+_U32 = struct.Struct("=I")
+
+Event = L2Miss | L3Miss | EventsLost
+
+
+def _wake(fut: asyncio.Future) -> None:
+    if not fut.done():
+        fut.set_result(None)
+
+
+class MissListener:
+    """Listen for VXLAN miss notifications in one network namespace.
+
+    ``async for ev in listener.events()`` yields :class:`L2Miss`,
+    :class:`L3Miss` and, after a receive-buffer overflow, :class:`EventsLost`.
+    With no ``watch()``-ed ifindex every device's misses are reported.
+    """
+
+    def __init__(self, netns: str | None = None, rcvbuf: int = 8 * 1024 * 1024) -> None:
+        self.netns = netns
+        # bound (and subscribed) right here, so nothing after construction is missed
+        self._sock = open_route_socket(netns, groups=RTMGRP_NEIGH, rcvbuf=rcvbuf, ext_ack=False)
+        self._buf = bytearray(256 * 1024)
+        self._view = memoryview(self._buf)
+        self._watch: set[int] = set()
+        self.closed = False
+        self.lost = 0  # number of ENOBUFS seen
+
+    @property
+    def rcvbuf(self) -> int:
+        return self._sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
+
+    def fileno(self) -> int:
+        return self._sock.fileno()
+
+    def watch(self, ifindex: int) -> None:
+        self._watch.add(int(ifindex))
+
+    def unwatch(self, ifindex: int) -> None:
+        self._watch.discard(int(ifindex))
+
+    @property
+    def watched(self) -> frozenset[int]:
+        return frozenset(self._watch)
+
+    def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            self._sock.close()
+
+    def __enter__(self) -> "MissListener":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    async def __aenter__(self) -> "MissListener":
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        self.close()
+
+    # -- parsing -----------------------------------------------------------------
+    def _parse(self, n: int, out: list[Event]) -> None:
+        view = self._view
+        watch = self._watch
+        off = 0
+        while off + 16 <= n:
+            mlen, mtype, _flags, _seq, _pid = NLH.unpack_from(view, off)
+            if mlen < 16 or off + mlen > n:
+                break
+            end = off + mlen
+            if mtype == RTM_GETNEIGH and mlen >= _ATTR_OFF:
+                _family, ifindex, _state, _nflags, _t = NDMSG.unpack_from(view, off + _NDMSG_OFF)
+                if not watch or ifindex in watch:
+                    dst = lladdr = vni = None
+                    a = off + _ATTR_OFF
+                    while a + 4 <= end:
+                        alen, atype = NLA.unpack_from(view, a)
+                        if alen < 4 or a + alen > end:
+                            break
+                        atype &= 0x3FFF
+                        if atype == NDA_DST:
+                            dst = (a + 4, alen - 4)
+                        elif atype == NDA_LLADDR:
+                            lladdr = (a + 4, alen - 4)
+                        elif atype == NDA_VNI and alen >= 8:
+                            vni = _U32.unpack_from(view, a + 4)[0]
+                        a += (alen + 3) & ~3
+                    if dst is not None:
+                        p, ln = dst
+                        if ln == 4:
+                            out.append(L3Miss(ifindex, IPv4Address(bytes(view[p : p + 4]))))
+                        elif ln == 16:
+                            out.append(L3Miss(ifindex, IPv6Address(bytes(view[p : p + 16]))))
+                    elif lladdr is not None and lladdr[1] == 6:
+                        p = lladdr[0]
+                        out.append(L2Miss(ifindex, view[p : p + 6].hex(":"), vni or None))
+            off += (mlen + 3) & ~3
+
+    # -- reading -----------------------------------------------------------------
+    def poll(self) -> list[Event]:
+        """Read and parse everything queued right now, without blocking."""
+        out: list[Event] = []
+        sock = self._sock
+        buf = self._buf
+        while True:
+            try:
+                n = sock.recv_into(buf)
+            except (BlockingIOError, InterruptedError):
+                return out
+            except OSError as exc:
+                if exc.errno == _errno.ENOBUFS:
+                    self.lost += 1
+                    out.append(EventsLost("ENOBUFS: netlink receive buffer overflowed, re-read kernel state"))
+                    continue
+                raise
+            self._parse(n, out)
+
+    async def next_batch(self) -> list[Event]:
+        """Wait until at least one event is available and return all queued ones."""
+        if self.closed:
+            raise KmodError("MissListener is closed")
+        loop = asyncio.get_running_loop()
+        while True:
+            out = self.poll()
+            if out:
+                return out
+            fut = loop.create_future()
+            fd = self._sock.fileno()
+            loop.add_reader(fd, _wake, fut)
+            try:
+                await fut
+            finally:
+                loop.remove_reader(fd)
+
+    async def events(self) -> AsyncIterator[Event]:
+        while not self.closed:
+            try:
+                batch = await self.next_batch()
+            except OSError:
+                if self.closed:
+                    return
+                raise
+            for ev in batch:
+                yield ev

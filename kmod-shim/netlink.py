@@ -1,0 +1,586 @@
+"""Raw NETLINK_ROUTE codec and batched FDB / neighbour programming.
+
+No pyroute2 here: messages are packed with :mod:`struct`, many requests go
+into one ``send`` and the kernel's ACKs are matched back to the entries by
+sequence number.  rtnetlink processes a request skb synchronously inside
+``sendmsg``, so once ``send`` returns every ACK of that chunk is either queued
+on our socket or was dropped because the receive buffer was full (ENOBUFS).
+The chunk size is bounded so that its ACKs fit into the receive buffer.
+"""
+from __future__ import annotations
+
+import asyncio
+import errno as _errno
+import os
+import socket
+import struct
+from ipaddress import IPv4Address, IPv6Address, ip_address
+from typing import Callable, Iterable
+
+from ._netns import run_in_netns
+from .types import FdbEntry, KmodError, NeighEntry, OpFailure
+
+# --- constants (linux/netlink.h, linux/rtnetlink.h, linux/neighbour.h) -------
+NETLINK_ROUTE = 0
+SOL_NETLINK = 270
+NETLINK_ADD_MEMBERSHIP = 1
+NETLINK_CAP_ACK = 10
+NETLINK_EXT_ACK = 11
+NETLINK_GET_STRICT_CHK = 12
+SO_RCVBUFFORCE = getattr(socket, "SO_RCVBUFFORCE", 33)
+SO_SNDBUFFORCE = getattr(socket, "SO_SNDBUFFORCE", 32)
+
+NLMSG_NOOP = 1
+NLMSG_ERROR = 2
+NLMSG_DONE = 3
+NLMSG_OVERRUN = 4
+
+NLM_F_REQUEST = 0x01
+NLM_F_MULTI = 0x02
+NLM_F_ACK = 0x04
+NLM_F_DUMP_INTR = 0x10
+NLM_F_ROOT = 0x100
+NLM_F_MATCH = 0x200
+NLM_F_DUMP = NLM_F_ROOT | NLM_F_MATCH
+NLM_F_REPLACE = 0x100
+NLM_F_EXCL = 0x200
+NLM_F_CREATE = 0x400
+# flags on NLMSG_ERROR messages
+NLM_F_CAPPED = 0x100
+NLM_F_ACK_TLVS = 0x200
+NLMSGERR_ATTR_MSG = 1
+
+RTM_NEWLINK = 16
+RTM_GETLINK = 18
+RTM_NEWNEIGH = 28
+RTM_DELNEIGH = 29
+RTM_GETNEIGH = 30
+
+RTNLGRP_NEIGH = 3
+RTMGRP_NEIGH = 1 << (RTNLGRP_NEIGH - 1)
+
+NDA_DST = 1
+NDA_LLADDR = 2
+NDA_CACHEINFO = 3
+NDA_PROBES = 4
+NDA_VLAN = 5
+NDA_PORT = 6
+NDA_VNI = 7
+NDA_IFINDEX = 8
+NDA_MASTER = 9
+
+NTF_USE = 0x01
+NTF_SELF = 0x02
+NTF_MASTER = 0x04
+NTF_PROXY = 0x08
+NTF_EXT_LEARNED = 0x10
+NTF_ROUTER = 0x80
+
+NUD_INCOMPLETE = 0x01
+NUD_REACHABLE = 0x02
+NUD_STALE = 0x04
+NUD_DELAY = 0x08
+NUD_PROBE = 0x10
+NUD_FAILED = 0x20
+NUD_NOARP = 0x40
+NUD_PERMANENT = 0x80
+
+IFLA_LINKINFO = 18
+IFLA_INFO_KIND = 1
+IFLA_INFO_DATA = 2
+IFLA_VXLAN_ID = 1
+IFLA_VXLAN_PORT = 15
+
+AF_UNSPEC = 0
+AF_INET = socket.AF_INET
+AF_INET6 = socket.AF_INET6
+AF_BRIDGE = 7
+
+NLH = struct.Struct("=IHHII")  # len, type, flags, seq, pid
+NDMSG = struct.Struct("=BxxxiHBB")  # family, ifindex, state, flags, type
+IFINFOMSG = struct.Struct("=BxHiII")  # family, type, index, flags, change
+NLA = struct.Struct("=HH")  # len, type
+NLA_TYPE_MASK = 0x3FFF
+_I32 = struct.Struct("=i")
+_BE16 = struct.Struct("!H")
+
+ADD_FLAGS = NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_REPLACE
+DEL_FLAGS = NLM_F_REQUEST | NLM_F_ACK
+
+ZERO_MAC = b"\x00" * 6
+
+__all__ = [
+    "KernelTables",
+    "encode_fdb",
+    "encode_neigh",
+    "mac_to_bytes",
+    "bytes_to_mac",
+    "open_route_socket",
+    "parse_attrs",
+]
+
+
+# --- small helpers ------------------------------------------------------------
+def mac_to_bytes(mac: str) -> bytes:
+    parts = mac.split(":")
+    if len(parts) != 6:
+        raise ValueError(f"invalid MAC address {mac!r}")
+    try:
+        raw = bytes(int(p, 16) for p in parts)
+    except ValueError:
+        raise ValueError(f"invalid MAC address {mac!r}") from None
+    return raw
+
+
+def bytes_to_mac(raw: bytes | memoryview) -> str:
+    return bytes(raw).hex(":")
+
+
+def _align(n: int) -> int:
+    return (n + 3) & ~3
+
+
+def _attr(atype: int, payload: bytes) -> bytes:
+    n = NLA.size + len(payload)
+    return NLA.pack(n, atype) + payload + b"\x00" * (_align(n) - n)
+
+
+def parse_attrs(buf, start: int, end: int) -> dict[int, memoryview]:
+    """Parse a run of rtattrs into {type: payload memoryview} (last wins)."""
+    mv = buf if isinstance(buf, memoryview) else memoryview(buf)
+    out: dict[int, memoryview] = {}
+    off = start
+    while off + 4 <= end:
+        alen, atype = NLA.unpack_from(mv, off)
+        if alen < 4 or off + alen > end:
+            break
+        out[atype & NLA_TYPE_MASK] = mv[off + 4 : off + alen]
+        off += _align(alen)
+    return out
+
+
+def _ip_from_raw(raw) -> IPv4Address | IPv6Address | None:
+    n = len(raw)
+    if n == 4:
+        return IPv4Address(bytes(raw))
+    if n == 16:
+        return IPv6Address(bytes(raw))
+    return None
+
+
+def _as_ip(value) -> IPv4Address | IPv6Address:
+    if isinstance(value, (IPv4Address, IPv6Address)):
+        return value
+    return ip_address(value)
+
+
+# --- encoders -------------------------------------------------------------------
+def encode_fdb(ifindex: int, entry: FdbEntry, seq: int, *, add: bool = True, vni: int | None = None) -> bytes:
+    """RTM_NEWNEIGH/RTM_DELNEIGH for a VXLAN FDB entry (AF_BRIDGE, NTF_SELF)."""
+    dst = _as_ip(entry.dst)
+    if not 0 < int(entry.port) < 65536:
+        raise ValueError(f"invalid port {entry.port!r}")
+    body = (
+        NDMSG.pack(AF_BRIDGE, ifindex, NUD_PERMANENT, NTF_SELF, 0)
+        + _attr(NDA_LLADDR, mac_to_bytes(entry.mac))
+        + _attr(NDA_DST, dst.packed)
+        + _attr(NDA_PORT, _BE16.pack(int(entry.port)))
+    )
+    if vni is not None:
+        body += _attr(NDA_VNI, struct.pack("=I", vni))
+    mtype, flags = (RTM_NEWNEIGH, ADD_FLAGS) if add else (RTM_DELNEIGH, DEL_FLAGS)
+    return NLH.pack(NLH.size + len(body), mtype, flags, seq, 0) + body
+
+
+def encode_neigh(ifindex: int, entry: NeighEntry, seq: int, *, add: bool = True) -> bytes:
+    """RTM_NEWNEIGH/RTM_DELNEIGH for a plain permanent neighbour entry on the device."""
+    ip = _as_ip(entry.ip)
+    family = AF_INET if ip.version == 4 else AF_INET6
+    if add:
+        body = (
+            NDMSG.pack(family, ifindex, NUD_PERMANENT, 0, 0)
+            + _attr(NDA_DST, ip.packed)
+            + _attr(NDA_LLADDR, mac_to_bytes(entry.mac))
+        )
+        return NLH.pack(NLH.size + len(body), RTM_NEWNEIGH, ADD_FLAGS, seq, 0) + body
+    body = NDMSG.pack(family, ifindex, 0, 0, 0) + _attr(NDA_DST, ip.packed)
+    return NLH.pack(NLH.size + len(body), RTM_DELNEIGH, DEL_FLAGS, seq, 0) + body
+
+
+def _parse_error(buf: memoryview, off: int, mlen: int, mflags: int) -> tuple[int, str]:
+    """Return (positive errno, extended-ack message) of an NLMSG_ERROR message."""
+    (err,) = _I32.unpack_from(buf, off + 16)
+    code = -err
+    msg = ""
+    if mflags & NLM_F_ACK_TLVS:
+        # nlmsgerr = int error + struct nlmsghdr msg (+ payload unless capped)
+        inner = off + 20
+        if mflags & NLM_F_CAPPED:
+            tlv = inner + 16
+        else:
+            (ilen,) = struct.unpack_from("=I", buf, inner)
+            tlv = inner + _align(ilen)
+        attrs = parse_attrs(buf, tlv, off + mlen)
+        raw = attrs.get(NLMSGERR_ATTR_MSG)
+        if raw is not None:
+            msg = bytes(raw).split(b"\x00", 1)[0].decode("utf-8", "replace")
+    return code, msg
+
+
+# --- sockets --------------------------------------------------------------------
+def _set_rcvbuf(sock: socket.socket, size: int) -> None:
+    try:
+        rmem_max = int(open("/proc/sys/net/core/rmem_max").read())
+    except OSError:
+        rmem_max = 212992
+    if size > rmem_max:
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, size)
+            return
+        except PermissionError:
+            pass
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, size)
+
+
+def open_route_socket(
+    netns: str | None = None,
+    *,
+    groups: int = 0,
+    rcvbuf: int | None = None,
+    ext_ack: bool = True,
+    strict: bool = False,
+) -> socket.socket:
+    """Open a non-blocking NETLINK_ROUTE socket (inside ``netns`` if given)."""
+
+    def make() -> socket.socket:
+        s = socket.socket(
+            socket.AF_NETLINK,
+            socket.SOCK_RAW | socket.SOCK_NONBLOCK | socket.SOCK_CLOEXEC,
+            NETLINK_ROUTE,
+        )
+        try:
+            if rcvbuf is not None:
+                _set_rcvbuf(s, rcvbuf)
+            if ext_ack:
+                for opt in (NETLINK_CAP_ACK, NETLINK_EXT_ACK):
+                    try:
+                        s.setsockopt(SOL_NETLINK, opt, 1)
+                    except OSError:
+                        pass
+            if strict:
+                try:
+                    s.setsockopt(SOL_NETLINK, NETLINK_GET_STRICT_CHK, 1)
+                except OSError:
+                    pass
+            s.bind((0, groups))
+        except BaseException:
+            s.close()
+            raise
+        return s
+
+    return run_in_netns(netns, make)
+
+
+# --- KernelTables -------------------------------------------------------------
+class KernelTables:
+    """Batched programming of one VXLAN device's FDB and neighbour tables.
+
+    One netlink socket per instance; operations are serialised with a lock.
+    """
+
+    CHUNK_BYTES = 64 * 1024
+    RCVBUF = 8 * 1024 * 1024
+    ACK_TRUESIZE = 1024  # conservative kernel memory charged per queued ACK skb
+
+    def __init__(self, ifindex: int, netns: str | None = None) -> None:
+        self.ifindex = int(ifindex)
+        self.netns = netns
+        self._sock = open_route_socket(netns, rcvbuf=self.RCVBUF, ext_ack=True, strict=True)
+        actual = self._sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
+        # keep the ACKs of one chunk well inside the receive buffer
+        self._chunk_msgs = max(16, min(4096, actual // (2 * self.ACK_TRUESIZE)))
+        self._buf = bytearray(1 << 20)
+        self._view = memoryview(self._buf)
+        self._seq = 0
+        self._lock = asyncio.Lock()
+        self._dev_port: int | None = None
+        self.closed = False
+
+    # -- lifecycle
+    def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            self._sock.close()
+
+    def __enter__(self) -> "KernelTables":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    async def __aenter__(self) -> "KernelTables":
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        self.close()
+
+    def fileno(self) -> int:
+        return self._sock.fileno()
+
+    def _next_seq(self) -> int:
+        self._seq = (self._seq + 1) & 0xFFFFFFFF or 1
+        return self._seq
+
+    # -- public API
+    async def add_fdb(self, entries: Iterable[FdbEntry]) -> list[OpFailure]:
+        return await self._batch(entries, lambda e, s: encode_fdb(self.ifindex, e, s, add=True), ())
+
+    async def del_fdb(self, entries: Iterable[FdbEntry]) -> list[OpFailure]:
+        return await self._batch(
+            entries, lambda e, s: encode_fdb(self.ifindex, e, s, add=False), (_errno.ENOENT,)
+        )
+
+    async def add_neigh(self, entries: Iterable[NeighEntry]) -> list[OpFailure]:
+        return await self._batch(entries, lambda e, s: encode_neigh(self.ifindex, e, s, add=True), ())
+
+    async def del_neigh(self, entries: Iterable[NeighEntry]) -> list[OpFailure]:
+        return await self._batch(
+            entries, lambda e, s: encode_neigh(self.ifindex, e, s, add=False), (_errno.ENOENT,)
+        )
+
+    async def dump_fdb(self) -> set[FdbEntry]:
+        """Remote FDB entries of this VXLAN device (NTF_SELF, with NDA_DST, non-zero MAC)."""
+        async with self._lock:
+            if self._dev_port is None:
+                self._dev_port = await self._query_vxlan_port()
+            default_port = self._dev_port or 4789
+            out: set[FdbEntry] = set()
+            req = NDMSG.pack(AF_BRIDGE, self.ifindex, 0, 0, 0)
+
+            def on_msg(buf: memoryview, off: int, mlen: int, mtype: int) -> None:
+                if mtype != RTM_NEWNEIGH or mlen < NLH.size + NDMSG.size:
+                    return
+                family, ifindex, state, flags, _t = NDMSG.unpack_from(buf, off + NLH.size)
+                if family != AF_BRIDGE or ifindex != self.ifindex:
+                    return
+                if not flags & NTF_SELF or flags & NTF_MASTER:
+                    return
+                attrs = parse_attrs(buf, off + NLH.size + NDMSG.size, off + mlen)
+                lladdr = attrs.get(NDA_LLADDR)
+                dst = attrs.get(NDA_DST)
+                if lladdr is None or dst is None or len(lladdr) != 6 or lladdr == ZERO_MAC:
+                    return
+                ip = _ip_from_raw(dst)
+                if ip is None:
+                    return
+                port_raw = attrs.get(NDA_PORT)
+                port = _BE16.unpack(port_raw)[0] if port_raw is not None and len(port_raw) == 2 else default_port
+                out.add(FdbEntry(bytes(lladdr).hex(":"), ip, port))
+
+            await self._dump(RTM_GETNEIGH, req, on_msg, reset=out.clear)
+            return out
+
+    async def dump_neigh(self) -> set[NeighEntry]:
+        """Connected (PERMANENT/NOARP/REACHABLE) IPv4+IPv6 neighbours with lladdr on this device."""
+        async with self._lock:
+            out: set[NeighEntry] = set()
+            wanted = NUD_PERMANENT | NUD_NOARP | NUD_REACHABLE
+
+            def on_msg(buf: memoryview, off: int, mlen: int, mtype: int) -> None:
+                if mtype != RTM_NEWNEIGH or mlen < NLH.size + NDMSG.size:
+                    return
+                family, ifindex, state, flags, _t = NDMSG.unpack_from(buf, off + NLH.size)
+                if ifindex != self.ifindex or family not in (AF_INET, AF_INET6):
+                    return
+                if not state & wanted or flags & NTF_PROXY:
+                    return
+                attrs = parse_attrs(buf, off + NLH.size + NDMSG.size, off + mlen)
+                lladdr = attrs.get(NDA_LLADDR)
+                dst = attrs.get(NDA_DST)
+                if lladdr is None or dst is None or len(lladdr) != 6:
+                    return
+                ip = _ip_from_raw(dst)
+                if ip is None or ip.is_multicast:
+                    return
+                out.add(NeighEntry(ip, bytes(lladdr).hex(":")))
+
+            for family in (AF_INET, AF_INET6):
+                req = NDMSG.pack(family, 0, 0, 0, 0) + _attr(NDA_IFINDEX, struct.pack("=I", self.ifindex))
+                before = frozenset(out)
+
+                def reset(before=before) -> None:  # a retried (interrupted) dump
+                    out.clear()
+                    out.update(before)
+
+                await self._dump(RTM_GETNEIGH, req, on_msg, reset=reset)
+            return out
+
+    # -- internals
+    async def _batch(
+        self,
+        entries: Iterable[object],
+        encode: Callable[[object, int], bytes],
+        ignore: tuple[int, ...],
+    ) -> list[OpFailure]:
+        if self.closed:
+            raise KmodError("KernelTables is closed")
+        failures: list[OpFailure] = []
+        async with self._lock:
+            chunk = bytearray()
+            pending: dict[int, object] = {}
+            limit_b, limit_n = self.CHUNK_BYTES, self._chunk_msgs
+            for entry in entries:
+                seq = self._next_seq()
+                try:
+                    msg = encode(entry, seq)
+                except (ValueError, TypeError, AttributeError, struct.error) as exc:
+                    failures.append(OpFailure(entry, _errno.EINVAL, f"cannot encode: {exc}"))
+                    continue
+                if pending and (len(chunk) + len(msg) > limit_b or len(pending) >= limit_n):
+                    await self._flush(chunk, pending, failures, ignore)
+                    chunk = bytearray()
+                    pending = {}
+                chunk += msg
+                pending[seq] = entry
+            if pending:
+                await self._flush(chunk, pending, failures, ignore)
+        return failures
+
+    async def _flush(
+        self,
+        chunk: bytearray,
+        pending: dict[int, object],
+        failures: list[OpFailure],
+        ignore: tuple[int, ...],
+    ) -> None:
+        loop = asyncio.get_running_loop()
+        sock = self._sock
+        await loop.sock_sendall(sock, chunk)
+        buf, view = self._buf, self._view
+        lost = False
+        while pending:
+            try:
+                n = sock.recv_into(buf)
+            except BlockingIOError:
+                try:
+                    n = await loop.sock_recv_into(sock, buf)
+                except OSError as exc:
+                    if exc.errno != _errno.ENOBUFS:
+                        raise
+                    lost = True
+                    break
+            except OSError as exc:
+                if exc.errno != _errno.ENOBUFS:
+                    raise
+                lost = True
+                break
+            off = 0
+            while off + NLH.size <= n:
+                mlen, mtype, mflags, seq, _pid = NLH.unpack_from(view, off)
+                if mlen < NLH.size or off + mlen > n:
+                    break
+                if mtype == NLMSG_ERROR:
+                    entry = pending.pop(seq, None)
+                    if entry is not None:
+                        code, text = _parse_error(view, off, mlen, mflags)
+                        if code and code not in ignore:
+                            failures.append(OpFailure(entry, code, text or os.strerror(code)))
+                off += _align(mlen)
+        if lost:
+            # The kernel has processed the whole chunk already; drain what is queued.
+            while pending:
+                try:
+                    n = sock.recv_into(buf)
+                except (BlockingIOError, InterruptedError):
+                    break
+                except OSError as exc:
+                    if exc.errno == _errno.ENOBUFS:
+                        continue
+                    raise
+                off = 0
+                while off + NLH.size <= n:
+                    mlen, mtype, mflags, seq, _pid = NLH.unpack_from(view, off)
+                    if mlen < NLH.size or off + mlen > n:
+                        break
+                    if mtype == NLMSG_ERROR:
+                        entry = pending.pop(seq, None)
+                        if entry is not None:
+                            code, text = _parse_error(view, off, mlen, mflags)
+                            if code and code not in ignore:
+                                failures.append(OpFailure(entry, code, text or os.strerror(code)))
+                    off += _align(mlen)
+            for entry in pending.values():
+                failures.append(
+                    OpFailure(entry, _errno.ENOBUFS, "ACK lost (receive buffer overflow): outcome unknown")
+                )
+            pending.clear()
+        # let other tasks (the miss hot path) run between chunks
+        await asyncio.sleep(0)
+
+    async def _dump(self, mtype: int, payload: bytes, on_msg, *, reset: Callable[[], None], retries: int = 5) -> None:
+        loop = asyncio.get_running_loop()
+        sock = self._sock
+        buf, view = self._buf, self._view
+        for _attempt in range(retries):
+            seq = self._next_seq()
+            req = NLH.pack(NLH.size + len(payload), mtype, NLM_F_REQUEST | NLM_F_DUMP, seq, 0) + payload
+            await loop.sock_sendall(sock, req)
+            interrupted = False
+            done = False
+            while not done:
+                n = await loop.sock_recv_into(sock, buf)
+                off = 0
+                while off + NLH.size <= n:
+                    mlen, t, mflags, mseq, _pid = NLH.unpack_from(view, off)
+                    if mlen < NLH.size or off + mlen > n:
+                        break
+                    if mseq == seq:
+                        if mflags & NLM_F_DUMP_INTR:
+                            interrupted = True
+                        if t == NLMSG_DONE:
+                            done = True
+                            break
+                        if t == NLMSG_ERROR:
+                            code, text = _parse_error(view, off, mlen, mflags)
+                            if code:
+                                raise KmodError(f"netlink dump failed: {os.strerror(code)} {text}".strip())
+                            done = True
+                            break
+                        on_msg(view, off, mlen, t)
+                    off += _align(mlen)
+            if not interrupted:
+                return
+            reset()
+        raise KmodError("netlink dump kept being interrupted (NLM_F_DUMP_INTR)")
+
+    async def _query_vxlan_port(self) -> int | None:
+        loop = asyncio.get_running_loop()
+        seq = self._next_seq()
+        body = IFINFOMSG.pack(AF_UNSPEC, 0, self.ifindex, 0, 0)
+        req = NLH.pack(NLH.size + len(body), RTM_GETLINK, NLM_F_REQUEST, seq, 0) + body
+        await loop.sock_sendall(self._sock, req)
+        buf, view = self._buf, self._view
+        while True:
+            n = await loop.sock_recv_into(self._sock, buf)
+            off = 0
+            while off + NLH.size <= n:
+                mlen, t, mflags, mseq, _pid = NLH.unpack_from(view, off)
+                if mlen < NLH.size or off + mlen > n:
+                    break
+                if mseq == seq:
+                    if t == NLMSG_ERROR:
+                        code, text = _parse_error(view, off, mlen, mflags)
+                        raise KmodError(f"RTM_GETLINK ifindex {self.ifindex}: {os.strerror(code)} {text}".strip())
+                    if t == RTM_NEWLINK:
+                        attrs = parse_attrs(view, off + NLH.size + IFINFOMSG.size, off + mlen)
+                        li = attrs.get(IFLA_LINKINFO)
+                        if li is None:
+                            return None
+                        info = parse_attrs(li, 0, len(li))
+                        data = info.get(IFLA_INFO_DATA)
+                        if data is None:
+                            return None
+                        vx = parse_attrs(data, 0, len(data))
+                        p = vx.get(IFLA_VXLAN_PORT)
+                        return _BE16.unpack(p)[0] if p is not None and len(p) == 2 else None
+                off += _align(mlen)

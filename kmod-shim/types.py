@@ -1,0 +1,113 @@
+"""Plain value types shared by the kmod-shim and its callers.
+
+MAC addresses are lowercase ``"aa:bb:cc:dd:ee:ff"`` strings; IP addresses are
+:mod:`ipaddress` objects.  All dataclasses are frozen and slotted so they are
+hashable (usable in sets) and cheap.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from ipaddress import IPv4Address, IPv6Address
+
+IPAddress = IPv4Address | IPv6Address
+
+__all__ = [
+    "IPAddress",
+    "DeviceSpec",
+    "DeviceHandle",
+    "FdbEntry",
+    "NeighEntry",
+    "L2Miss",
+    "L3Miss",
+    "EventsLost",
+    "OpFailure",
+    "CapturedFrame",
+    "KmodError",
+    "DeviceConflict",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceSpec:
+    name: str
+    vni: int
+    local_ip: IPAddress
+    port: int = 4789
+    bridge: str | None = None
+    underlay_dev: str | None = None
+    mtu: int | None = None
+    # Dynamic overlays want the kernel's proxy and miss reports; a point-to-point
+    # overlay (one all-zeros FDB entry) must not proxy, or ARP would never cross.
+    proxy: bool = True
+    l2miss: bool = True
+    l3miss: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceHandle:
+    name: str
+    ifindex: int
+    vni: int
+    bridge: str | None
+    bridge_ifindex: int | None
+    created_vxlan: bool
+    created_bridge: bool
+
+
+@dataclass(frozen=True, slots=True)
+class FdbEntry:
+    """A remote FDB entry on a VXLAN device: inner MAC -> underlay (dst, port)."""
+
+    mac: str
+    dst: IPAddress
+    port: int
+
+
+@dataclass(frozen=True, slots=True)
+class NeighEntry:
+    """A neighbour (ARP/NDP) entry on a VXLAN device used by the proxy path."""
+
+    ip: IPAddress
+    mac: str
+
+
+@dataclass(frozen=True, slots=True)
+class L2Miss:
+    ifindex: int
+    mac: str
+    vni: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class L3Miss:
+    ifindex: int
+    ip: IPAddress
+
+
+@dataclass(frozen=True, slots=True)
+class EventsLost:
+    """Kernel events were dropped (ENOBUFS): the consumer must re-read kernel state."""
+
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class OpFailure:
+    entry: object
+    errno: int
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class CapturedFrame:
+    data: bytes
+    outgoing: bool
+    ifindex: int
+
+
+class KmodError(Exception):
+    """Base error of the kmod-shim."""
+
+
+class DeviceConflict(KmodError):
+    """A device of that name exists with different parameters or a different kind."""
