@@ -34,7 +34,7 @@ from varpd.model.cache import MISSING, LookupCache
 from varpd.packet import PacketError, classify
 from varpd.packet.dhcp import DhcpFrame
 from varpd_kmod import device as kdev
-from varpd_kmod.frames import FrameTap, dhcp_filter
+from varpd_kmod.frames import BPF_DHCP4, FrameTap
 from varpd_kmod.netlink import KernelTables
 from varpd_kmod.types import DeviceHandle, DeviceSpec, FdbEntry, L2Miss, L3Miss, NeighEntry
 
@@ -406,8 +406,8 @@ class OverlayRuntime:
 
     # -- frames the kernel cannot answer (DHCPv4) --------------------------------------
     def _open_taps(self) -> None:
-        self._bridge_tap = FrameTap(self.cfg.bridge, bpf=dhcp_filter(), direction="in")
-        self._vxlan_tap = FrameTap(self.name, bpf=dhcp_filter(), direction="out")
+        self._bridge_tap = FrameTap(self.cfg.bridge, bpf=BPF_DHCP4, direction="in")
+        self._vxlan_tap = FrameTap(self.name, bpf=BPF_DHCP4, direction="out")
         self._taps += [self._bridge_tap, self._vxlan_tap]
         self._spawn(self._frame_loop())
 
