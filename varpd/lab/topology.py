@@ -1,0 +1,395 @@
+"""A network-namespace overlay lab: one underlay bridge, N "hosts", one guest per host.
+
+Sync and subprocess-driven (`ip`, `sysctl`): this is test and lab tooling, never daemon
+code. Every namespace is ``<prefix>underlay``, ``<prefix>hostN`` or ``<prefix>hostN-…``;
+all links live inside those namespaces, so deleting the namespaces (after killing what
+runs in them) removes everything. ``down()`` and ``cleanup()`` work after a partial ``up()``.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable
+
+VXLAN_PORT = 4789
+GUEST_MTU = 1400  # below the VXLAN device's 1450 on a 1500-byte underlay
+
+
+class LabError(RuntimeError):
+    """A lab command failed; the message names the command and its stderr."""
+
+
+@dataclass(frozen=True)
+class HostSpec:
+    name: str  # "host1"
+    underlay_ip: str  # "192.0.2.1"
+    guest_mac: str  # the VNIC MAC, key of hosts.json
+    guest_ip4: str  # "10.55.55.2" (record "arp")
+    guest_ip6: str  # "fe80::3" (record "ndp")
+    dhcp_proxy: str | None = None  # record "dhcp-proxy"
+
+    def record(self, port: int = VXLAN_PORT) -> dict:
+        rec: dict = {"arp": self.guest_ip4, "ip": self.underlay_ip, "ndp": self.guest_ip6, "port": port}
+        if self.dhcp_proxy:
+            rec["dhcp-proxy"] = self.dhcp_proxy
+        return rec
+
+
+def seed_hosts(n: int = 3, *, dhcp_proxy: bool = True) -> list[HostSpec]:
+    """The seed's layout: hostN at 192.0.2.N, MAC de:ad:be:ef:00:(N-1), 10.55.55.(N+1), fe80::(N+2)."""
+    return [
+        HostSpec(
+            f"host{i}", f"192.0.2.{i}", f"de:ad:be:ef:00:{i - 1:02x}", f"10.55.55.{i + 1}", f"fe80::{i + 2:x}",
+            dhcp_proxy="de:ad:be:ef:00:00" if dhcp_proxy and i == 2 else None,
+        )
+        for i in range(1, n + 1)
+    ]
+
+
+def run(*cmd: str, check: bool = True, timeout: float = 30.0, input: str | None = None) -> subprocess.CompletedProcess:
+    try:
+        res = subprocess.run(list(cmd), capture_output=True, text=True, timeout=timeout, input=input)
+    except subprocess.TimeoutExpired:
+        raise LabError(f"{' '.join(cmd)}: timed out after {timeout}s") from None
+    if check and res.returncode != 0:
+        raise LabError(f"{' '.join(cmd)} failed ({res.returncode}): {(res.stderr or res.stdout).strip()}")
+    return res
+
+
+def varpd_bin() -> str:
+    """$VARPD_BIN, else the `varpd` script of the running interpreter (not a pyenv shim), else PATH's."""
+    if os.environ.get("VARPD_BIN"):
+        return os.environ["VARPD_BIN"]
+    sibling = Path(sys.executable).parent / "varpd"
+    return str(sibling) if sibling.exists() else (shutil.which("varpd") or "varpd")
+
+
+def list_namespaces(prefix: str) -> list[str]:
+    out = run("ip", "netns", "list", check=False).stdout
+    return [line.split()[0] for line in out.splitlines() if line.strip() and line.split()[0].startswith(prefix)]
+
+
+def _kill_ns(ns: str) -> None:
+    """SIGKILL every process in `ns`, then delete it (a namespace outlives `ip netns del` while used)."""
+    for _ in range(20):
+        pids = [int(p) for p in run("ip", "netns", "pids", ns, check=False).stdout.split() if p.isdigit()]
+        if not pids:
+            break
+        for pid in pids:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        time.sleep(0.05)
+    run("ip", "netns", "del", ns, check=False)
+
+
+def _owner_alive(ns: str, prefix: str) -> bool:
+    """Names made by session_prefix() embed the owning pid: vt-<pid><tag>-…"""
+    m = re.match(re.escape(prefix) + r"(\d+)", ns)
+    if not m:
+        return False
+    try:
+        os.kill(int(m.group(1)), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def cleanup(prefix: str = "vt-", *, stale_only: bool = False) -> list[str]:
+    """Remove every namespace starting with `prefix` (stale_only: only those whose owner pid is dead)."""
+    if not prefix:
+        raise ValueError("cleanup needs a non-empty prefix")
+    removed = []
+    for ns in list_namespaces(prefix):
+        if stale_only and _owner_alive(ns, prefix):
+            continue
+        _kill_ns(ns)
+        removed.append(ns)
+    return removed
+
+
+def session_prefix(base: str = "vt-", tag: str = "") -> str:
+    """A prefix unique to this process, so concurrent sessions never remove each other's labs."""
+    return f"{base}{os.getpid()}{tag}-"
+
+
+def write_atomic(path: str | Path, text: str) -> None:
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def write_hosts_json(path: str | Path, hosts: Iterable[HostSpec], extra: Iterable = (), port: int = VXLAN_PORT) -> dict:
+    """Write a files-backend mapping atomically; `extra` holds HostSpecs or (mac, record) pairs."""
+    data = {h.guest_mac: h.record(port) for h in hosts}
+    for item in extra:
+        if isinstance(item, HostSpec):
+            data[item.guest_mac] = item.record(port)
+        else:
+            mac, rec = item
+            data[mac] = rec
+    write_atomic(path, json.dumps(data, indent=4, sort_keys=True) + "\n")
+    return data
+
+
+def _toml_value(v) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, (int, float)):
+        return repr(v)
+    return json.dumps(str(v))
+
+
+def write_varpd_config(path: str | Path, host: HostSpec, *, hosts_json: str | Path, state_dir: str | Path,
+                       sock: str | Path, mode: str = "push", overlay: str = "vx23", vni: int = 23,
+                       bridge: str = "br0", reconcile_interval: float = 1.0, log_level: str = "debug",
+                       properties: dict | None = None) -> Path:
+    props = {"vxlan/listen_ip": host.underlay_ip, "vxlan/listen_port": VXLAN_PORT, "files/config": str(hosts_json)}
+    props.update(properties or {})
+    lines = ["[daemon]", f"state_dir = {_toml_value(state_dir)}", f"socket = {_toml_value(sock)}",
+             f"reconcile_interval = {float(reconcile_interval)!r}", f"log_level = {_toml_value(log_level)}", "",
+             "[[overlays]]", f"name = {_toml_value(overlay)}", f"vni = {vni}", 'search = "files"',
+             f"mode = {_toml_value(mode)}", f"bridge = {_toml_value(bridge)}", "", "[overlays.properties]"]
+    lines += [f"{json.dumps(k)} = {_toml_value(v)}" for k, v in props.items()]
+    Path(path).write_text("\n".join(lines) + "\n")
+    return Path(path)
+
+
+class _UnixHTTPConnection(http.client.HTTPConnection):
+    def __init__(self, path: str, timeout: float):
+        super().__init__("localhost", timeout=timeout)
+        self._path = path
+
+    def connect(self) -> None:
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.settimeout(self.timeout)
+        s.connect(self._path)
+        self.sock = s
+
+
+def http_get(sock: str | Path, url: str, timeout: float = 2.0) -> tuple[int, object]:
+    """GET over the daemon's unix socket → (status, parsed JSON or text)."""
+    conn = _UnixHTTPConnection(str(sock), timeout)
+    try:
+        conn.request("GET", url)
+        resp = conn.getresponse()
+        body = resp.read()
+    finally:
+        conn.close()
+    try:
+        return resp.status, json.loads(body)
+    except ValueError:
+        return resp.status, body.decode(errors="replace")
+
+
+@dataclass
+class _Daemon:
+    proc: subprocess.Popen
+    config: Path
+    sock: Path
+    log: Path
+
+
+class Lab:
+    def __init__(self, hosts: Iterable[HostSpec], prefix: str = "vt-", *, guest_mtu: int = GUEST_MTU):
+        self.hosts = list(hosts)
+        self.prefix = prefix
+        self.guest_mtu = guest_mtu
+        self.underlay = f"{prefix}underlay"
+        self._made: list[str] = []
+        self._procs: list[subprocess.Popen] = []
+        self.daemons: dict[str, _Daemon] = {}
+
+    # names -------------------------------------------------------------------------------
+    def host_ns(self, host: HostSpec | str) -> str:
+        return f"{self.prefix}{host if isinstance(host, str) else host.name}"
+
+    def guest_ns(self, host: HostSpec | str, tag: str = "guest") -> str:
+        return f"{self.host_ns(host)}-{tag}"
+
+    def host(self, name: str) -> HostSpec:
+        return next(h for h in self.hosts if h.name == name)
+
+    def _names(self) -> list[str]:
+        return [self.underlay] + [n for h in self.hosts for n in (self.host_ns(h), self.guest_ns(h))]
+
+    # build / tear down --------------------------------------------------------------------
+    def _add_ns(self, ns: str) -> None:
+        run("ip", "netns", "add", ns)
+        self._made.append(ns)
+        run("ip", "-n", ns, "link", "set", "lo", "up")
+
+    def up(self) -> "Lab":
+        try:
+            self._add_ns(self.underlay)
+            run("ip", "-n", self.underlay, "link", "add", "ubr0", "type", "bridge")
+            run("ip", "-n", self.underlay, "link", "set", "ubr0", "up")
+            for h in self.hosts:
+                hns, port = self.host_ns(h), f"u-{h.name}"[:15]
+                self._add_ns(hns)
+                run("ip", "-n", self.underlay, "link", "add", port, "type", "veth", "peer", "name", "eth0", "netns", hns)
+                run("ip", "-n", self.underlay, "link", "set", port, "master", "ubr0", "up")
+                run("ip", "-n", hns, "addr", "add", f"{h.underlay_ip}/24", "dev", "eth0")
+                run("ip", "-n", hns, "link", "set", "eth0", "up")
+                self.add_guest(h, mac=h.guest_mac, ip4=h.guest_ip4, ip6=h.guest_ip6, vnic="vnic0", tag="guest")
+        except BaseException:
+            self.down()
+            raise
+        return self
+
+    def add_guest(self, host: HostSpec, *, mac: str, ip4: str | None, ip6: str | None,
+                  vnic: str = "vnic0", tag: str = "guest") -> str:
+        """A guest namespace whose eth0 has `mac`; its peer `vnic` stays (up, unbridged) in the host."""
+        hns, gns, mtu = self.host_ns(host), self.guest_ns(host, tag), str(self.guest_mtu)
+        self._add_ns(gns)
+        run("ip", "-n", hns, "link", "add", vnic, "mtu", mtu, "type", "veth",
+            "peer", "name", "eth0", "address", mac, "mtu", mtu, "netns", gns)
+        self.exec(hns, "sysctl", "-qw", f"net.ipv6.conf.{vnic}.disable_ipv6=1")  # a bridge port needs no address
+        run("ip", "-n", hns, "link", "set", vnic, "up")
+        self.exec(gns, "sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=0", "net.ipv6.conf.eth0.disable_ipv6=0",
+                  "net.ipv6.conf.eth0.accept_dad=0")
+        # only the mapping's link-local: an EUI-64 one could be picked as source and never be resolvable
+        run("ip", "-n", gns, "link", "set", "eth0", "addrgenmode", "none")
+        if ip4:
+            run("ip", "-n", gns, "addr", "add", f"{ip4}/24", "dev", "eth0")
+        run("ip", "-n", gns, "link", "set", "eth0", "up")
+        if ip6:
+            run("ip", "-n", gns, "addr", "add", f"{ip6}/64", "dev", "eth0", "nodad")
+        return gns
+
+    def remove_guest(self, gns: str) -> None:
+        _kill_ns(gns)  # its veth pair (and the host's vnic) goes with it
+        if gns in self._made:
+            self._made.remove(gns)
+
+    def attach_guest(self, host: HostSpec, vnic: str = "vnic0", bridge: str = "br0", timeout: float = 20.0) -> None:
+        """Wait for the daemon to create `bridge` in the host namespace, then enslave `vnic` to it."""
+        hns, deadline = self.host_ns(host), time.monotonic() + timeout
+        while run("ip", "-n", hns, "link", "show", "dev", bridge, check=False).returncode != 0:
+            if time.monotonic() > deadline:
+                raise LabError(f"{hns}: bridge {bridge} did not appear within {timeout}s\n{self.log_tail(host)}")
+            time.sleep(0.05)
+        run("ip", "-n", hns, "link", "set", vnic, "master", bridge)
+
+    def down(self) -> None:
+        for d in self.daemons.values():
+            if d.proc.poll() is None:
+                d.proc.send_signal(signal.SIGTERM)
+        for d in self.daemons.values():
+            try:
+                d.proc.wait(3)
+            except subprocess.TimeoutExpired:
+                d.proc.kill()
+                d.proc.wait(2)
+        for p in self._procs:
+            if p.poll() is None:
+                p.kill()
+            try:
+                p.wait(2)
+            except subprocess.TimeoutExpired:
+                pass
+        self._procs.clear()
+        for ns in reversed(list(dict.fromkeys(self._made + self._names()))):
+            if ns in list_namespaces(ns):
+                _kill_ns(ns)
+        self._made.clear()
+
+    def __enter__(self) -> "Lab":
+        return self.up()
+
+    def __exit__(self, *exc) -> None:
+        self.down()
+
+    # running things -----------------------------------------------------------------------
+    def exec(self, ns: str, *cmd: str, check: bool = True, timeout: float = 30.0,
+             input: str | None = None) -> subprocess.CompletedProcess:
+        return run("ip", "netns", "exec", ns, *cmd, check=check, timeout=timeout, input=input)
+
+    def popen(self, ns: str, *cmd: str, **kwargs) -> subprocess.Popen:
+        """Started in `ns`; killed by down(). Defaults: text pipes for stdout and stderr."""
+        kwargs.setdefault("stdout", subprocess.PIPE)
+        kwargs.setdefault("stderr", subprocess.PIPE)
+        kwargs.setdefault("text", True)
+        proc = subprocess.Popen(["ip", "netns", "exec", ns, *cmd], **kwargs)
+        self._procs.append(proc)
+        return proc
+
+    write_hosts_json = staticmethod(write_hosts_json)
+
+    # the daemon ---------------------------------------------------------------------------
+    def start_varpd(self, host: HostSpec, config_path: str | Path) -> subprocess.Popen:
+        config_path = Path(config_path)
+        sock = Path(tomllib.loads(config_path.read_text())["daemon"]["socket"])
+        log = config_path.with_name("varpd.log")
+        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        with open(log, "ab") as logf:
+            logf.write(f"--- lab: starting varpd in {self.host_ns(host)} at {time.strftime('%T')}\n".encode())
+            logf.flush()
+            proc = subprocess.Popen(["ip", "netns", "exec", self.host_ns(host), varpd_bin(), "daemon", "--config",
+                                     str(config_path)], stdout=logf, stderr=subprocess.STDOUT, env=env)
+        self.daemons[host.name] = _Daemon(proc, config_path, sock, log)
+        return proc
+
+    def stop_varpd(self, host: HostSpec, sig: int = signal.SIGTERM, timeout: float = 5.0) -> int | None:
+        d = self.daemons[host.name]
+        if d.proc.poll() is None:
+            d.proc.send_signal(sig)
+            try:
+                d.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                d.proc.kill()
+                d.proc.wait(2)
+        return d.proc.returncode
+
+    def socket_path(self, host: HostSpec) -> Path:
+        return self.daemons[host.name].sock
+
+    def log_path(self, host: HostSpec) -> Path:
+        return self.daemons[host.name].log
+
+    def log_tail(self, host: HostSpec, lines: int = 30) -> str:
+        d = self.daemons.get(host.name)
+        if d is None or not d.log.exists():
+            return f"(no varpd log for {host.name})"
+        tail = d.log.read_text(errors="replace").splitlines()[-lines:]
+        return f"--- last {len(tail)} lines of {d.log} ---\n" + "\n".join(tail)
+
+    def api(self, host: HostSpec, url: str, timeout: float = 2.0) -> tuple[int, object]:
+        return http_get(self.socket_path(host), url, timeout)
+
+    def wait_ready(self, host: HostSpec, timeout: float = 20.0) -> dict:
+        """Poll GET /v1/health until 200 with "ready": true; fail early if the daemon exits."""
+        d, deadline, last = self.daemons[host.name], time.monotonic() + timeout, "no answer yet"
+        while time.monotonic() < deadline:
+            if d.proc.poll() is not None:
+                raise LabError(f"varpd on {host.name} exited with {d.proc.returncode} before it was ready\n"
+                               f"{self.log_tail(host)}")
+            try:
+                status, body = http_get(d.sock, "/v1/health", timeout=1.0)
+                if status == 200 and isinstance(body, dict) and body.get("ready") is True:
+                    return body
+                last = f"HTTP {status}: {body!r}"[:300]
+            except (OSError, http.client.HTTPException) as exc:
+                last = f"{type(exc).__name__}: {exc}"
+            time.sleep(0.1)
+        raise LabError(f"varpd on {host.name} not ready after {timeout}s ({d.sock}: {last})\n{self.log_tail(host)}")
+
+    def varpd_cli(self, host: HostSpec, *args: str, timeout: float = 15.0) -> subprocess.CompletedProcess:
+        return self.exec(self.host_ns(host), varpd_bin(), "--socket", str(self.socket_path(host)), *args,
+                         check=False, timeout=timeout)
