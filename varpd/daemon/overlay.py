@@ -31,10 +31,11 @@ from varpd.daemon.overlay_props import DAEMON_PROPERTIES, native_dhcp
 from varpd.daemon.reconciler import Plan, plan
 from varpd.model import Destination, MappingChange
 from varpd.model.cache import MISSING, LookupCache
-from varpd.packet import PacketError, classify
+from varpd.packet import (ArpRequest, NeighborSolicitation, PacketError, build_arp_reply,
+                          build_neighbor_advertisement, classify)
 from varpd.packet.dhcp import DhcpFrame
 from varpd_kmod import device as kdev
-from varpd_kmod.frames import BPF_DHCP4, FrameTap
+from varpd_kmod.frames import BPF_ARP_NDP_DHCP, BPF_DHCP4, FrameTap
 from varpd_kmod.netlink import KernelTables
 from varpd_kmod.types import DeviceHandle, DeviceSpec, FdbEntry, L2Miss, L3Miss, NeighEntry
 
@@ -406,7 +407,9 @@ class OverlayRuntime:
 
     # -- frames the kernel cannot answer (DHCPv4) --------------------------------------
     def _open_taps(self) -> None:
-        self._bridge_tap = FrameTap(self.cfg.bridge, bpf=BPF_DHCP4, direction="in")
+        # on-demand: also see ARP/NS, to answer the first request before any entry exists
+        bpf = BPF_ARP_NDP_DHCP if self.mode == "on-demand" else BPF_DHCP4
+        self._bridge_tap = FrameTap(self.cfg.bridge, bpf=bpf, direction="in")
         self._vxlan_tap = FrameTap(self.name, bpf=BPF_DHCP4, direction="out")
         self._taps += [self._bridge_tap, self._vxlan_tap]
         self._spawn(self._frame_loop())
@@ -422,13 +425,34 @@ class OverlayRuntime:
                 self.counters["frames_malformed"] += 1
                 log.debug("overlay=%s malformed frame: %s", self.name, exc)
                 continue
-            if isinstance(pkt, DhcpFrame):
-                self.counters["dhcp_frames"] += 1
-                try:
+            if pkt is None:
+                continue
+            try:
+                if isinstance(pkt, DhcpFrame):
+                    self.counters["dhcp_frames"] += 1
                     await self._handle_dhcp(pkt)
-                except Exception as exc:
-                    self.counters["errors"] += 1
-                    log.error("overlay=%s event=dhcp-failed error=%s", self.name, exc)
+                elif self.mode == "on-demand":
+                    await self._answer_first_request(pkt)
+            except Exception as exc:  # one bad frame must not stop the loop
+                self.counters["errors"] += 1
+                log.error("overlay=%s event=frame-failed kind=%s error=%s", self.name, type(pkt).__name__, exc)
+
+    async def _answer_first_request(self, pkt: ArpRequest | NeighborSolicitation) -> None:
+        """The kernel proxy answers once the neighbour entry exists; the request that caused
+        the miss would be lost, so answer it here from the mapping (never from the frame).
+        The miss handler may race us to install the entry, so answer even when it exists:
+        a duplicate reply is harmless, a lost first request costs a retransmit (1 s)."""
+        target = pkt.target_ip if isinstance(pkt, ArpRequest) else pkt.target
+        await self._resolve_ip(target)
+        entry = self.installed_neigh.get(target)
+        if entry is None:
+            return
+        if isinstance(pkt, ArpRequest):
+            reply = build_arp_reply(pkt, entry.mac)
+        else:
+            reply = build_neighbor_advertisement(pkt, entry.mac)
+        await self._bridge_tap.send(reply)
+        self.counters["proxy_injected"] += 1
 
     async def _handle_dhcp(self, pkt: DhcpFrame) -> None:
         action = await dhcp_responder.respond(pkt, self.backend, self.native, self._server_mac)
