@@ -1,0 +1,47 @@
+"""/v1/overlays: list, create, show, delete, kernel entries, reconcile."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from varpd.admin.app import SERVICE, error
+from varpd.config.daemon import OverlayConfig
+
+routes = web.RouteTableDef()
+
+
+@routes.get("/v1/overlays")
+async def list_overlays(request: web.Request) -> web.Response:
+    return web.json_response([o.describe() for o in request.app[SERVICE].overlays()])
+
+
+@routes.post("/v1/overlays")
+async def create_overlay(request: web.Request) -> web.Response:
+    body = await request.read()
+    if not body:
+        return error(400, "request body is empty: expected an overlay as JSON")
+    cfg = OverlayConfig.model_validate_json(body)
+    rt = await request.app[SERVICE].create_overlay(cfg)
+    return web.json_response(rt.describe(), status=201)
+
+
+@routes.get("/v1/overlays/{name}")
+async def show_overlay(request: web.Request) -> web.Response:
+    return web.json_response(request.app[SERVICE].get(request.match_info["name"]).describe())
+
+
+@routes.delete("/v1/overlays/{name}")
+async def delete_overlay(request: web.Request) -> web.Response:
+    await request.app[SERVICE].delete_overlay(request.match_info["name"])
+    return web.Response(status=204)
+
+
+@routes.get("/v1/overlays/{name}/entries")
+async def overlay_entries(request: web.Request) -> web.Response:
+    rt = request.app[SERVICE].get(request.match_info["name"])
+    return web.json_response(await rt.kernel_entries())
+
+
+@routes.post("/v1/overlays/{name}/reconcile")
+async def reconcile_overlay(request: web.Request) -> web.Response:
+    return web.json_response(await request.app[SERVICE].reconcile(request.match_info["name"]))
