@@ -342,7 +342,8 @@ class Lab:
             logf.write(f"--- lab: starting varpd in {self.host_ns(host)} at {time.strftime('%T')}\n".encode())
             logf.flush()
             proc = subprocess.Popen(["ip", "netns", "exec", self.host_ns(host), varpd_bin(), "daemon", "--config",
-                                     str(config_path)], stdout=logf, stderr=subprocess.STDOUT, env=env)
+                                     str(config_path)], stdout=logf, stderr=subprocess.STDOUT, env=env,
+                                    start_new_session=True)  # outlives `varpd lab up` and its terminal
         self.daemons[host.name] = _Daemon(proc, config_path, sock, log)
         return proc
 
