@@ -43,6 +43,7 @@ NLM_F_ROOT = 0x100
 NLM_F_MATCH = 0x200
 NLM_F_DUMP = NLM_F_ROOT | NLM_F_MATCH
 NLM_F_REPLACE = 0x100
+NLM_F_APPEND = 0x800
 NLM_F_EXCL = 0x200
 NLM_F_CREATE = 0x400
 # flags on NLMSG_ERROR messages
@@ -105,6 +106,9 @@ _I32 = struct.Struct("=i")
 _BE16 = struct.Struct("!H")
 
 ADD_FLAGS = NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_REPLACE
+# The VXLAN driver refuses NLM_F_REPLACE for all-zeros and multicast MACs (EOPNOTSUPP):
+# those default/BUM destinations can only be appended (a no-op if the remote exists).
+APPEND_FLAGS = NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_APPEND
 DEL_FLAGS = NLM_F_REQUEST | NLM_F_ACK
 
 ZERO_MAC = b"\x00" * 6
@@ -188,7 +192,13 @@ def encode_fdb(ifindex: int, entry: FdbEntry, seq: int, *, add: bool = True, vni
     )
     if vni is not None:
         body += _attr(NDA_VNI, struct.pack("=I", vni))
-    mtype, flags = (RTM_NEWNEIGH, ADD_FLAGS) if add else (RTM_DELNEIGH, DEL_FLAGS)
+    lladdr = mac_to_bytes(entry.mac)
+    if not add:
+        mtype, flags = RTM_DELNEIGH, DEL_FLAGS
+    elif lladdr == ZERO_MAC or lladdr[0] & 1:
+        mtype, flags = RTM_NEWNEIGH, APPEND_FLAGS
+    else:
+        mtype, flags = RTM_NEWNEIGH, ADD_FLAGS
     return NLH.pack(NLH.size + len(body), mtype, flags, seq, 0) + body
 
 
@@ -349,7 +359,9 @@ class KernelTables:
         )
 
     async def dump_fdb(self) -> set[FdbEntry]:
-        """Remote FDB entries of this VXLAN device (NTF_SELF, with NDA_DST, non-zero MAC)."""
+        """Remote FDB entries of this VXLAN device (NTF_SELF, with NDA_DST), the all-zeros
+        default destination included: a reconciler must see (and remove) a stray one, since
+        it silences L2 misses and floods broadcast to its remote."""
         async with self._lock:
             if self._dev_port is None:
                 self._dev_port = await self._query_vxlan_port()
@@ -368,7 +380,7 @@ class KernelTables:
                 attrs = parse_attrs(buf, off + NLH.size + NDMSG.size, off + mlen)
                 lladdr = attrs.get(NDA_LLADDR)
                 dst = attrs.get(NDA_DST)
-                if lladdr is None or dst is None or len(lladdr) != 6 or lladdr == ZERO_MAC:
+                if lladdr is None or dst is None or len(lladdr) != 6:
                     return
                 ip = _ip_from_raw(dst)
                 if ip is None:

@@ -28,7 +28,7 @@ from varpd.config.daemon import DaemonSettings, OverlayConfig
 from varpd.daemon import dhcp_responder
 from varpd.daemon.desired import DesiredState, fdb_for, neighs_for
 from varpd.daemon.overlay_props import DAEMON_PROPERTIES, native_dhcp
-from varpd.daemon.reconciler import Plan, plan
+from varpd.daemon.reconciler import plan
 from varpd.model import Destination, MappingChange
 from varpd.model.cache import MISSING, LookupCache
 from varpd.packet import (ArpRequest, NeighborSolicitation, PacketError, build_arp_reply,
@@ -73,6 +73,7 @@ class OverlayRuntime:
         self._taps: list[FrameTap] = []
         self._server_mac = "02:00:00:00:00:01"
         self._adopted = False
+        self._point_fdb: list[FdbEntry] = []  # point mode: the one all-zeros entry
 
     # -- validation (no side effects) -------------------------------------------------
     def validate(self) -> None:
@@ -215,7 +216,7 @@ class OverlayRuntime:
             return list(self.desired.fdb.values()), list(self.desired.neigh.values())
         if self.mode == "on-demand":
             return list(self.installed_fdb.values()), list(self.installed_neigh.values())
-        return [], []
+        return list(self._point_fdb), []
 
     async def reconcile(self, *, adopt: bool = False) -> dict[str, int]:
         """Make the kernel equal to what is wanted; `adopt` re-validates entries found at start."""
@@ -230,12 +231,11 @@ class OverlayRuntime:
                 if adopt and not self._adopted:
                     await self._adopt(have_fdb, have_neigh)
                 await self._revalidate()
-            want_fdb, want_neigh = self._wanted()
-            p = plan(want_fdb, want_neigh, have_fdb, have_neigh)
             if self.mode == "point":
                 dest = await self.backend.default()
-                if dest is not None:
-                    p = Plan((fdb_for(ALL_ZEROS, dest),), p.del_fdb, p.add_neigh, p.del_neigh)
+                self._point_fdb = [fdb_for(ALL_ZEROS, dest)] if dest is not None else []
+            want_fdb, want_neigh = self._wanted()
+            p = plan(want_fdb, want_neigh, have_fdb, have_neigh)
             await self._program(p.add_fdb, p.add_neigh, p.del_fdb, p.del_neigh)
             self.counters["reconciles"] += 1
             if p and not adopt:

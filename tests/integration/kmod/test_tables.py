@@ -136,9 +136,9 @@ async def test_invalid_entries_do_not_stop_the_batch(vx):
     assert await kt.dump_neigh() == set(ok)
 
 
-async def test_local_and_foreign_entries_are_not_dumped(vx):
+async def test_only_remote_entries_are_dumped(vx):
     ns, h, kt = vx
-    # an all-zeros (default destination) entry and an entry via the bridge are not "remote" entries
+    # an entry via the bridge is not a remote entry; the all-zeros default destination is
     sh("bridge", "-n", ns, "fdb", "append", "00:00:00:00:00:00", "dev", "vx0", "dst", "192.0.2.77", "self", "permanent")
     sh("ip", "-n", ns, "link", "add", "p0", "type", "veth", "peer", "name", "p1")
     sh("ip", "-n", ns, "link", "set", "p0", "master", "br0")
@@ -146,7 +146,7 @@ async def test_local_and_foreign_entries_are_not_dumped(vx):
     # a reachable / stale neighbour learned by the kernel is (resp. is not) reported
     sh("ip", "-n", ns, "neigh", "add", "10.99.0.1", "lladdr", "02:33:00:00:00:02", "dev", "vx0", "nud", "stale")
     sh("ip", "-n", ns, "neigh", "add", "10.99.0.2", "lladdr", "02:33:00:00:00:03", "dev", "vx0", "nud", "reachable")
-    assert await kt.dump_fdb() == set()
+    assert await kt.dump_fdb() == {FdbEntry("00:00:00:00:00:00", IPv4Address("192.0.2.77"), 4789)}
     assert await kt.dump_neigh() == {NeighEntry(IPv4Address("10.99.0.2"), "02:33:00:00:00:03")}
     kt.close()
     with pytest.raises(KmodError):

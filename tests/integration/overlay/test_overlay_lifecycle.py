@@ -74,6 +74,9 @@ def test_live_reload_adds_and_removes_a_guest(ov):
 
 def test_kill_9_and_restart_keeps_traffic_flowing(ov):
     lab, h2 = ov.lab, ov.h2
+    # settle first: an earlier test's mapping edit may still be reaching host2
+    expected = {r.guest_mac for r in ov.remotes(h2)}
+    wait_for(lambda: set(fdb(lab, h2)) == expected, 5, "host2's FDB to hold exactly the mapping")
     before = fdb(lab, h2)
     flow = lab.popen(ov.g(ov.h1), "ping", "-n", "-c", "40", "-i", "0.1", "-W", "1", h2.guest_ip4)
     time.sleep(0.5)
@@ -152,3 +155,13 @@ def test_create_overlay_rejects_bad_input(ov, args, mentions):
     assert len(err.splitlines()) == 1 and mentions in err, f"want one line mentioning {mentions!r}, got:\n{err}"
     assert lab.exec(lab.host_ns(h1), "ip", "link", "show", "vx99", check=False).returncode != 0
     assert lab.varpd_cli(h1, "show-overlay", "vx23").returncode == 0
+
+
+def test_device_deleted_behind_our_back_comes_back_programmed(ov):
+    lab, h1, ns = ov.lab, ov.h1, ov.lab.host_ns(ov.h1)
+    lab.exec(ns, "ip", "link", "del", "vx23")
+    wait_for(lambda: lab.exec(ns, "ip", "link", "show", "vx23", check=False).returncode == 0, 5, "vx23 re-created")
+    wait_for(lambda: remote_fdb_ok(lab, h1, ov.remotes(h1)) and remote_neigh_ok(lab, h1, ov.remotes(h1)), 5,
+             "entries re-programmed on the new device")
+    assert "master br0" in lab.exec(ns, "ip", "link", "show", "vx23").stdout
+    ping(lab, ov.g(h1), ov.h2.guest_ip4)
