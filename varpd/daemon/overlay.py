@@ -45,8 +45,10 @@ ALL_ZEROS = "00:00:00:00:00:00"
 
 
 class OverlayRuntime:
-    def __init__(self, cfg: OverlayConfig, settings: DaemonSettings) -> None:
+    def __init__(self, cfg: OverlayConfig, settings: DaemonSettings,
+                 created: tuple[bool, bool] = (False, False)) -> None:
         self.cfg = cfg
+        self._created_before = created  # (vxlan, bridge) made by an earlier run of varpd
         self.name = cfg.name
         self.settings = settings
         self.status = "INIT"
@@ -135,11 +137,12 @@ class OverlayRuntime:
         )
         old = self.handle
         handle = await kdev.ensure_overlay(spec)
+        # keep "who created what" across re-creation and restarts: delete removes what we made
+        made_vxlan, made_bridge = self._created_before
         if old is not None:
-            # keep "who created what" from the first start: delete must remove what we made
-            handle = DeviceHandle(handle.name, handle.ifindex, handle.vni, handle.bridge, handle.bridge_ifindex,
-                                  old.created_vxlan or handle.created_vxlan, old.created_bridge or handle.created_bridge)
-        self.handle = handle
+            made_vxlan, made_bridge = made_vxlan or old.created_vxlan, made_bridge or old.created_bridge
+        self.handle = DeviceHandle(handle.name, handle.ifindex, handle.vni, handle.bridge, handle.bridge_ifindex,
+                                   made_vxlan or handle.created_vxlan, made_bridge or handle.created_bridge)
         if self.tables is not None:
             self.tables.close()
         self.tables = KernelTables(handle.ifindex)

@@ -80,12 +80,13 @@ class Varpd:
         for other in self._overlays.values():
             if other.name != cfg.name and other.cfg.vni == cfg.vni and other.cfg.encap == cfg.encap:
                 raise OverlayExists(f"VNI {cfg.vni} with {cfg.encap} is already used by overlay {other.name!r}")
-        rt = OverlayRuntime(cfg, self.settings)
+        rt = OverlayRuntime(cfg, self.settings, created=self.store.load_created(cfg.name))
         try:
             await rt.start()
         except BaseException:
             await rt.stop(delete_device=bool(rt.handle and rt.handle.created_vxlan))
             raise
+        self.store.save_created(cfg.name, rt.handle.created_vxlan, rt.handle.created_bridge)
         self._overlays[cfg.name] = rt
         self._by_ifindex[rt.handle.ifindex] = rt
         self._pending.pop(cfg.name, None)

@@ -23,29 +23,51 @@ def _digest(payload: dict) -> str:
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
 
+def _write_atomic(path: Path, doc: dict) -> None:
+    """Write, fsync, rename over, fsync the directory: a crash leaves the old or the new file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".json.tmp")
+    with open(tmp, "w") as fh:
+        fh.write(json.dumps(doc, indent=2, sort_keys=True))
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+    dirfd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dirfd)
+    finally:
+        os.close(dirfd)
+
+
 class StateStore:
+    """overlays/<name>.json: the overlay as created; devices/<name>.json: which devices varpd made.
+
+    The second survives restarts of every overlay (config-file ones too), so that a
+    delete after a restart still removes exactly what varpd created and nothing else.
+    """
+
     def __init__(self, state_dir: Path) -> None:
         self.dir = Path(state_dir) / "overlays"
+        self.devices_dir = Path(state_dir) / "devices"
 
     def save(self, cfg: OverlayConfig) -> None:
-        self.dir.mkdir(parents=True, exist_ok=True)
         payload = cfg.model_dump(mode="json")
-        blob = json.dumps({"version": 1, "sha256": _digest(payload), "overlay": payload}, indent=2, sort_keys=True)
-        path = self.dir / f"{cfg.name}.json"
-        tmp = path.with_suffix(".json.tmp")
-        with open(tmp, "w") as fh:
-            fh.write(blob)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-        dirfd = os.open(self.dir, os.O_RDONLY)
+        _write_atomic(self.dir / f"{cfg.name}.json", {"version": 1, "sha256": _digest(payload), "overlay": payload})
+
+    def save_created(self, name: str, vxlan: bool, bridge: bool) -> None:
+        _write_atomic(self.devices_dir / f"{name}.json", {"vxlan": vxlan, "bridge": bridge})
+
+    def load_created(self, name: str) -> tuple[bool, bool]:
+        """(varpd created the VXLAN device, varpd created the bridge), False when unknown."""
         try:
-            os.fsync(dirfd)
-        finally:
-            os.close(dirfd)
+            doc = json.loads((self.devices_dir / f"{name}.json").read_text())
+            return bool(doc.get("vxlan")), bool(doc.get("bridge"))
+        except (OSError, ValueError, AttributeError):
+            return False, False
 
     def delete(self, name: str) -> None:
         (self.dir / f"{name}.json").unlink(missing_ok=True)
+        (self.devices_dir / f"{name}.json").unlink(missing_ok=True)
 
     def load_all(self) -> list[OverlayConfig]:
         if not self.dir.is_dir():

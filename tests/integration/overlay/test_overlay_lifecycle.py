@@ -165,3 +165,32 @@ def test_device_deleted_behind_our_back_comes_back_programmed(ov):
              "entries re-programmed on the new device")
     assert "master br0" in lab.exec(ns, "ip", "link", "show", "vx23").stdout
     ping(lab, ov.g(h1), ov.h2.guest_ip4)
+
+
+def test_cli_created_overlay_is_saved_and_comes_back_after_restart(ov):
+    lab, h1, ns = ov.lab, ov.h1, ov.lab.host_ns(ov.h1)
+    hosts_json = str(ov.hosts_json[h1.name])
+    res = lab.varpd_cli(h1, "create-overlay", "-v", "24", "-e", "vxlan", "-s", "files",
+                        "-p", f"vxlan/listen_ip={h1.underlay_ip},files/config={hosts_json}", "-b", "br24", "vx24")
+    assert res.returncode == 0, res.stderr
+    assert "vx24" in lab.exec(ns, "ip", "link", "show", "vx24").stdout
+    wait_for(lambda: set(fdb(lab, h1, "vx24")) == {r.guest_mac for r in ov.remotes(h1)}, 5, "vx24 programmed")
+    dup = lab.varpd_cli(h1, "create-overlay", "-v", "24", "-s", "files",
+                        "-p", f"vxlan/listen_ip={h1.underlay_ip},files/config={hosts_json}", "vx25")
+    assert dup.returncode == 1 and "VNI 24" in dup.stderr
+
+    lab.stop_varpd(h1, signal.SIGKILL)
+    ov.start(h1)
+    lab.wait_ready(h1)
+    res = lab.varpd_cli(h1, "show-overlay", "-f", "-p", "-o", "link,status")
+    assert sorted(res.stdout.split()) == ["vx23:ONLINE", "vx24:ONLINE"], res.stdout + res.stderr
+
+    assert lab.varpd_cli(h1, "delete-overlay", "vx24").returncode == 0
+    assert lab.exec(ns, "ip", "link", "show", "vx24", check=False).returncode != 0
+    assert lab.exec(ns, "ip", "link", "show", "br24", check=False).returncode != 0, "varpd made br24: it must go"
+    lab.stop_varpd(h1)
+    ov.start(h1)
+    lab.wait_ready(h1)
+    assert lab.varpd_cli(h1, "show-overlay", "-f", "-p", "-o", "link").stdout.split() == ["vx23"]
+    missing = lab.varpd_cli(h1, "delete-overlay", "vx24")
+    assert missing.returncode == 1 and "overlay 'vx24' not found" in missing.stderr

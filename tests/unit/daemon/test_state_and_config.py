@@ -59,3 +59,12 @@ def test_native_dhcp_settings():
 def test_listen_ip_is_required():
     with pytest.raises(PropertyError, match="vxlan/listen_ip: unset required property"):
         resolve(DAEMON_PROPERTIES, {})
+
+
+def test_what_varpd_created_survives_and_is_forgotten_on_delete(tmp_path):
+    store = StateStore(tmp_path)
+    assert store.load_created("vx23") == (False, False)
+    store.save_created("vx23", True, True)
+    assert StateStore(tmp_path).load_created("vx23") == (True, True)
+    store.delete("vx23")
+    assert store.load_created("vx23") == (False, False)
