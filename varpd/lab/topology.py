@@ -156,15 +156,18 @@ def _toml_value(v) -> str:
     return json.dumps(str(v))
 
 
-def write_varpd_config(path: str | Path, host: HostSpec, *, hosts_json: str | Path, state_dir: str | Path,
-                       sock: str | Path, mode: str = "push", overlay: str = "vx23", vni: int = 23,
-                       bridge: str = "br0", reconcile_interval: float = 1.0, log_level: str = "debug",
-                       properties: dict | None = None) -> Path:
-    props = {"vxlan/listen_ip": host.underlay_ip, "vxlan/listen_port": VXLAN_PORT, "files/config": str(hosts_json)}
+def write_varpd_config(path: str | Path, host: HostSpec, *, hosts_json: str | Path | None = None,
+                       state_dir: str | Path, sock: str | Path, mode: str = "push", overlay: str = "vx23",
+                       vni: int = 23, bridge: str = "br0", reconcile_interval: float = 1.0,
+                       log_level: str = "debug", search: str = "files", properties: dict | None = None) -> Path:
+    """A daemon config for one lab host; `search` picks the backend, `properties` adds its properties."""
+    props = {"vxlan/listen_ip": host.underlay_ip, "vxlan/listen_port": VXLAN_PORT}
+    if search == "files":
+        props["files/config"] = str(hosts_json)
     props.update(properties or {})
     lines = ["[daemon]", f"state_dir = {_toml_value(state_dir)}", f"socket = {_toml_value(sock)}",
              f"reconcile_interval = {float(reconcile_interval)!r}", f"log_level = {_toml_value(log_level)}", "",
-             "[[overlays]]", f"name = {_toml_value(overlay)}", f"vni = {vni}", 'search = "files"',
+             "[[overlays]]", f"name = {_toml_value(overlay)}", f"vni = {vni}", f"search = {_toml_value(search)}",
              f"mode = {_toml_value(mode)}", f"bridge = {_toml_value(bridge)}", "", "[overlays.properties]"]
     lines += [f"{json.dumps(k)} = {_toml_value(v)}" for k, v in props.items()]
     Path(path).write_text("\n".join(lines) + "\n")
