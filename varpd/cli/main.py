@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import importlib
+import importlib.util
 import os
 import sys
 
@@ -11,6 +13,8 @@ from varpd.cli import overlay
 from varpd.cli.client import CliError
 
 DEFAULT_SOCKET = "/run/varpd/varpd.sock"
+# one module per noun beyond the overlay commands, each with add_parsers(subparsers)
+NOUNS = ("lab", "register", "mapping_server")
 
 
 def _daemon(args: argparse.Namespace) -> int:
@@ -39,12 +43,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_daemon)
 
     overlay.add_parsers(sub)
-    try:
-        from varpd.cli import lab
-    except ImportError:  # pragma: no cover - the lab ships with the package
-        pass
-    else:
-        lab.add_parsers(sub)
+    for name in NOUNS:
+        if importlib.util.find_spec(f"varpd.cli.{name}") is not None:
+            importlib.import_module(f"varpd.cli.{name}").add_parsers(sub)
     return parser
 
 
@@ -64,10 +65,10 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-if __name__ == "__main__":
-    sys.exit(main())
-
-
 def console() -> None:
     """The console script: exit with main()'s status."""
     sys.exit(main())
+
+
+if __name__ == "__main__":
+    console()
