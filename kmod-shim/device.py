@@ -63,6 +63,21 @@ async def _get_link(ipr: AsyncIPRoute, *, ifname: str | None = None, index: int 
     return res[0] if res else None
 
 
+async def _create_link(ipr: AsyncIPRoute, label: str, **kw):
+    """Create a link; (link, True), or (link, False) when someone else created it first."""
+    created = False
+    try:
+        await ipr.link("add", **kw)
+        created = True
+    except NetlinkError as exc:
+        if exc.code != _errno.EEXIST:
+            raise KmodError(f"creating {label} {kw['ifname']!r} failed: {exc}") from exc
+    link = await _get_link(ipr, ifname=kw["ifname"])
+    if link is None:
+        raise KmodError(f"{label} {kw['ifname']!r} vanished after creation")
+    return link, created
+
+
 def _kind(link) -> str | None:
     li = link.get("IFLA_LINKINFO")
     return li.get("IFLA_INFO_KIND") if li is not None else None
@@ -149,15 +164,7 @@ async def ensure_overlay(spec: DeviceSpec, netns: str | None = None) -> DeviceHa
                 kw["vxlan_link"] = underlay_index
             if spec.mtu is not None:
                 kw["mtu"] = spec.mtu
-            try:
-                await ipr.link("add", **kw)
-                created_vxlan = True
-            except NetlinkError as exc:
-                if exc.code != _errno.EEXIST:
-                    raise KmodError(f"creating vxlan {spec.name!r} failed: {exc}") from exc
-            link = await _get_link(ipr, ifname=spec.name)
-            if link is None:
-                raise KmodError(f"vxlan {spec.name!r} vanished after creation")
+            link, created_vxlan = await _create_link(ipr, "vxlan", **kw)
             if not created_vxlan:  # lost a race: adopt only if identical
                 _check_vxlan(spec, link, underlay_index)
         ifindex = link["index"]
@@ -168,15 +175,7 @@ async def ensure_overlay(spec: DeviceSpec, netns: str | None = None) -> DeviceHa
             if spec.bridge is not None:
                 br = await _get_link(ipr, ifname=spec.bridge)
                 if br is None:
-                    try:
-                        await ipr.link("add", ifname=spec.bridge, kind="bridge")
-                        created_bridge = True
-                    except NetlinkError as exc:
-                        if exc.code != _errno.EEXIST:
-                            raise KmodError(f"creating bridge {spec.bridge!r} failed: {exc}") from exc
-                    br = await _get_link(ipr, ifname=spec.bridge)
-                    if br is None:
-                        raise KmodError(f"bridge {spec.bridge!r} vanished after creation")
+                    br, created_bridge = await _create_link(ipr, "bridge", ifname=spec.bridge, kind="bridge")
                 elif _kind(br) != "bridge":
                     raise DeviceConflict(f"device {spec.bridge!r} exists but is of kind {_kind(br)!r}, not 'bridge'")
                 bridge_ifindex = br["index"]

@@ -468,7 +468,7 @@ class KernelTables:
         loop = asyncio.get_running_loop()
         sock = self._sock
         await loop.sock_sendall(sock, chunk)
-        buf, view = self._buf, self._view
+        buf = self._buf
         lost = False
         while pending:
             try:
@@ -486,18 +486,7 @@ class KernelTables:
                     raise
                 lost = True
                 break
-            off = 0
-            while off + NLH.size <= n:
-                mlen, mtype, mflags, seq, _pid = NLH.unpack_from(view, off)
-                if mlen < NLH.size or off + mlen > n:
-                    break
-                if mtype == NLMSG_ERROR:
-                    entry = pending.pop(seq, None)
-                    if entry is not None:
-                        code, text = _parse_error(view, off, mlen, mflags)
-                        if code and code not in ignore:
-                            failures.append(OpFailure(entry, code, text or os.strerror(code)))
-                off += _align(mlen)
+            self._match_acks(n, pending, failures, ignore)
         if lost:
             # The kernel has processed the whole chunk already; drain what is queued.
             while pending:
@@ -509,18 +498,7 @@ class KernelTables:
                     if exc.errno == _errno.ENOBUFS:
                         continue
                     raise
-                off = 0
-                while off + NLH.size <= n:
-                    mlen, mtype, mflags, seq, _pid = NLH.unpack_from(view, off)
-                    if mlen < NLH.size or off + mlen > n:
-                        break
-                    if mtype == NLMSG_ERROR:
-                        entry = pending.pop(seq, None)
-                        if entry is not None:
-                            code, text = _parse_error(view, off, mlen, mflags)
-                            if code and code not in ignore:
-                                failures.append(OpFailure(entry, code, text or os.strerror(code)))
-                    off += _align(mlen)
+                self._match_acks(n, pending, failures, ignore)
             for entry in pending.values():
                 failures.append(
                     OpFailure(entry, _errno.ENOBUFS, "ACK lost (receive buffer overflow): outcome unknown")
@@ -528,6 +506,23 @@ class KernelTables:
             pending.clear()
         # let other tasks (the miss hot path) run between chunks
         await asyncio.sleep(0)
+
+    def _match_acks(self, n: int, pending: dict[int, object], failures: list[OpFailure],
+                    ignore: tuple[int, ...]) -> None:
+        """Match the ACKs in the first `n` bytes of the receive buffer to pending entries by sequence."""
+        view = self._view
+        off = 0
+        while off + NLH.size <= n:
+            mlen, mtype, mflags, seq, _pid = NLH.unpack_from(view, off)
+            if mlen < NLH.size or off + mlen > n:
+                break
+            if mtype == NLMSG_ERROR:
+                entry = pending.pop(seq, None)
+                if entry is not None:
+                    code, text = _parse_error(view, off, mlen, mflags)
+                    if code and code not in ignore:
+                        failures.append(OpFailure(entry, code, text or os.strerror(code)))
+            off += _align(mlen)
 
     async def _dump(self, mtype: int, payload: bytes, on_msg, *, reset: Callable[[], None], retries: int = 5) -> None:
         loop = asyncio.get_running_loop()

@@ -8,7 +8,7 @@ import pytest
 from varpd.lab import Lab, seed_hosts
 from varpd.lab.topology import session_prefix
 
-from _overlay_helpers import fdb, ping, wait_for
+from _overlay_helpers import ping, wait_for
 
 pytestmark = pytest.mark.integration
 
