@@ -1,9 +1,18 @@
 """files: the mapping lives in a hosts.json (overlay_files(5)), reloaded when it changes.
 
+Properties:
+
+- ``files/config`` (string, required): absolute path of the hosts.json.
+- ``files/reload_interval`` (uint seconds, default 1; 0 disables reloading): how
+  often the file is checked for changes.
+
 Better than the original, which never reloads: the file is polled (inode,
-mtime_ns, size: robust to editors that write a new file and rename it over),
-parsed off the event loop, and only the difference reaches the kernel.  A bad
-file keeps the last good mapping in force and marks the overlay DEGRADED.
+mtime_ns, size: robust to editors that write a new file and rename it over, and
+to in-place rewrites), parsed off the event loop, and only the difference
+reaches the daemon (`replace_mapping`).  A bad or missing file keeps the last
+good mapping in force, logs one error line and marks the overlay DEGRADED; the
+next good file clears it.  A bad file at start is fatal (ConfigError): the
+overlay cannot run without a mapping.
 """
 
 from __future__ import annotations
@@ -11,21 +20,27 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import time
 from pathlib import Path
 from typing import Any
 
 from varpd.backend.base import MappingBackend, OverlayContext
 from varpd.backend.errors import ConfigError, PropertyError
 from varpd.backend.properties import PropertySpec, PropType, Protection
-from varpd.config.hosts import load_hosts
-from varpd.model import MappingChange
+from varpd.config.hosts import parse_hosts
+from varpd.model import Mapping, MappingChange
 
 log = logging.getLogger(__name__)
 
-_Stamp = tuple[int, int, int] | None
+# (inode, mtime_ns, size) of the file, or None when it cannot be stat'ed.
+Stamp = tuple[int, int, int] | None
+
+# A file modified this recently may be modified again within the same timestamp tick
+# without its stamp changing ("racy git"): such a file is re-read on the next poll.
+_RACY_NS = 1_000_000_000
 
 
-def _stamp(path: Path) -> _Stamp:
+def _stamp(path: Path) -> Stamp:
     try:
         st = os.stat(path)
     except OSError:
@@ -33,7 +48,36 @@ def _stamp(path: Path) -> _Stamp:
     return (st.st_ino, st.st_mtime_ns, st.st_size)
 
 
+class _LoadFailed(Exception):
+    def __init__(self, stamp: Stamp, error: ConfigError) -> None:
+        super().__init__(str(error))
+        self.stamp = stamp
+        self.error = error
+
+
+def _load(path: Path) -> tuple[Stamp, Mapping]:
+    """Read and parse `path` (in a worker thread); the stamp is of the very file that was read."""
+    stamp: Stamp = None
+    try:
+        with open(path, "rb") as f:
+            st = os.fstat(f.fileno())
+            stamp = (st.st_ino, st.st_mtime_ns, st.st_size)
+            data = f.read()
+    except OSError as exc:
+        raise _LoadFailed(stamp, ConfigError(f"{path}: cannot read: {exc.strerror or exc}")) from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise _LoadFailed(stamp, ConfigError(f"{path}: not UTF-8 text (byte {exc.start})")) from None
+    try:
+        return stamp, parse_hosts(text, str(path))
+    except ConfigError as exc:
+        raise _LoadFailed(stamp, exc) from None
+
+
 class FilesBackend(MappingBackend):
+    """A DYNAMIC, enumerable backend serving the records of one hosts.json."""
+
     name = "files"
     properties = (
         PropertySpec("files/config", PropType.STRING, Protection.REQUIRED,
@@ -44,57 +88,92 @@ class FilesBackend(MappingBackend):
 
     def __init__(self, ctx: OverlayContext, props: dict[str, Any]) -> None:
         super().__init__(ctx, props)
-        path = Path(str(props["files/config"]))
+        raw = props.get("files/config")
+        if raw is None or str(raw) == "":
+            raise PropertyError("files/config", "unset required property")
+        path = Path(str(raw))
         if not path.is_absolute():
-            raise PropertyError("files/config", f"{path} is not an absolute path")
+            raise PropertyError("files/config", f"{raw!r} is not an absolute path")
         self.path = path
-        self.interval = int(props.get("files/reload_interval", 1))
-        self._stamp: _Stamp = None
+        interval = props.get("files/reload_interval", 1)
+        if interval is None or int(interval) < 0:
+            raise PropertyError("files/reload_interval", f"{interval!r} is not a number of seconds >= 0")
+        self.interval: float = int(interval)  # tests may lower it below a second
+        self._stamp: Stamp = None
+        self._racy = False
         self._task: asyncio.Task | None = None
+        self._lock = asyncio.Lock()
         self.reloads = 0
 
+    # -- lifecycle ------------------------------------------------------------------
     async def start(self) -> None:
-        self._stamp = _stamp(self.path)
-        self.mapping = await asyncio.to_thread(load_hosts, self.path)
-        log.info("files=%s event=loaded records=%d", self.path, len(self.mapping))
-        if self.interval and self._task is None:
-            self._task = asyncio.get_running_loop().create_task(self._watch())
+        """Load the file (ConfigError if it is bad or missing) and start watching it."""
+        if self._task is not None:
+            return  # already started
+        try:
+            stamp, mapping = await asyncio.to_thread(_load, self.path)
+        except _LoadFailed as failed:
+            raise failed.error from None
+        self._remember(stamp)
+        self.replace_mapping(mapping)  # nothing is emitted unless listeners were added before start
+        self.set_degraded(None)
+        log.info("files=%s event=loaded records=%d", self.path, len(mapping))
+        if self.interval > 0:
+            self._task = asyncio.get_running_loop().create_task(self._watch(), name=f"files-watch:{self.path}")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
             try:
-                await self._task
+                await task
             except asyncio.CancelledError:
                 pass
-            self._task = None
 
+    # -- reloading ------------------------------------------------------------------
     async def reload(self) -> MappingChange:
-        """Re-read the file now; a bad file raises ConfigError and changes nothing."""
-        self._stamp = _stamp(self.path)
-        newer = await asyncio.to_thread(load_hosts, self.path)
-        change = self.replace_mapping(newer)
-        self.reloads += 1
-        log.info("files=%s event=reloaded records=%d upserted=%d removed=%d",
-                 self.path, len(newer), len(change.upserted), len(change.removed))
-        return change
+        """Re-read the file now and apply the difference.
+
+        A bad or missing file raises ConfigError, changes nothing, and marks the
+        backend degraded (one error line logged); a good one clears that.
+        """
+        async with self._lock:
+            try:
+                stamp, newer = await asyncio.to_thread(_load, self.path)
+            except _LoadFailed as failed:
+                self._remember(failed.stamp)
+                self._fail(f"{failed.error}; keeping the last good mapping")
+                raise failed.error from None
+            self._remember(stamp)
+            change = self.replace_mapping(newer)
+            self.reloads += 1
+            if change:
+                log.info("files=%s event=reloaded records=%d upserted=%d removed=%d",
+                         self.path, len(newer), len(change.upserted), len(change.removed))
+            if self.degraded is not None:
+                log.info("files=%s event=recovered records=%d", self.path, len(newer))
+            self.set_degraded(None)
+            return change
+
+    def changed(self) -> bool:
+        """Whether the file may differ from what was last read (cheap: one stat)."""
+        return self._racy or _stamp(self.path) != self._stamp
+
+    def _remember(self, stamp: Stamp) -> None:
+        self._stamp = stamp
+        self._racy = stamp is not None and time.time_ns() - stamp[1] < _RACY_NS
 
     async def _watch(self) -> None:
         while True:
             await asyncio.sleep(self.interval)
-            stamp = _stamp(self.path)
-            if stamp == self._stamp:
-                continue
-            if stamp is None:
-                self._stamp = None
-                self._fail(f"{self.path}: file is missing; keeping the last good mapping")
+            if not self.changed():
                 continue
             try:
                 await self.reload()
-            except ConfigError as exc:
-                self._fail(f"{exc}; keeping the last good mapping")
-            else:
-                self.set_degraded(None)
+            except ConfigError:
+                pass  # logged and marked degraded by reload()
+            except Exception:  # never let the watcher die: the overlay would silently stop following the file
+                log.exception("files=%s event=reload-crashed", self.path)
 
     def _fail(self, message: str) -> None:
         if message != self.degraded:

@@ -1,16 +1,38 @@
-"""hosts.json, the illumos files-backend format, → a validated `Mapping`.
+"""hosts.json, the illumos files-backend format (overlay_files(5)), → a validated `Mapping`.
 
-Shared by every backend whose records have this shape (files, etcd, http).
-Errors are one line naming the file, the line, the MAC key and the field,
-because an operator editing a 10,000-line file needs to know where to look.
-Line numbers are only computed when reporting an error, so loading stays fast.
+Shared by every backend whose records have this shape (files, etcd, http).  The
+file is one JSON object keyed by VNIC MAC; each value is an object::
+
+    {
+      "de:ad:be:ef:00:01": {"ip": "192.0.2.2", "port": 4789,
+                            "arp": "10.55.55.3", "ndp": "fe80::4",
+                            "dhcp-proxy": "de:ad:be:ef:00:00"}
+    }
+
+`ip` (underlay IPv4/IPv6) and `port` are required; `arp` (overlay IPv4), `ndp`
+(overlay IPv6) and `dhcp-proxy` (MAC) are optional, an empty string meaning
+absent.  Other keys are reserved and refused.
+
+Errors are ONE line naming the file, the line, the MAC key and the field,
+because an operator editing a 10,000-line file needs to know where to look::
+
+    hosts.json:7: de:ad:be:ef:00:01: field 'port': 70000 is above 65535
+    hosts.json:12:5: invalid JSON: Expecting ',' delimiter
+    hosts.json: duplicate MAC de:ad:be:ef:00:01 (lines 2 and 14)
+
+Line numbers are computed (by a small tokenizer, `_scan`) only when an error is
+reported, so the success path is json.loads plus one validation per record.
 """
 
 from __future__ import annotations
 
+import gc
 import ipaddress
 import json
 import re
+import socket
+from dataclasses import dataclass, field as dc_field
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -18,17 +40,143 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from varpd.backend.errors import ConfigError
 from varpd.model import Destination, Mapping, MappingRecord
-from varpd.packet.errors import PacketError
-from varpd.packet.mac import normalize_mac
+
+try:  # the packet layer owns MAC parsing; fall back to a private copy if it is absent
+    from varpd.packet.mac import normalize_mac as _packet_normalize_mac
+    from varpd.packet.errors import PacketError as _MacError
+except ImportError:  # pragma: no cover - only while varpd.packet is being written
+    _packet_normalize_mac = None
+    _MacError = ValueError
+
+__all__ = ["FIELDS", "HostRecordModel", "load_hosts", "normalize_mac", "parse_hosts"]
+
+FIELDS = ("ip", "port", "arp", "ndp", "dhcp-proxy")
+_FIELD_SET = frozenset(FIELDS)
+
+_CANONICAL_MAC = re.compile(r"[0-9a-f]{2}(?::[0-9a-f]{2}){5}")
+_ANY_MAC = re.compile(r"[0-9a-fA-F]{2}([:-])[0-9a-fA-F]{2}(?:\1[0-9a-fA-F]{2}){4}")
 
 
-def _optional_ip(value: Any, version: int) -> Any:
-    if value in ("", None):
-        return None
-    addr = ipaddress.ip_address(str(value))
-    if addr.version != version:
-        raise ValueError(f"{value!r} is not an IPv{version} address")
+def normalize_mac(mac: str) -> str:
+    """'DE-AD-BE-EF-00-01' → 'de:ad:be:ef:00:01'; ValueError if `mac` is not a MAC."""
+    if isinstance(mac, str) and _CANONICAL_MAC.fullmatch(mac):
+        return mac  # the common case, without the packet layer's byte round trip
+    if _packet_normalize_mac is not None:
+        try:
+            return _packet_normalize_mac(mac)
+        except _MacError:
+            raise ValueError(f"{mac!r} is not a MAC address") from None
+    if not isinstance(mac, str) or not _ANY_MAC.fullmatch(mac):  # pragma: no cover
+        raise ValueError(f"{mac!r} is not a MAC address")
+    return mac.lower().replace("-", ":")  # pragma: no cover
+
+
+def _parse_v4(text: str) -> ipaddress.IPv4Address:
+    try:  # inet_pton: strict dotted quad (no leading zeros, no spaces), 10x faster than ipaddress
+        return ipaddress.IPv4Address(int.from_bytes(socket.inet_pton(socket.AF_INET, text), "big"))
+    except OSError:
+        raise ValueError(f"{text!r} is not an IPv4 address") from None
+
+
+def _parse_v6(text: str) -> ipaddress.IPv6Address:
+    try:  # no zone index ("%eth0"): meaningless in a mapping
+        return ipaddress.IPv6Address(int.from_bytes(socket.inet_pton(socket.AF_INET6, text), "big"))
+    except OSError:
+        raise ValueError(f"{text!r} is not an IPv6 address") from None
+
+
+@lru_cache(maxsize=4096)
+def _underlay_ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+    """Parse an underlay (VTEP) address; cached, since many VNICs share one VTEP."""
+    try:
+        addr: ipaddress.IPv4Address | ipaddress.IPv6Address = _parse_v4(text)
+    except ValueError:
+        try:
+            addr = _parse_v6(text)
+        except ValueError:
+            raise ValueError(f"{text!r} is not an IPv4 or IPv6 address") from None
+    if addr.version == 6 and addr.ipv4_mapped is not None:
+        raise ValueError(f"{text} is IPv4-mapped: write the IPv4 address {addr.ipv4_mapped}")
+    if addr.is_multicast:
+        raise ValueError(f"{text} is a multicast address, not a VTEP")
+    if addr.is_unspecified:
+        raise ValueError(f"{text} is the unspecified address, not a VTEP")
     return addr
+
+
+def _kind(value: Any) -> str:
+    if value is None:
+        return "null"
+    return {bool: "a boolean", int: "a number", float: "a number", str: "a string",
+            list: "a list", dict: "an object"}.get(type(value), type(value).__name__)
+
+
+def _check_ip(value: Any) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+    if isinstance(value, (ipaddress.IPv4Address, ipaddress.IPv6Address)):
+        value = str(value)
+    if not isinstance(value, str):
+        raise ValueError(f"expected an IP address string, got {_kind(value)} {value!r}")
+    if value == "":
+        raise ValueError("empty: the underlay address is required")
+    return _underlay_ip(value)
+
+
+def _check_port(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"expected an integer, got {_kind(value)} {value!r}")
+    if value > 65535:
+        raise ValueError(f"{value} is above 65535")
+    if value < 1:
+        raise ValueError(f"{value} is below 1")
+    return value
+
+
+def _check_optional_ip(value: Any, version: int) -> Any:
+    if value is None or value == "":
+        return None
+    if isinstance(value, (ipaddress.IPv4Address, ipaddress.IPv6Address)):
+        value = str(value)
+    if not isinstance(value, str):
+        raise ValueError(f"expected an IPv{version} address string, got {_kind(value)} {value!r}")
+    return _parse_v4(value) if version == 4 else _parse_v6(value)
+
+
+def _check_proxy(value: Any) -> str | None:
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str):
+        raise ValueError(f"expected a MAC address string, got {_kind(value)} {value!r}")
+    return normalize_mac(value)
+
+
+def _fast_record(mac: str, body: dict[str, Any]) -> MappingRecord:
+    """The success path of HostRecordModel.model_validate(body).to_record(mac), without pydantic.
+
+    Uses the very checks the model's validators use; any ValueError (or an unknown
+    field) means the caller re-validates with the model, for its error message.
+    """
+    if len(body) > 5 or not _FIELD_SET.issuperset(body):
+        raise ValueError("unknown field")
+    ip, port = body["ip"], body["port"]
+    if type(ip) is not str or not ip or type(port) is not int or not 1 <= port <= 65535:
+        raise ValueError("unusual ip or port")
+    arp, ndp, proxy = body.get("arp"), body.get("ndp"), body.get("dhcp-proxy")
+    try:
+        if arp:
+            arp = _IPv4(_from_bytes(_pton(_AF_INET, arp), "big"))  # TypeError if not a str
+        elif arp is not None and arp != "":
+            raise ValueError("arp: 0, false, [] or {} is not 'absent'")
+        if ndp:
+            ndp = _IPv6(_from_bytes(_pton(_AF_INET6, ndp), "big"))
+        elif ndp is not None and ndp != "":
+            raise ValueError("ndp: 0, false, [] or {} is not 'absent'")
+    except OSError:
+        raise ValueError("bad address") from None
+    return MappingRecord(mac, Destination(_underlay_ip(ip), port), arp or None, ndp or None, _check_proxy(proxy))
+
+
+_IPv4, _IPv6, _from_bytes = ipaddress.IPv4Address, ipaddress.IPv6Address, int.from_bytes
+_pton, _AF_INET, _AF_INET6 = socket.inet_pton, socket.AF_INET, socket.AF_INET6
 
 
 class HostRecordModel(BaseModel):
@@ -45,142 +193,229 @@ class HostRecordModel(BaseModel):
     @field_validator("ip", mode="before")
     @classmethod
     def _underlay(cls, value: Any) -> Any:
-        addr = ipaddress.ip_address(str(value))
-        if addr.is_multicast or addr.is_unspecified:
-            raise ValueError(f"{value!r} is not a unicast underlay address")
-        if addr.version == 6 and addr.ipv4_mapped is not None:
-            raise ValueError(f"{value!r} is IPv4-mapped: write the IPv4 address")
-        return addr
+        return _check_ip(value)
 
     @field_validator("port", mode="before")
     @classmethod
     def _port(cls, value: Any) -> Any:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ValueError(f"{value!r} is not an integer")
-        if not 1 <= value <= 65535:
-            raise ValueError(f"{value} is outside 1-65535")
-        return value
+        return _check_port(value)
 
     @field_validator("arp", mode="before")
     @classmethod
     def _arp(cls, value: Any) -> Any:
-        return _optional_ip(value, 4)
+        return _check_optional_ip(value, 4)
 
     @field_validator("ndp", mode="before")
     @classmethod
     def _ndp(cls, value: Any) -> Any:
-        return _optional_ip(value, 6)
+        return _check_optional_ip(value, 6)
 
     @field_validator("dhcp_proxy", mode="before")
     @classmethod
     def _proxy(cls, value: Any) -> Any:
-        if value in ("", None):
-            return None
-        try:
-            return normalize_mac(str(value))
-        except PacketError as exc:
-            raise ValueError(str(exc)) from None
+        return _check_proxy(value)
 
     def to_record(self, mac: str) -> MappingRecord:
+        """The model as the backend-neutral record of `mac` (already normalised by the caller)."""
         return MappingRecord(mac, Destination(self.ip, self.port), self.arp, self.ndp, self.dhcp_proxy)
 
 
-class _Located:
-    """Finds the line of a key or field in the raw text, only when an error must be reported."""
-
-    def __init__(self, text: str, source: str) -> None:
-        self.text = text
-        self.source = source
-
-    def line_of(self, key: str, field: str | None = None) -> int | None:
-        m = re.search(r'"%s"\s*:' % re.escape(key), self.text)
-        if m is None:
-            return None
-        start = m.start()
-        if field is not None:
-            end = self.text.find("}", start)
-            f = re.compile(r'"%s"\s*:' % re.escape(field)).search(self.text, start, end if end > 0 else len(self.text))
-            if f is not None:
-                start = f.start()
-        return self.text.count("\n", 0, start) + 1
-
-    def error(self, message: str, key: str | None = None, field: str | None = None) -> ConfigError:
-        line = self.line_of(key, field) if key is not None else None
-        where = f"{self.source}:{line}" if line else self.source
-        return ConfigError(f"{where}: {message}")
-
-
-def _pairs_no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    seen: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in seen:
-            raise _Duplicate(key)
-        seen[key] = value
-    return seen
-
-
-class _Duplicate(Exception):
-    def __init__(self, key: str) -> None:
-        self.key = key
-
-
 def _describe(err: dict[str, Any]) -> tuple[str, str]:
-    """(field name, reason) of one pydantic error, in hosts.json terms."""
+    """(field name, reason) of one pydantic error, in hosts.json terms (used by etcd and http too)."""
     field = str(err["loc"][0]) if err["loc"] else "?"
     if field == "dhcp_proxy":
         field = "dhcp-proxy"
     if err["type"] == "missing":
         return field, f"missing required field '{field}'"
     if err["type"] == "extra_forbidden":
-        return field, f"unknown field '{field}' (reserved)"
-    msg = err["msg"].removeprefix("Value error, ")
-    return field, f"field '{field}': {msg} (got {err.get('input')!r})"
+        return field, f"unknown field '{field}' (reserved; known fields: {', '.join(FIELDS)})"
+    msg = str(err["msg"]).removeprefix("Value error, ")
+    if err["type"] != "value_error":  # pydantic's own wording: show what it got
+        msg = f"{msg} (got {err.get('input')!r})"
+    return field, f"field '{field}': {msg}"
+
+
+# -- locating keys in the raw text (error path only) --------------------------------------
+
+_TOKEN = re.compile(r'"(?:[^"\\\n]|\\.)*"|[{}\[\]:\n]')
+
+
+@dataclass
+class _Entry:
+    """A depth-1 key of the file: its text, its line, and its object's own keys with their lines."""
+
+    key: str
+    line: int
+    fields: list[tuple[str, int]] = dc_field(default_factory=list)
+
+    def field_line(self, name: str) -> int | None:
+        return next((line for f, line in self.fields if f == name), None)
+
+
+def _scan(text: str) -> list[_Entry]:
+    """The top-level keys (in order) and the keys of their objects, with line numbers.
+
+    A tokenizer, not a parser: it assumes text that json.loads accepted (or that
+    is valid up to where it failed), which is all the error path needs.
+    """
+    entries: list[_Entry] = []
+    depth = 0
+    line = 1
+    last_string: str | None = None
+    for m in _TOKEN.finditer(text):
+        tok = m.group()
+        if tok == "\n":
+            line += 1
+        elif tok[0] == '"':
+            last_string = tok
+        elif tok == ":":
+            if last_string is not None:
+                try:
+                    key = json.loads(last_string)
+                except ValueError:
+                    key = last_string[1:-1]
+                if depth == 1:
+                    entries.append(_Entry(key, line))
+                elif depth == 2 and entries:
+                    entries[-1].fields.append((key, line))
+            last_string = None
+        else:
+            depth += 1 if tok in "{[" else -1
+            last_string = None
+    return entries
+
+
+class _Reporter:
+    """Builds the one-line ConfigError, scanning the text for line numbers on first need."""
+
+    def __init__(self, text: str, source: str) -> None:
+        self.text = text
+        self.source = source
+        self._entries: list[_Entry] | None = None
+
+    @property
+    def entries(self) -> list[_Entry]:
+        if self._entries is None:
+            self._entries = _scan(self.text)
+        return self._entries
+
+    def line(self, index: int, field: str | None = None) -> int | None:
+        if index >= len(self.entries):
+            return None
+        entry = self.entries[index]
+        if field is not None:
+            found = entry.field_line(field)
+            if found is not None:
+                return found
+        return entry.line
+
+    def error(self, message: str, index: int | None = None, field: str | None = None) -> ConfigError:
+        line = self.line(index, field) if index is not None else None
+        where = f"{self.source}:{line}" if line else self.source
+        return ConfigError(f"{where}: {message}")
+
+    def duplicate(self) -> ConfigError:
+        """Explain a duplicate key that json.loads' hook saw (a MAC twice, or a field twice in one record)."""
+        seen: dict[str, int] = {}
+        for entry in self.entries:
+            try:
+                mac = normalize_mac(entry.key)
+            except ValueError:
+                mac = entry.key
+            if mac in seen:
+                return ConfigError(f"{self.source}: duplicate MAC {mac} (lines {seen[mac]} and {entry.line})")
+            seen[mac] = entry.line
+        for entry in self.entries:
+            fields: dict[str, int] = {}
+            for name, line in entry.fields:
+                if name in fields:
+                    return ConfigError(f"{self.source}:{line}: {entry.key}: duplicate field '{name}' "
+                                       f"(lines {fields[name]} and {line})")
+                fields[name] = line
+        return ConfigError(f"{self.source}: a key appears twice in one object")
+
+
+class _Duplicate(Exception):
+    pass
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        raise _Duplicate()
+    return obj
 
 
 def parse_hosts(text: str, source: str = "<string>") -> Mapping:
-    loc = _Located(text, source)
+    """Validate a whole hosts.json text; ConfigError (one line, with file:line) on the first problem.
+
+    Refused besides bad records: a MAC given twice (in any spelling), two MACs
+    claiming the same `arp` or `ndp` address, a top level that is not an object.
+    """
+    # Hundreds of thousands of small objects: the cyclic GC would rescan them over and over
+    # (a third of the time) though none of them can form a cycle.
+    enabled = gc.isenabled()
+    gc.disable()
     try:
-        raw = json.loads(text, object_pairs_hook=_pairs_no_duplicates)
+        return _parse_hosts(text, source)
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def _parse_hosts(text: str, source: str) -> Mapping:
+    report = _Reporter(text, source)
+    try:
+        raw = json.loads(text, object_pairs_hook=_no_duplicates)
     except json.JSONDecodeError as exc:
         raise ConfigError(f"{source}:{exc.lineno}:{exc.colno}: invalid JSON: {exc.msg}") from None
-    except _Duplicate as dup:
-        lines = [text.count("\n", 0, m.start()) + 1 for m in re.finditer(r'"%s"\s*:' % re.escape(dup.key), text)]
-        raise ConfigError(f"{source}: duplicate key {dup.key} (lines {', '.join(map(str, lines))})") from None
+    except _Duplicate:
+        raise report.duplicate() from None
     if not isinstance(raw, dict):
-        raise ConfigError(f"{source}: the top level must be an object keyed by MAC address")
+        raise ConfigError(f"{source}: the top level must be an object keyed by MAC address, not {_kind(raw)}")
     records: dict[str, MappingRecord] = {}
-    owner_of_ip: dict[Any, str] = {}
-    key_of: dict[str, str] = {}
-    for key, body in raw.items():
+    index_of: dict[str, int] = {}
+    by_ip: dict[Any, MappingRecord] = {}
+    validate = HostRecordModel.model_validate
+    fast = _fast_record
+    for index, (key, body) in enumerate(raw.items()):
         try:
             mac = normalize_mac(key)
-        except PacketError:
-            raise loc.error(f"{key!r} is not a MAC address", key) from None
+        except ValueError:
+            raise report.error(f"{key!r} is not a MAC address", index) from None
         if mac in records:
-            raise loc.error(f"duplicate MAC {mac} (keys {key_of[mac]!r} and {key!r})", key)
+            first = report.line(index_of[mac])
+            raise ConfigError(f"{source}: duplicate MAC {mac} (lines {first} and {report.line(index)})")
         if not isinstance(body, dict):
-            raise loc.error(f"{mac}: the value must be an object with 'ip' and 'port'", key)
+            raise report.error(f"{mac}: the value must be an object with 'ip' and 'port', not {_kind(body)}", index)
         try:
-            rec = HostRecordModel.model_validate(body).to_record(mac)
-        except ValidationError as exc:
-            field, reason = _describe(exc.errors()[0])
-            raise loc.error(f"{mac}: {reason}", key, field if field in body else None) from None
+            rec = fast(mac, body)
+        except (ValueError, KeyError, TypeError):
+            try:  # the model says what is wrong (or accepts an unusual spelling the fast path skipped)
+                rec = validate(body).to_record(mac)
+            except ValidationError as exc:
+                field, reason = _describe(exc.errors()[0])
+                raise report.error(f"{mac}: {reason}", index, field) from None
         for ip, name in ((rec.arp, "arp"), (rec.ndp, "ndp")):
             if ip is None:
                 continue
-            other = owner_of_ip.get(ip)
-            if other is not None:
-                raise loc.error(f"{mac}: field '{name}': {ip} is already claimed by {other}", key, name)
-            owner_of_ip[ip] = mac
+            other = by_ip.setdefault(ip, rec)  # one hash of the (slow-hashing) address per IP
+            if other is not rec:
+                raise report.error(
+                    f"{mac}: field '{name}': {ip} is already claimed by {other.mac} "
+                    f"(line {report.line(index_of[other.mac], name)})", index, name)
         records[mac] = rec
-        key_of[mac] = key
-    return Mapping.of(records.values())
+        index_of[mac] = index
+    return Mapping(records, by_ip)
 
 
 def load_hosts(path: str | Path) -> Mapping:
+    """Read and validate a hosts.json file; ConfigError names the file on any problem."""
     path = Path(path)
     try:
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start})") from None
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read: {exc.strerror or exc}") from None
     return parse_hosts(text, str(path))

@@ -1,0 +1,255 @@
+"""hosts.json (overlay_files(5)): the seed file loads; every error is one line with file:line, MAC and field."""
+
+from __future__ import annotations
+
+import json
+import time
+from ipaddress import IPv4Address, IPv6Address
+
+import pytest
+
+from varpd.backend.errors import ConfigError
+from varpd.config.hosts import HostRecordModel, load_hosts, parse_hosts
+from varpd.model import Destination, MappingRecord
+
+# The illumos preview's /var/tmp/hosts.json, with its outer braces and addresses restored.
+SEED = """{
+        "de:ad:be:ef:00:00": {
+                "arp": "10.55.55.2",
+                "ip": "192.0.2.1",
+                "ndp": "fe80::3",
+                "port": 4789
+        }, "de:ad:be:ef:00:01": {
+                "arp": "10.55.55.3",
+                "dhcp-proxy": "de:ad:be:ef:00:00",
+                "ip": "192.0.2.2",
+                "ndp": "fe80::4",
+                "port": 4789
+        }, "de:ad:be:ef:00:02": {
+                "arp": "10.55.55.4",
+                "ip": "192.0.2.3",
+                "ndp": "fe80::5",
+                "port": 4789
+        }
+}
+"""
+# line numbers in SEED
+L_MAC0, L_MAC1, L_MAC2 = 2, 7, 13
+L_MAC1_IP, L_MAC1_PORT, L_MAC1_ARP, L_MAC1_NDP = 10, 12, 8, 11
+
+
+def err(text: str, source: str = "hosts.json") -> str:
+    with pytest.raises(ConfigError) as info:
+        parse_hosts(text, source)
+    msg = str(info.value)
+    assert "\n" not in msg, "an error must be one line"
+    return msg
+
+
+def test_seed_loads():
+    m = parse_hosts(SEED, "hosts.json")
+    assert len(m) == 3
+    r1 = m.by_mac["de:ad:be:ef:00:01"]
+    assert r1 == MappingRecord("de:ad:be:ef:00:01", Destination(IPv4Address("192.0.2.2"), 4789),
+                               IPv4Address("10.55.55.3"), IPv6Address("fe80::4"), "de:ad:be:ef:00:00")
+    assert m.by_ip[IPv4Address("10.55.55.4")].mac == "de:ad:be:ef:00:02"
+    assert m.by_ip[IPv6Address("fe80::3")].mac == "de:ad:be:ef:00:00"
+    assert m.by_mac["de:ad:be:ef:00:00"].dhcp_proxy is None
+    assert len(m.by_ip) == 6
+
+
+def test_load_hosts_from_file(tmp_path):
+    p = tmp_path / "hosts.json"
+    p.write_text(SEED)
+    assert len(load_hosts(p)) == 3
+    with pytest.raises(ConfigError, match=r"nope.json: cannot read: No such file"):
+        load_hosts(tmp_path / "nope.json")
+    p.write_bytes(b'{"\xff": 1}')
+    with pytest.raises(ConfigError, match="hosts.json: not UTF-8"):
+        load_hosts(p)
+
+
+def test_the_seed_as_printed_without_braces_is_refused():
+    body = SEED.strip()[1:-1]
+    assert "invalid JSON" in err(body)
+
+
+def test_empty_strings_mean_absent_and_ipv6_underlay_works():
+    m = parse_hosts('{"de:ad:be:ef:00:07": {"ip": "2001:db8::7", "port": 4789, "arp": "", "ndp": "", '
+                    '"dhcp-proxy": ""}}')
+    rec = m.by_mac["de:ad:be:ef:00:07"]
+    assert rec.dest == Destination(IPv6Address("2001:db8::7"), 4789)
+    assert (rec.arp, rec.ndp, rec.dhcp_proxy) == (None, None, None)
+    assert str(rec.dest) == "[2001:db8::7]:4789"
+    assert len(m.by_ip) == 0
+
+
+def test_mac_keys_and_proxy_are_normalised():
+    m = parse_hosts('{"DE-AD-BE-EF-00-0A": {"ip": "192.0.2.9", "port": 4789, "dhcp-proxy": "DE:AD:BE:EF:00:0B"}}')
+    assert list(m.by_mac) == ["de:ad:be:ef:00:0a"]
+    assert m.by_mac["de:ad:be:ef:00:0a"].dhcp_proxy == "de:ad:be:ef:00:0b"
+
+
+def test_empty_object_is_an_empty_mapping():
+    assert len(parse_hosts("{}")) == 0
+
+
+# -- errors, with their line numbers --------------------------------------------------------
+
+def test_port_above_65535():
+    bad = SEED.replace('"port": 4789\n        }, "de:ad:be:ef:00:02"', '"port": 70000\n        }, "de:ad:be:ef:00:02"')
+    assert err(bad) == f"hosts.json:{L_MAC1_PORT}: de:ad:be:ef:00:01: field 'port': 70000 is above 65535"
+
+
+@pytest.mark.parametrize("value,reason", [
+    ("0", "0 is below 1"),
+    ('"4789"', "expected an integer, got a string '4789'"),
+    ("true", "expected an integer, got a boolean True"),
+    ("4789.5", "expected an integer, got a number 4789.5"),
+])
+def test_bad_ports(value, reason):
+    text = '{\n"de:ad:be:ef:00:01": {\n"ip": "192.0.2.1",\n"port": %s\n}\n}' % value
+    assert err(text) == f"hosts.json:4: de:ad:be:ef:00:01: field 'port': {reason}"
+
+
+def test_bad_mac_key():
+    bad = SEED.replace('"de:ad:be:ef:00:01"', '"zz:zz"')
+    assert err(bad) == f"hosts.json:{L_MAC1}: 'zz:zz' is not a MAC address"
+
+
+def test_invalid_json_has_line_and_column():
+    bad = SEED.replace('"ip": "192.0.2.2",', '"ip": "192.0.2.2"')
+    msg = err(bad)
+    assert msg == f"hosts.json:{L_MAC1_IP + 1}:17: invalid JSON: Expecting ',' delimiter"
+
+
+def test_truncated_file():
+    assert err(SEED[: len(SEED) // 2]).startswith("hosts.json:")
+
+
+def test_missing_required_field_names_the_key_line():
+    bad = SEED.replace('"ip": "192.0.2.3",\n', "")
+    assert err(bad) == f"hosts.json:{L_MAC2}: de:ad:be:ef:00:02: missing required field 'ip'"
+    bad = SEED.replace('"ndp": "fe80::4",\n                "port": 4789', '"ndp": "fe80::4"')
+    assert err(bad) == f"hosts.json:{L_MAC1}: de:ad:be:ef:00:01: missing required field 'port'"
+
+
+def test_duplicate_mac_names_both_lines():
+    bad = SEED.replace('"de:ad:be:ef:00:02"', '"de:ad:be:ef:00:00"')
+    assert err(bad) == f"hosts.json: duplicate MAC de:ad:be:ef:00:00 (lines {L_MAC0} and {L_MAC2})"
+
+
+def test_duplicate_mac_in_another_spelling():
+    bad = SEED.replace('"de:ad:be:ef:00:02"', '"DE-AD-BE-EF-00-01"')
+    assert err(bad) == f"hosts.json: duplicate MAC de:ad:be:ef:00:01 (lines {L_MAC1} and {L_MAC2})"
+
+
+def test_duplicate_field_in_one_record():
+    bad = SEED.replace('"ip": "192.0.2.2",', '"ip": "192.0.2.2", "ip": "192.0.2.9",')
+    assert err(bad) == (f"hosts.json:{L_MAC1_IP}: de:ad:be:ef:00:01: duplicate field 'ip' "
+                        f"(lines {L_MAC1_IP} and {L_MAC1_IP})")
+
+
+def test_same_arp_ip_claimed_twice_names_both_macs():
+    bad = SEED.replace('"arp": "10.55.55.4"', '"arp": "10.55.55.3"')
+    msg = err(bad)
+    assert msg == ("hosts.json:14: de:ad:be:ef:00:02: field 'arp': 10.55.55.3 is already claimed by "
+                   f"de:ad:be:ef:00:01 (line {L_MAC1_ARP})")
+
+
+def test_same_ndp_ip_claimed_twice_names_both_macs():
+    bad = SEED.replace('"ndp": "fe80::4"', '"ndp": "fe80::3"')
+    msg = err(bad)
+    assert msg == (f"hosts.json:{L_MAC1_NDP}: de:ad:be:ef:00:01: field 'ndp': fe80::3 is already claimed by "
+                   "de:ad:be:ef:00:00 (line 5)")
+
+
+@pytest.mark.parametrize("text,kind", [("[]", "a list"), ('"x"', "a string"), ("null", "null"), ("3", "a number")])
+def test_top_level_must_be_an_object(text, kind):
+    assert err(text) == f"hosts.json: the top level must be an object keyed by MAC address, not {kind}"
+
+
+def test_record_must_be_an_object():
+    assert err('{\n "de:ad:be:ef:00:01": [1, 2]\n}') == \
+        "hosts.json:2: de:ad:be:ef:00:01: the value must be an object with 'ip' and 'port', not a list"
+
+
+def test_reserved_keys_are_refused():
+    bad = SEED.replace('"port": 4789\n        }, "de:ad:be:ef:00:02"', '"port": 4789, "vlan": 5\n        }, "de:ad:be:ef:00:02"')
+    msg = err(bad)
+    assert msg.startswith(f"hosts.json:{L_MAC1_PORT}: de:ad:be:ef:00:01: unknown field 'vlan' (reserved")
+
+
+@pytest.mark.parametrize("ip,reason", [
+    ("::ffff:192.0.2.1", "::ffff:192.0.2.1 is IPv4-mapped: write the IPv4 address 192.0.2.1"),
+    ("224.0.0.1", "224.0.0.1 is a multicast address, not a VTEP"),
+    ("ff02::1", "ff02::1 is a multicast address, not a VTEP"),
+    ("0.0.0.0", "0.0.0.0 is the unspecified address, not a VTEP"),
+    ("::", ":: is the unspecified address, not a VTEP"),
+    ("not-an-ip", "'not-an-ip' is not an IPv4 or IPv6 address"),
+    ("", "empty: the underlay address is required"),
+    ("192.0.2.01", "'192.0.2.01' is not an IPv4 or IPv6 address"),
+])
+def test_bad_underlay_ip(ip, reason):
+    bad = SEED.replace('"ip": "192.0.2.2"', f'"ip": "{ip}"')
+    assert err(bad) == f"hosts.json:{L_MAC1_IP}: de:ad:be:ef:00:01: field 'ip': {reason}"
+
+
+def test_underlay_ip_must_be_a_string():
+    bad = SEED.replace('"ip": "192.0.2.2"', '"ip": 3221225986')
+    assert err(bad) == f"hosts.json:{L_MAC1_IP}: de:ad:be:ef:00:01: field 'ip': expected an IP address string, " \
+                       "got a number 3221225986"
+
+
+@pytest.mark.parametrize("field,value,reason", [
+    ("arp", '"fe80::9"', "'fe80::9' is not an IPv4 address"),
+    ("arp", "0", "expected an IPv4 address string, got a number 0"),
+    ("ndp", '"10.0.0.1"', "'10.0.0.1' is not an IPv6 address"),
+    ("ndp", "false", "expected an IPv6 address string, got a boolean False"),
+    ("dhcp-proxy", '"nope"', "'nope' is not a MAC address"),
+])
+def test_bad_optional_fields(field, value, reason):
+    text = '{\n"de:ad:be:ef:00:01": {\n"ip": "192.0.2.1",\n"port": 4789,\n"%s": %s\n}\n}' % (field, value)
+    assert err(text) == f"hosts.json:5: de:ad:be:ef:00:01: field '{field}': {reason}"
+
+
+def test_source_defaults_to_string():
+    assert err("[", source="<string>").startswith("<string>:1:2: invalid JSON")
+
+
+def test_model_directly():
+    rec = HostRecordModel.model_validate({"ip": "192.0.2.1", "port": 4789, "dhcp-proxy": "DE:AD:BE:EF:00:00"})
+    assert rec.dhcp_proxy == "de:ad:be:ef:00:00"
+    assert rec.to_record("de:ad:be:ef:00:05").dest == Destination(IPv4Address("192.0.2.1"), 4789)
+    assert HostRecordModel(ip="192.0.2.1", port=1, dhcp_proxy="de:ad:be:ef:00:00").dhcp_proxy  # by field name too
+
+
+def _big(n: int) -> str:
+    d = {}
+    for i in range(n):
+        d["de:ad:%02x:%02x:%02x:%02x" % (i >> 24 & 255, i >> 16 & 255, i >> 8 & 255, i & 255)] = {
+            "arp": "10.%d.%d.%d" % (i >> 16 & 255, i >> 8 & 255, i & 255),
+            "ip": "192.0.2.%d" % (i % 250 + 1),
+            "ndp": "fd00::%x:%x" % (i >> 16, i & 0xFFFF),
+            "port": 4789,
+        }
+    return json.dumps(d, indent=8)
+
+
+def test_100k_records(capsys):
+    text = _big(100_000)
+    t0 = time.perf_counter()
+    m = parse_hosts(text, "big.json")
+    took = time.perf_counter() - t0
+    assert len(m) == 100_000 and len(m.by_ip) == 200_000
+    with capsys.disabled():
+        print(f"\n[hosts] 100k records ({len(text) / 1e6:.1f} MB) parsed in {took:.3f} s")
+
+
+def test_error_deep_in_a_big_file_has_its_line():
+    text = _big(20_000)
+    lines = text.splitlines()
+    target = next(i for i, line in enumerate(lines) if '"de:ad:00:00:4e:1f"' in line)  # record 19999
+    lines[target + 4] = lines[target + 4].replace("4789", "0")  # its port line
+    msg = err("\n".join(lines))
+    assert msg == f"hosts.json:{target + 5}: de:ad:00:00:4e:1f: field 'port': 0 is below 1"
