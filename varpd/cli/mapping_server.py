@@ -1,0 +1,116 @@
+"""`varpd mapping-server`: the reference server of the HTTP backend (see docs/mapping-api.yaml)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import ipaddress
+import logging
+import signal
+import ssl
+from pathlib import Path
+
+from varpd.cli.client import CliError
+
+
+def _listen(text: str) -> tuple[str, int]:
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected ADDRESS:PORT, e.g. 127.0.0.1:8080 or [::1]:8080")
+    host = host.strip("[]") or "0.0.0.0"
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        if host != "localhost":
+            raise argparse.ArgumentTypeError(f"{text!r}: {host!r} is not an IP address") from None
+    return host, int(port)
+
+
+async def _serve(args: argparse.Namespace, token: str | None, ssl_ctx: ssl.SSLContext | None) -> None:
+    from aiohttp import web
+
+    from varpd.mapping_server.app import make_app
+    from varpd.mapping_server.store import MappingStore
+
+    store = MappingStore(args.vni, hosts=args.hosts, writable=not args.read_only,
+                         reload_interval=args.reload_interval)
+    await store.start()  # a bad hosts file fails here, before listening
+    app = make_app(store, token=token, keepalive=args.keepalive, manage_store=False)
+    runner = web.AppRunner(app, shutdown_timeout=2.0, access_log=None)
+    await runner.setup()
+    host, port = args.listen
+    site = web.TCPSite(runner, host, port, ssl_context=ssl_ctx, reuse_address=True)
+    await site.start()
+    scheme = "https" if ssl_ctx else "http"
+    shown = f"[{host}]" if ":" in host else host
+    logging.getLogger("varpd.mapping_server").info(
+        "mapping-server event=listening url=%s://%s:%d vni=%d records=%d source=%s writable=%s auth=%s",
+        scheme, shown, port, args.vni, len(store), args.hosts or "memory", not args.read_only,
+        "bearer" if token else "none")
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        await runner.cleanup()
+        await store.stop()
+
+
+def run(args: argparse.Namespace) -> int:
+    logging.basicConfig(level=getattr(logging, args.log_level.upper()),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.token and args.token_file:
+        raise CliError("give --token or --token-file, not both")
+    token = args.token
+    if args.token_file:
+        try:
+            token = Path(args.token_file).read_text().strip()
+        except OSError as exc:
+            raise CliError(f"--token-file {args.token_file}: {exc.strerror or exc}") from None
+        if not token:
+            raise CliError(f"--token-file {args.token_file}: empty")
+    ssl_ctx = None
+    if bool(args.cert) != bool(args.key):
+        raise CliError("--cert and --key go together")
+    if args.cert:
+        ssl_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        try:
+            ssl_ctx.load_cert_chain(args.cert, args.key)
+        except (OSError, ssl.SSLError) as exc:
+            raise CliError(f"--cert/--key: {exc}") from None
+    from varpd.backend.errors import ConfigError
+
+    try:
+        asyncio.run(_serve(args, token, ssl_ctx))
+    except ConfigError as exc:
+        raise CliError(str(exc)) from None
+    except OSError as exc:
+        raise CliError(f"cannot listen on {args.listen[0]}:{args.listen[1]}: {exc.strerror or exc}") from None
+    return 0
+
+
+def add_parsers(sub) -> None:
+    p = sub.add_parser(
+        "mapping-server", help="serve a mapping over HTTP for the http backend",
+        description="The reference mapping server of the http backend: serves one overlay's mapping "
+                    "(a hosts.json, re-read when it changes, or an in-memory table) with the API of "
+                    "docs/mapping-api.yaml: GET/PUT/DELETE /v1/overlays/VNI/macs/MAC, GET /v1/overlays/VNI/ips/IP "
+                    "and the server-sent events stream GET /v1/overlays/VNI/events. PUT and DELETE change the "
+                    "in-memory table (with --hosts, until the file next changes).")
+    p.add_argument("--hosts", metavar="FILE", help="hosts.json to serve (default: start with an empty table)")
+    p.add_argument("--vni", type=int, required=True, help="the overlay's VNI (the {vni} of every URL)")
+    p.add_argument("--listen", type=_listen, default=("127.0.0.1", 8080), metavar="ADDR:PORT",
+                   help="address and port to listen on (default 127.0.0.1:8080)")
+    p.add_argument("--token", help="require this bearer token on every /v1/overlays request")
+    p.add_argument("--token-file", metavar="FILE", help="read the bearer token from FILE")
+    p.add_argument("--read-only", action="store_true", help="refuse PUT and DELETE (403)")
+    p.add_argument("--cert", metavar="PEM", help="serve HTTPS with this certificate chain")
+    p.add_argument("--key", metavar="PEM", help="the private key of --cert")
+    p.add_argument("--reload-interval", type=float, default=1.0, metavar="SECONDS",
+                   help="how often --hosts is checked for changes (default 1, 0: never)")
+    p.add_argument("--keepalive", type=float, default=15.0, metavar="SECONDS",
+                   help="comment line sent on idle event streams (default 15)")
+    p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    p.set_defaults(func=run)
