@@ -44,7 +44,7 @@ async def errors_middleware(request: web.Request, handler) -> web.StreamResponse
         return error(400, str(exc))
     except Exception as exc:  # kmod errors and the unexpected: the daemon keeps serving
         log.exception("admin request %s %s failed", request.method, request.path)
-        return error(500, f"{type(exc).__name__}: {exc}")
+        return error(500, " ".join(f"{type(exc).__name__}: {exc}".split()))
 
 
 def make_app(service) -> web.Application:

@@ -20,11 +20,13 @@ async def _call(socket: str, method: str, path: str, body: Any = None) -> Any:
         async with aiohttp.ClientSession(connector=conn, timeout=timeout) as session:
             async with session.request(method, f"http://varpd{path}", json=body) as resp:
                 text = await resp.text()
-                data = json.loads(text) if text else None
+                is_json = resp.content_type == "application/json"
                 if resp.status >= 400:
-                    msg = data.get("error") if isinstance(data, dict) else text
-                    raise CliError(msg or f"HTTP {resp.status}")
-                return data
+                    data = json.loads(text) if is_json and text else None
+                    if isinstance(data, dict) and data.get("error"):
+                        raise CliError(data["error"])
+                    raise CliError(f"HTTP {resp.status} {resp.reason}: {' '.join(text.split())}".rstrip(": "))
+                return json.loads(text) if text else None
     except (aiohttp.ClientConnectionError, FileNotFoundError, ConnectionRefusedError) as exc:
         raise CliError(f"cannot reach the daemon at {socket}: {exc.__class__.__name__} "
                        f"(is `varpd daemon` running?)") from None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from urllib.parse import quote
 
 from varpd.cli.client import CliError, call
 from varpd.cli.output import pick_fields, render
@@ -34,19 +35,19 @@ def create(args: argparse.Namespace) -> str:
 
 
 def delete(args: argparse.Namespace) -> str:
-    call(args.socket, "DELETE", f"/v1/overlays/{args.name}")
+    call(args.socket, "DELETE", f"/v1/overlays/{quote(args.name, safe='')}")
     return ""
 
 
 def reconcile(args: argparse.Namespace) -> str:
-    report = call(args.socket, "POST", f"/v1/overlays/{args.name}/reconcile")
+    report = call(args.socket, "POST", f"/v1/overlays/{quote(args.name, safe='')}/reconcile")
     return " ".join(f"{k}={v}" for k, v in report.items())
 
 
 def show(args: argparse.Namespace) -> str:
     if args.parseable and not args.output:
         raise CliError("-p requires -o field,...")
-    overlays = [call(args.socket, "GET", f"/v1/overlays/{args.name}")] if args.name else call(
+    overlays = [call(args.socket, "GET", f"/v1/overlays/{quote(args.name, safe='')}")] if args.name else call(
         args.socket, "GET", "/v1/overlays")
     if args.status:
         fields = pick_fields(args.output, STATUS_FIELDS)
@@ -56,7 +57,7 @@ def show(args: argparse.Namespace) -> str:
         fields = pick_fields(args.output, TARGET_FIELDS)
         rows = []
         for o in overlays:
-            for e in call(args.socket, "GET", f"/v1/overlays/{o['name']}/entries"):
+            for e in call(args.socket, "GET", f"/v1/overlays/{quote(o['name'], safe='')}/entries"):
                 rows.append({"LINK": o["name"], "KIND": e["kind"], "TARGET": e["target"],
                              "DESTINATION": e["destination"], "ORIGIN": e["origin"]})
     else:

@@ -6,6 +6,7 @@ environment for configuration; everything below receives these objects.
 
 from __future__ import annotations
 
+import re
 import tomllib
 from pathlib import Path
 from typing import Literal
@@ -16,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from varpd.backend.errors import ConfigError
 
 PropValue = str | int | bool | float
+_IFNAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 
 
 class OverlayConfig(BaseModel):
@@ -35,8 +37,10 @@ class OverlayConfig(BaseModel):
     @field_validator("name", "bridge")
     @classmethod
     def _ifname(cls, value: str | None) -> str | None:
-        if value is not None and (any(c in value for c in "/ :\t\n") or value in (".", "..")):
-            raise ValueError(f"{value!r} is not a valid interface name")
+        # stricter than the kernel on purpose: no '%' (a numbering pattern to the kernel),
+        # nothing a URL, a shell or a path would read differently
+        if value is not None and not _IFNAME.fullmatch(value):
+            raise ValueError(f"{value!r} is not a valid interface name (letters, digits, '_', '-', '.')")
         return value
 
 
