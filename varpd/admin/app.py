@@ -1,53 +1,159 @@
-"""The admin HTTP application: JSON over the daemon's unix socket (TCP only when configured)."""
+"""The admin HTTP application: JSON over the daemon's unix socket (TCP only when configured).
+
+Every answer is JSON; every error is ``{"error": "<one line>"}`` with a status that says whose
+fault it was: 400 the request (invalid overlay, unknown plugin or property, bad backend data),
+404 no such overlay, 409 already exists, 500 the daemon or the host (backend unreachable,
+netlink refused, a bug).  The daemon keeps serving whatever a request raised.
+"""
 
 from __future__ import annotations
 
 import json
 import logging
+from typing import Any, Protocol
 
 from aiohttp import web
 from pydantic import ValidationError
 
-from varpd.backend.errors import BackendError
-from varpd.daemon.errors import OverlayExists, OverlayNotFound
+from varpd.backend.errors import BackendError, ConfigError, PluginNotFound, PropertyError
+from varpd.daemon.errors import OverlayExists, OverlayNotFound, VarpdError
 
 log = logging.getLogger(__name__)
 
-SERVICE: web.AppKey = web.AppKey("service", object)
 MAX_BODY = 64 * 1024
 
 
+class OverlayView(Protocol):
+    """What the admin app needs of one overlay (varpd.daemon.overlay.OverlayRuntime)."""
+
+    name: str
+
+    def describe(self) -> dict[str, Any]: ...
+
+    async def kernel_entries(self) -> list[dict[str, str]]: ...
+
+
+class Service(Protocol):
+    """What the admin app needs of the daemon (varpd.daemon.service.Varpd)."""
+
+    ready: bool
+    started_at: float
+
+    def overlays(self) -> list[OverlayView]: ...
+
+    def get(self, name: str) -> OverlayView: ...
+
+    async def create_overlay(self, cfg: Any) -> OverlayView: ...
+
+    async def delete_overlay(self, name: str) -> None: ...
+
+    async def reconcile(self, name: str) -> dict[str, Any]: ...
+
+
+SERVICE = web.AppKey("service", Service)
+
+# errors that are the request's fault; their str() is already the message for the user
+_BAD_REQUEST = (PropertyError, PluginNotFound, ConfigError)
+# the daemon's and the host's own errors: a known failure, told without a traceback
+_KNOWN_FAILURES: tuple[type[Exception], ...] = (VarpdError, BackendError)
+
+
+def _kmod_error() -> tuple[type[Exception], ...]:
+    """KmodError lives in the kmod-shim, which the admin app does not need in order to import."""
+    try:
+        from varpd_kmod.types import KmodError
+    except ImportError:
+        return ()
+    return (KmodError,)
+
+
+def one_line(text: str) -> str:
+    """Collapse a message to the single line the CLI prints after `varpd: <command>: `."""
+    return " ".join(text.split()) or "(no message)"
+
+
 def error(status: int, message: str) -> web.Response:
-    return web.json_response({"error": message}, status=status)
+    return web.json_response({"error": one_line(message)}, status=status)
 
 
-def _one_line(exc: ValidationError) -> str:
-    return "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}" for e in exc.errors())
+def validation_message(exc: ValidationError) -> str:
+    """Pydantic's errors as one line, each naming its field: `vni: Input should be ...; name: ...`."""
+    parts = []
+    for err in exc.errors(include_url=False):
+        loc = ".".join(str(p) for p in err["loc"]) or "body"
+        parts.append(f"{loc}: {err['msg']}")
+    return "; ".join(parts)
+
+
+async def read_json_object(request: web.Request) -> dict[str, Any]:
+    """The request body as a JSON object, or a 400 that says what is wrong with it.
+
+    The body is bounded by the app's client_max_size (aiohttp answers 413 beyond it).
+    """
+    body = await request.read()
+    if not body.strip():
+        raise BadRequest("request body is empty: expected a JSON object")
+    try:
+        data = json.loads(body)
+    except UnicodeDecodeError:
+        raise BadRequest("request body is not UTF-8 JSON") from None
+    except json.JSONDecodeError as exc:
+        raise BadRequest(f"request body is not valid JSON: {exc.msg} at line {exc.lineno} "
+                         f"column {exc.colno}") from None
+    if not isinstance(data, dict):
+        raise BadRequest(f"request body must be a JSON object, not {_json_type(data)}")
+    return data
+
+
+def _json_type(value: Any) -> str:
+    return {list: "an array", str: "a string", bool: "a boolean", int: "a number", float: "a number",
+            type(None): "null"}.get(type(value), type(value).__name__)
+
+
+class BadRequest(Exception):
+    """A request the routes refuse before asking the daemon; answered 400."""
+
+
+def _http_error(request: web.Request, exc: web.HTTPException) -> web.Response:
+    """aiohttp's own refusals (no route, wrong method, body too large) in the same JSON shape."""
+    if isinstance(exc, web.HTTPRequestEntityTooLarge):
+        message = f"request body too large: at most {request.app._client_max_size} bytes"
+    else:
+        message = f"{exc.reason.lower()}: {request.method} {request.path}"
+    headers = {k: v for k, v in exc.headers.items() if k.lower() == "allow"}
+    resp = error(exc.status, message)
+    resp.headers.update(headers)
+    return resp
 
 
 @web.middleware
 async def errors_middleware(request: web.Request, handler) -> web.StreamResponse:
-    """Map the daemon's exceptions to status codes with a one-line message."""
+    """Map the daemon's exceptions to a status code and a one-line message."""
     try:
         return await handler(request)
-    except web.HTTPException:
-        raise
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        return _http_error(request, exc)
+    except BadRequest as exc:
+        return error(400, str(exc))
+    except ValidationError as exc:
+        return error(400, validation_message(exc))
     except OverlayNotFound as exc:
         return error(404, str(exc))
     except OverlayExists as exc:
         return error(409, str(exc))
-    except ValidationError as exc:
-        return error(400, _one_line(exc))
-    except json.JSONDecodeError as exc:
-        return error(400, f"request body is not valid JSON: {exc.msg} at line {exc.lineno}")
-    except BackendError as exc:
+    except _BAD_REQUEST as exc:
         return error(400, str(exc))
-    except Exception as exc:  # kmod errors and the unexpected: the daemon keeps serving
+    except Exception as exc:  # noqa: BLE001 - the daemon keeps serving whatever a request raised
+        if isinstance(exc, _KNOWN_FAILURES + _kmod_error()):
+            log.error("admin request %s %s failed: %s", request.method, request.path, one_line(str(exc)))
+            return error(500, str(exc))
         log.exception("admin request %s %s failed", request.method, request.path)
-        return error(500, " ".join(f"{type(exc).__name__}: {exc}".split()))
+        return error(500, f"{type(exc).__name__}: {exc}")
 
 
-def make_app(service) -> web.Application:
+def make_app(service: Service) -> web.Application:
     from varpd.admin import routes_health, routes_overlays
 
     app = web.Application(client_max_size=MAX_BODY, middlewares=[errors_middleware])
