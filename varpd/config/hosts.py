@@ -371,6 +371,8 @@ def _parse_hosts(text: str, source: str) -> Mapping:
         raise ConfigError(f"{source}:{exc.lineno}:{exc.colno}: invalid JSON: {exc.msg}") from None
     except _Duplicate:
         raise report.duplicate() from None
+    except (ValueError, RecursionError) as exc:  # an int of > 4300 digits, nesting too deep
+        raise ConfigError(f"{source}: invalid JSON: {exc}") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"{source}: the top level must be an object keyed by MAC address, not {_kind(raw)}")
     records: dict[str, MappingRecord] = {}
