@@ -85,6 +85,10 @@ def validation_message(exc: ValidationError) -> str:
     return "; ".join(parts)
 
 
+class BadRequest(Exception):
+    """A request the routes refuse before asking the daemon; answered 400."""
+
+
 async def read_json_object(request: web.Request) -> dict[str, Any]:
     """The request body as a JSON object, or a 400 that says what is wrong with it.
 
@@ -94,7 +98,7 @@ async def read_json_object(request: web.Request) -> dict[str, Any]:
     if not body.strip():
         raise BadRequest("request body is empty: expected a JSON object")
     try:
-        data = json.loads(body)
+        data = json.loads(body.decode("utf-8"))  # bytes would let json guess UTF-16 or UTF-32
     except UnicodeDecodeError:
         raise BadRequest("request body is not UTF-8 JSON") from None
     except json.JSONDecodeError as exc:
@@ -110,14 +114,10 @@ def _json_type(value: Any) -> str:
             type(None): "null"}.get(type(value), type(value).__name__)
 
 
-class BadRequest(Exception):
-    """A request the routes refuse before asking the daemon; answered 400."""
-
-
 def _http_error(request: web.Request, exc: web.HTTPException) -> web.Response:
     """aiohttp's own refusals (no route, wrong method, body too large) in the same JSON shape."""
     if isinstance(exc, web.HTTPRequestEntityTooLarge):
-        message = f"request body too large: at most {request.app._client_max_size} bytes"
+        message = f"request body too large: at most {MAX_BODY} bytes"
     else:
         message = f"{exc.reason.lower()}: {request.method} {request.path}"
     headers = {k: v for k, v in exc.headers.items() if k.lower() == "allow"}

@@ -1,4 +1,4 @@
-"""GET /v1/health: is the daemon up, and has it finished its first reconcile?"""
+"""GET /v1/health: is the daemon up, and has it finished starting its overlays?"""
 
 from __future__ import annotations
 
@@ -13,11 +13,12 @@ routes = web.RouteTableDef()
 
 @routes.get("/v1/health")
 async def health(request: web.Request) -> web.Response:
+    """Always 200 while the daemon answers: `ready` says whether it has started its overlays."""
     service = request.app[SERVICE]
-    overlays = service.overlays()
+    overlays = [o.describe() for o in service.overlays()]
     return web.json_response({
         "ready": bool(service.ready),
         "overlays": len(overlays),
-        "degraded": sorted(o.name for o in overlays if o.status != "ONLINE"),
+        "degraded": sorted(o["name"] for o in overlays if o["status"] != "ONLINE"),
         "uptime": round(time.time() - service.started_at, 3),
     })

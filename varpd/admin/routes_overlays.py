@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from varpd.admin.app import SERVICE, error
+from varpd.admin.app import SERVICE, read_json_object
 from varpd.config.daemon import OverlayConfig
 
 routes = web.RouteTableDef()
@@ -17,10 +17,8 @@ async def list_overlays(request: web.Request) -> web.Response:
 
 @routes.post("/v1/overlays")
 async def create_overlay(request: web.Request) -> web.Response:
-    body = await request.read()
-    if not body:
-        return error(400, "request body is empty: expected an overlay as JSON")
-    cfg = OverlayConfig.model_validate_json(body)
+    """Body: an OverlayConfig as JSON; 201 with the new overlay's description."""
+    cfg = OverlayConfig.model_validate(await read_json_object(request))
     rt = await request.app[SERVICE].create_overlay(cfg)
     return web.json_response(rt.describe(), status=201)
 
@@ -38,10 +36,12 @@ async def delete_overlay(request: web.Request) -> web.Response:
 
 @routes.get("/v1/overlays/{name}/entries")
 async def overlay_entries(request: web.Request) -> web.Response:
+    """The overlay's FDB and neighbour entries as the kernel has them now."""
     rt = request.app[SERVICE].get(request.match_info["name"])
     return web.json_response(await rt.kernel_entries())
 
 
 @routes.post("/v1/overlays/{name}/reconcile")
 async def reconcile_overlay(request: web.Request) -> web.Response:
+    """Reconcile now; the answer is the reconciler's report (entries added and removed)."""
     return web.json_response(await request.app[SERVICE].reconcile(request.match_info["name"]))

@@ -1,35 +1,64 @@
-"""Runs the admin app inside the daemon's own event loop (AppRunner + UnixSite)."""
+"""Runs the admin app inside the daemon's own event loop: AppRunner + a unix socket (+ TCP if asked)."""
 
 from __future__ import annotations
 
 import os
+import socket
 from pathlib import Path
 
 from aiohttp import web
 
-from varpd.admin.app import make_app
+from varpd.admin.app import Service, make_app
+
+SOCKET_MODE = 0o660
 
 
 class AdminServer:
-    def __init__(self, service, socket_path: str, tcp: tuple[str, int] | None = None) -> None:
+    """The admin API on `socket_path` (mode 0660), and on `tcp` (host, port) only when configured."""
+
+    def __init__(self, service: Service, socket_path: str, tcp: tuple[str, int] | None = None,
+                 *, access_log: bool = False) -> None:
         self.service = service
         self.socket_path = Path(socket_path)
         self.tcp = tcp
+        self.access_log = access_log
         self._runner: web.AppRunner | None = None
 
     async def start(self) -> None:
+        runner_kwargs = {} if self.access_log else {"access_log": None}
+        runner = web.AppRunner(make_app(self.service), **runner_kwargs)
+        await runner.setup()
+        try:
+            await web.SockSite(runner, self._bind_unix()).start()
+            if self.tcp is not None:
+                await web.TCPSite(runner, *self.tcp).start()
+        except BaseException:
+            await runner.cleanup()
+            self.socket_path.unlink(missing_ok=True)
+            raise
+        self._runner = runner
+
+    def _bind_unix(self) -> socket.socket:
+        """Bind and chmod before listening, so the socket is never reachable with a looser mode.
+
+        (web.UnixSite binds and listens in one step and could only be chmod-ed afterwards.)
+        A daemon killed with -9 leaves its socket file behind: a new one replaces it.
+        """
         self.socket_path.parent.mkdir(parents=True, exist_ok=True)
-        # a daemon killed with -9 leaves its socket behind: a new one must not fail on it
         self.socket_path.unlink(missing_ok=True)
-        self._runner = web.AppRunner(make_app(self.service), access_log=None)
-        await self._runner.setup()
-        await web.UnixSite(self._runner, str(self.socket_path)).start()
-        os.chmod(self.socket_path, 0o660)
-        if self.tcp is not None:
-            await web.TCPSite(self._runner, *self.tcp).start()
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.bind(str(self.socket_path))
+            os.chmod(self.socket_path, SOCKET_MODE)
+        except BaseException:
+            sock.close()
+            raise
+        sock.setblocking(False)
+        return sock
 
     async def stop(self) -> None:
+        """Close the sites and remove the socket file; safe to call twice or before start()."""
         if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
-        self.socket_path.unlink(missing_ok=True)
+            runner, self._runner = self._runner, None
+            await runner.cleanup()
+            self.socket_path.unlink(missing_ok=True)

@@ -30,16 +30,20 @@ def build_parser() -> argparse.ArgumentParser:
                     "`varpd daemon` runs the daemon; the other commands talk to it over its unix socket.",
     )
     parser.add_argument("--version", action="version", version=f"varpd {__version__}")
-    parser.add_argument("--socket", default=os.environ.get("VARPD_SOCKET", DEFAULT_SOCKET),
+    parser.add_argument("--socket", metavar="PATH", default=os.environ.get("VARPD_SOCKET", DEFAULT_SOCKET),
                         help=f"the daemon's control socket (default: $VARPD_SOCKET or {DEFAULT_SOCKET})")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     p = sub.add_parser("daemon", help="run the daemon in the foreground",
                        description="Run the daemon: create and program the configured and saved overlays, serve "
                                    "the admin API on a unix socket, stop on SIGTERM (leaving kernel state in place).")
-    p.add_argument("-c", "--config", help="TOML or YAML configuration file (see configs/)")
-    p.add_argument("--socket", dest="daemon_socket", help="override the config's control socket path")
-    p.add_argument("--state-dir", help="override the config's state directory")
+    p.add_argument("-c", "--config", metavar="FILE",
+                   help="TOML (.toml) or YAML (.yaml, .yml) configuration file; without it the defaults apply "
+                        "and only saved overlays are started")
+    p.add_argument("--socket", dest="daemon_socket", metavar="PATH",
+                   help="serve the admin API on this unix socket instead of the config's daemon.socket")
+    p.add_argument("--state-dir", metavar="DIR",
+                   help="keep saved overlays in DIR instead of the config's daemon.state_dir")
     p.set_defaults(func=_daemon)
 
     overlay.add_parsers(sub)
@@ -58,6 +62,10 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         return 130
+    except Exception as exc:  # noqa: BLE001 - still one line, as every other error
+        print(f"varpd: {args.command}: unexpected error: {type(exc).__name__}: {' '.join(str(exc).split())}",
+              file=sys.stderr)
+        return 1
     if isinstance(result, int):
         return result
     if result:

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import argparse
-from urllib.parse import quote
+from typing import Any
 
-from varpd.cli.client import CliError, call
+from varpd.cli.client import AdminClient, CliError, api_path, run_with_client
 from varpd.cli.output import pick_fields, render
 
 PROP_FIELDS = ["LINK", "PROPERTY", "PERM", "VALUE", "DEFAULT", "POSSIBLE"]
@@ -13,97 +13,125 @@ STATUS_FIELDS = ["LINK", "STATUS", "MODE", "PLUGIN", "VNI", "DETAILS"]
 TARGET_FIELDS = ["LINK", "KIND", "TARGET", "DESTINATION", "ORIGIN"]
 
 
-def _props(values: list[str]) -> dict[str, str]:
-    """-p a=b,c=d -p e=f → {a: b, c: d, e: f}; a value may not contain a comma (as in dladm)."""
-    out: dict[str, str] = {}
-    for group in values:
+def parse_props(groups: list[str]) -> dict[str, str]:
+    """-p a=b,c=d -p e=f → {a: b, c: d, e: f}. As in dladm a value cannot hold a comma; it may hold '='."""
+    props: dict[str, str] = {}
+    for group in groups:
         for pair in group.split(","):
             name, sep, value = pair.partition("=")
             if not sep or not name.strip():
                 raise CliError(f"-p {pair!r}: expected property=value")
-            out[name.strip()] = value.strip()
-    return out
+            props[name.strip()] = value.strip()
+    return props
 
 
-def create(args: argparse.Namespace) -> str:
-    body = {
-        "name": args.name, "vni": args.vnetid, "encap": args.encap, "search": args.search,
-        "mode": args.mode, "bridge": args.bridge, "properties": _props(args.prop), "persist": not args.temporary,
-    }
-    described = call(args.socket, "POST", "/v1/overlays", body)
+async def create(client: AdminClient, args: argparse.Namespace) -> str:
+    body: dict[str, Any] = {"name": args.name, "vni": args.vnetid, "encap": args.encap,
+                            "search": args.search, "mode": args.mode, "properties": parse_props(args.prop)}
+    if args.bridge is not None:
+        body["bridge"] = args.bridge
+    if args.temporary:
+        body["persist"] = False
+    described = await client.request("POST", "/v1/overlays", body)
     return f"created overlay {described['name']} (vni {described['vni']}, {described['plugin']}, {described['mode']})"
 
 
-def delete(args: argparse.Namespace) -> str:
-    call(args.socket, "DELETE", f"/v1/overlays/{quote(args.name, safe='')}")
+async def delete(client: AdminClient, args: argparse.Namespace) -> str:
+    await client.request("DELETE", api_path("v1", "overlays", args.name))
     return ""
 
 
-def reconcile(args: argparse.Namespace) -> str:
-    report = call(args.socket, "POST", f"/v1/overlays/{quote(args.name, safe='')}/reconcile")
+async def reconcile(client: AdminClient, args: argparse.Namespace) -> str:
+    report = await client.request("POST", api_path("v1", "overlays", args.name, "reconcile"))
     return " ".join(f"{k}={v}" for k, v in report.items())
 
 
-def show(args: argparse.Namespace) -> str:
+async def show(client: AdminClient, args: argparse.Namespace) -> str:
     if args.parseable and not args.output:
         raise CliError("-p requires -o field,...")
-    overlays = [call(args.socket, "GET", f"/v1/overlays/{quote(args.name, safe='')}")] if args.name else call(
-        args.socket, "GET", "/v1/overlays")
     if args.status:
-        fields = pick_fields(args.output, STATUS_FIELDS)
-        rows = [{"LINK": o["name"], "STATUS": o["status"], "MODE": o["mode"], "PLUGIN": o["plugin"],
-                 "VNI": str(o["vni"]), "DETAILS": o["details"] or "--"} for o in overlays]
+        view, fields = _status_rows, pick_fields(args.output, STATUS_FIELDS)
     elif args.target:
-        fields = pick_fields(args.output, TARGET_FIELDS)
-        rows = []
-        for o in overlays:
-            for e in call(args.socket, "GET", f"/v1/overlays/{quote(o['name'], safe='')}/entries"):
-                rows.append({"LINK": o["name"], "KIND": e["kind"], "TARGET": e["target"],
-                             "DESTINATION": e["destination"], "ORIGIN": e["origin"]})
+        view, fields = _target_rows, pick_fields(args.output, TARGET_FIELDS)
     else:
-        fields = pick_fields(args.output, PROP_FIELDS)
-        rows = [{"LINK": o["name"], "PROPERTY": p["property"], "PERM": p["perm"], "VALUE": p["value"],
-                 "DEFAULT": p["default"], "POSSIBLE": p["possible"]} for o in overlays for p in o["properties"]]
+        view, fields = _property_rows, pick_fields(args.output, PROP_FIELDS)
+    if args.name:
+        overlays = [await client.request("GET", api_path("v1", "overlays", args.name))]
+    else:
+        overlays = await client.request("GET", "/v1/overlays")
+    rows = [row for o in overlays for row in await view(client, o)]
     return render(rows, fields, args.parseable)
 
 
+async def _property_rows(client: AdminClient, o: dict[str, Any]) -> list[dict[str, Any]]:
+    return [{"LINK": o["name"], "PROPERTY": p["property"], "PERM": p["perm"], "VALUE": p["value"],
+             "DEFAULT": p["default"], "POSSIBLE": p["possible"]} for p in o["properties"]]
+
+
+async def _status_rows(client: AdminClient, o: dict[str, Any]) -> list[dict[str, Any]]:
+    return [{"LINK": o["name"], "STATUS": o["status"], "MODE": o["mode"], "PLUGIN": o["plugin"],
+             "VNI": o["vni"], "DETAILS": o["details"]}]
+
+
+async def _target_rows(client: AdminClient, o: dict[str, Any]) -> list[dict[str, Any]]:
+    entries = await client.request("GET", api_path("v1", "overlays", o["name"], "entries"))
+    return [{"LINK": o["name"], "KIND": e["kind"], "TARGET": e["target"], "DESTINATION": e["destination"],
+             "ORIGIN": e["origin"]} for e in entries]
+
+
 def add_parsers(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("create-overlay", help="create an overlay (a VXLAN device programmed by a backend)",
-                       description="Create an overlay in the running daemon. Its VXLAN device is created (or an "
-                                   "identical one adopted) and programmed from the backend; the overlay is saved "
-                                   "and comes back after a restart unless -t is given.")
-    p.add_argument("-t", "--temporary", action="store_true", help="do not save the overlay: it is gone after a restart")
-    p.add_argument("-e", "--encap", default="vxlan", choices=["vxlan"], help="encapsulation (only vxlan)")
-    p.add_argument("-s", "--search", required=True, help="the backend answering lookups: files, direct, ...")
-    p.add_argument("-v", "--vnetid", required=True, type=int, help="the virtual network id (VXLAN VNI, 0-16777215)")
+    p = sub.add_parser(
+        "create-overlay", help="create an overlay (a VXLAN device programmed by a backend)",
+        description="Create an overlay in the running daemon. Its VXLAN device is created (or an identical "
+                    "one adopted) and programmed from the backend named by -s; the overlay is saved and comes "
+                    "back after a restart unless -t is given.")
+    p.add_argument("-t", "--temporary", action="store_true",
+                   help="do not save the overlay: it is gone after the daemon restarts")
+    p.add_argument("-e", "--encap", default="vxlan", choices=["vxlan"],
+                   help="the encapsulation; only vxlan (the default)")
+    p.add_argument("-s", "--search", required=True, metavar="PLUGIN",
+                   help="the backend answering lookups: files, direct, etcd, http, ...")
+    p.add_argument("-v", "--vnetid", required=True, type=int, metavar="VNETID",
+                   help="the virtual network id (VXLAN VNI, 0-16777215)")
     p.add_argument("-p", "--prop", action="append", default=[], metavar="PROP=VALUE[,...]",
-                   help="a property, e.g. vxlan/listen_ip=192.0.2.1 or files/config=/etc/varpd/hosts.json; repeatable")
+                   help="set properties, e.g. vxlan/listen_ip=192.0.2.1,files/config=/etc/varpd/hosts.json; "
+                        "repeatable; a value cannot contain a comma")
     p.add_argument("-m", "--mode", default="auto", choices=["auto", "push", "on-demand"],
-                   help="push every known entry ahead of traffic, or resolve on kernel misses (auto: by backend)")
-    p.add_argument("-b", "--bridge", help="a Linux bridge to create (if missing) and attach the VXLAN device to")
-    p.add_argument("name", help="the overlay's name, also the VXLAN netdev name (at most 15 characters)")
-    p.set_defaults(func=create)
+                   help="push: program every known entry ahead of traffic; on-demand: resolve kernel misses "
+                        "as they come; auto (default): what the backend prefers")
+    p.add_argument("-b", "--bridge", metavar="BRIDGE",
+                   help="a Linux bridge to create (if missing) and attach the VXLAN device to")
+    p.add_argument("name", help="the overlay's name, also its VXLAN netdev name (at most 15 characters)")
+    p.set_defaults(func=run_with_client(create))
 
-    p = sub.add_parser("delete-overlay", help="delete an overlay and the devices it created",
-                       description="Delete an overlay: its VXLAN device (and its bridge if varpd created it) is "
-                                   "removed and its saved state forgotten.")
+    p = sub.add_parser(
+        "delete-overlay", help="delete an overlay and the devices it created",
+        description="Delete an overlay: its VXLAN device (and its bridge if varpd created it) is removed "
+                    "and its saved state forgotten. Exits 1 if NAME is not an overlay.")
     p.add_argument("name", help="the overlay to delete")
-    p.set_defaults(func=delete)
+    p.set_defaults(func=run_with_client(delete))
 
-    p = sub.add_parser("show-overlay", help="show overlays: properties, status (-f) or kernel entries (-t)",
-                       description="Show overlays. Without -f or -t: one row per property (LINK PROPERTY PERM VALUE "
-                                   "DEFAULT POSSIBLE). Exits 1 if NAME is not an overlay.")
+    p = sub.add_parser(
+        "show-overlay", help="show overlays: properties, status (-f) or kernel entries (-t)",
+        description="Show overlays, one table. Without -f or -t: one row per property (LINK PROPERTY PERM "
+                    "VALUE DEFAULT POSSIBLE); '--' marks no value. Exits 1 if NAME is not an overlay.")
     view = p.add_mutually_exclusive_group()
-    view.add_argument("-f", "--status", action="store_true", help="status view: LINK STATUS MODE PLUGIN VNI DETAILS")
+    view.add_argument("-f", "--status", action="store_true",
+                      help="status view: LINK STATUS MODE PLUGIN VNI DETAILS (STATUS is ONLINE or DEGRADED, "
+                           "DETAILS says why)")
     view.add_argument("-t", "--target", action="store_true",
-                      help="kernel entries: LINK KIND TARGET DESTINATION ORIGIN (FDB and neighbour entries)")
+                      help="the kernel's entries: LINK KIND TARGET DESTINATION ORIGIN (KIND is fdb for a MAC "
+                           "→ underlay ip:port, neigh for an overlay IP → MAC; ORIGIN push, on-demand or other)")
     p.add_argument("-p", "--parseable", action="store_true",
-                   help="parseable output: no header, fields separated by ':' (escaped as '\\:'); needs -o")
-    p.add_argument("-o", "--output", metavar="FIELD,...", help="the columns to print, case-insensitive")
-    p.add_argument("name", nargs="?", help="one overlay (default: all)")
-    p.set_defaults(func=show)
+                   help="parseable output: no header, fields separated by ':', a ':' inside a value written "
+                        "'\\:'; requires -o")
+    p.add_argument("-o", "--output", metavar="FIELD,...",
+                   help="the columns to print, in this order, case-insensitive (or 'all')")
+    p.add_argument("name", nargs="?", help="one overlay (default: all of them)")
+    p.set_defaults(func=run_with_client(show))
 
-    p = sub.add_parser("reconcile", help="compare the kernel with the mapping now and repair differences",
-                       description="Run the reconciler of one overlay now and print what it changed.")
+    p = sub.add_parser(
+        "reconcile", help="compare the kernel with the mapping now and repair the differences",
+        description="Run the reconciler of one overlay now and print what it changed, as key=value pairs.")
     p.add_argument("name", help="the overlay to reconcile")
-    p.set_defaults(func=reconcile)
+    p.set_defaults(func=run_with_client(reconcile))
