@@ -107,9 +107,10 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p = verbs.add_parser("up", help="build the lab and start a varpd per host",
                          description="Build the lab and start one varpd per host; prints how to reach the guests.")
     p.add_argument("--hosts", type=int, default=3, choices=range(2, 51), metavar="N", help="number of hosts (2-50, default 3)")
-    p.add_argument("--mode", default="push", choices=["push", "on-demand"], help="resolution mode of every overlay")
+    p.add_argument("--mode", default="push", choices=["push", "on-demand"],
+                   help="resolution mode of every overlay (default push)")
     p.add_argument("--backend", default="files", choices=["files"],
-                   help="mapping backend (files; etcd and http come with their backends)")
+                   help="mapping backend of the lab (only files so far; see the README for etcd and http labs)")
     p.set_defaults(func=up)
     p = verbs.add_parser("down", help="stop the daemons and remove every namespace and link of the lab",
                          description="Stop the lab's daemons and remove every namespace (and so every link) it made.")

@@ -20,7 +20,8 @@ NOUNS = ("lab", "register", "mapping_server")
 def _daemon(args: argparse.Namespace) -> int:
     from varpd.daemon.main import run
 
-    return run(args.config, args.daemon_socket, args.state_dir)
+    # `varpd --socket X daemon` means the same as `varpd daemon --socket X`
+    return run(args.config, args.daemon_socket or args.socket_given, args.state_dir)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -30,7 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "`varpd daemon` runs the daemon; the other commands talk to it over its unix socket.",
     )
     parser.add_argument("--version", action="version", version=f"varpd {__version__}")
-    parser.add_argument("--socket", metavar="PATH", default=os.environ.get("VARPD_SOCKET", DEFAULT_SOCKET),
+    parser.add_argument("--socket", metavar="PATH", default=None,
                         help=f"the daemon's control socket (default: $VARPD_SOCKET or {DEFAULT_SOCKET})")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
@@ -55,6 +56,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    args.socket_given = args.socket
+    if args.socket is None:
+        args.socket = os.environ.get("VARPD_SOCKET", DEFAULT_SOCKET)
     try:
         result = args.func(args)
     except CliError as exc:

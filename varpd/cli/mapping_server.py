@@ -112,5 +112,6 @@ def add_parsers(sub) -> None:
                    help="how often --hosts is checked for changes (default 1, 0: never)")
     p.add_argument("--keepalive", type=float, default=15.0, metavar="SECONDS",
                    help="comment line sent on idle event streams (default 15)")
-    p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"],
+                   help="log verbosity (default info)")
     p.set_defaults(func=run)

@@ -90,7 +90,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("-e", "--encap", default="vxlan", choices=["vxlan"],
                    help="the encapsulation; only vxlan (the default)")
     p.add_argument("-s", "--search", required=True, metavar="PLUGIN",
-                   help="the backend answering lookups: files, direct, etcd, http, ...")
+                   help="the backend answering lookups: files, direct, etcd, http, svp, or a third-party plugin")
     p.add_argument("-v", "--vnetid", required=True, type=int, metavar="VNETID",
                    help="the virtual network id (VXLAN VNI, 0-16777215)")
     p.add_argument("-p", "--prop", action="append", default=[], metavar="PROP=VALUE[,...]",
@@ -107,14 +107,14 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "delete-overlay", help="delete an overlay and the devices it created",
         description="Delete an overlay: its VXLAN device (and its bridge if varpd created it) is removed "
-                    "and its saved state forgotten. Exits 1 if NAME is not an overlay.")
+                    "and its saved state forgotten. Exits 1 if the name is not an overlay.")
     p.add_argument("name", help="the overlay to delete")
     p.set_defaults(func=run_with_client(delete))
 
     p = sub.add_parser(
         "show-overlay", help="show overlays: properties, status (-f) or kernel entries (-t)",
         description="Show overlays, one table. Without -f or -t: one row per property (LINK PROPERTY PERM "
-                    "VALUE DEFAULT POSSIBLE); '--' marks no value. Exits 1 if NAME is not an overlay.")
+                    "VALUE DEFAULT POSSIBLE); '--' marks no value. Exits 1 if the name is not an overlay.")
     view = p.add_mutually_exclusive_group()
     view.add_argument("-f", "--status", action="store_true",
                       help="status view: LINK STATUS MODE PLUGIN VNI DETAILS (STATUS is ONLINE or DEGRADED, "
