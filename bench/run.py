@@ -1,0 +1,120 @@
+#!/usr/bin/env python3
+"""varpd benchmarks: one command, one table, one JSON file.
+
+    sudo python3 bench/run.py [--quick] [--json out.json] [--only fig1,fig2,...]
+
+Every figure is measured against a baseline in the same run (see bench/_*.py for
+how each is made).  Needs root (network namespaces), iproute2 and iperf3.
+Namespaces are named `vb-<pid>…` and removed on exit, failure or signal.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+import traceback
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench._common import Result, cleanup_all, install_cleanup  # noqa: E402
+
+FIGURES = ("fig1", "fig2", "fig3", "fig4", "fig5")
+
+
+def _fmt(v) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        if abs(v) >= 1000:
+            return f"{v:,.0f}"
+        return f"{v:.3g}" if abs(v) < 10 else f"{v:.1f}"
+    if isinstance(v, int):
+        return f"{v:,}"
+    return str(v)
+
+
+def table(results: list[Result]) -> str:
+    rows = [("figure", "value", "baseline", "ratio", "target", "result")]
+    for r in results:
+        verdict = {True: "PASS", False: "FAIL", None: "info"}[r.passed]
+        base = f"{_fmt(r.baseline)} ({r.baseline_name})" if r.baseline_name else _fmt(r.baseline)
+        rows.append((r.figure, f"{_fmt(r.value)} {r.unit}", base,
+                     "-" if r.ratio is None else f"{r.ratio:.2f}", r.target, verdict))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    lines = []
+    for k, row in enumerate(rows):
+        lines.append("| " + " | ".join(c.ljust(w) for c, w in zip(row, widths)) + " |")
+        if k == 0:
+            lines.append("|" + "|".join("-" * (w + 2) for w in widths) + "|")
+    return "\n".join(lines)
+
+
+def machine() -> dict:
+    try:
+        model = next(l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name"))
+    except (OSError, StopIteration):
+        model = platform.processor()
+    return {"kernel": platform.release(), "cpus": os.cpu_count(), "cpu_model": model,
+            "python": platform.python_version(),
+            "iproute2": subprocess.run(["ip", "-V"], capture_output=True, text=True).stdout.strip()}
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="small sizes and short runs (< 60 s): checks the script")
+    ap.add_argument("--json", metavar="FILE", help="write every figure (with raw samples) to FILE")
+    ap.add_argument("--only", metavar="LIST", help=f"comma-separated subset of {','.join(FIGURES)}")
+    args = ap.parse_args(argv)
+    if os.geteuid() != 0:
+        print("bench/run.py: needs root (network namespaces)", file=sys.stderr)
+        return 2
+    only = set(args.only.split(",")) if args.only else set(FIGURES)
+    q = args.quick
+    install_cleanup()
+
+    from bench import _iperf, _micro, _miss, _programming
+
+    plan = [
+        ("fig1", lambda: _programming.bench_programming(2000 if q else 10_000, 1 if q else 5)),
+        ("fig2", lambda: _miss.bench_miss(100 if q else 1000)),
+        ("fig3", lambda: _micro.bench_lookups(10_000, 100_000 if q else 1_000_000)),
+        ("fig4", lambda: _micro.bench_hosts(20_000 if q else 100_000, 1 if q else 3)),
+        ("fig5", lambda: _iperf.bench_iperf(1 if q else 3, 1 if q else 5)),
+    ]
+    results: list[Result] = []
+    errors: dict[str, str] = {}
+    t_start = time.monotonic()
+    for name, fn in plan:
+        if name not in only:
+            continue
+        t0 = time.monotonic()
+        print(f"# {name} ...", file=sys.stderr, flush=True)
+        try:
+            results += fn()
+        except Exception as exc:  # one broken figure must not hide the others
+            errors[name] = f"{type(exc).__name__}: {exc}"
+            traceback.print_exc()
+            results.append(Result(figure=f"{name}: ERROR {type(exc).__name__}: {str(exc)[:80]}",
+                                  value=None, unit="", passed=False))
+        finally:
+            cleanup_all()
+        print(f"# {name} done in {time.monotonic() - t0:.1f} s", file=sys.stderr, flush=True)
+    info = machine()
+    print(f"\nvarpd bench ({'quick' if q else 'full'}), kernel {info['kernel']}, {info['cpus']} CPUs "
+          f"({info['cpu_model']}), Python {info['python']}, {time.monotonic() - t_start:.0f} s\n")
+    print(table(results))
+    if args.json:
+        Path(args.json).write_text(json.dumps({
+            "quick": q, "machine": info, "seconds": time.monotonic() - t_start,
+            "errors": errors, "results": [r.to_json() for r in results]}, indent=2) + "\n")
+    failed = [r for r in results if r.passed is False]
+    return 1 if errors else (3 if failed else 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
