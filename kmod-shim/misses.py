@@ -42,11 +42,6 @@ _U32 = struct.Struct("=I")
 Event = L2Miss | L3Miss | EventsLost
 
 
-def _wake(fut: asyncio.Future) -> None:
-    if not fut.done():
-        fut.set_result(None)
-
-
 class MissListener:
     """Listen for VXLAN miss notifications in one network namespace.
 
@@ -64,6 +59,11 @@ class MissListener:
         self._watch: set[int] = set()
         self.closed = False
         self.lost = 0  # number of ENOBUFS seen
+        # read in the loop's readable callback, registered once: no epoll (un)registration per miss
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._queue: list[Event] = []
+        self._waiter: asyncio.Future | None = None
+        self._error: BaseException | None = None
 
     @property
     def rcvbuf(self) -> int:
@@ -85,7 +85,10 @@ class MissListener:
     def close(self) -> None:
         if not self.closed:
             self.closed = True
+            if self._loop is not None and not self._loop.is_closed():
+                self._loop.remove_reader(self._sock.fileno())
             self._sock.close()
+            self._wake()
 
     def __enter__(self) -> "MissListener":
         return self
@@ -156,28 +159,50 @@ class MissListener:
                 raise
             self._parse(n, out)
 
+    # Beyond this many unconsumed events the consumer is not keeping up: drop them and say
+    # so, exactly as the kernel does with ENOBUFS, so memory stays bounded in a miss storm.
+    MAX_QUEUED = 65536
+
+    def _on_readable(self) -> None:
+        try:
+            self._queue.extend(self.poll())
+        except OSError as exc:
+            self._error = exc
+        if len(self._queue) > self.MAX_QUEUED:
+            self._queue = [EventsLost("consumer too slow: queued events dropped, re-read kernel state")]
+            self.lost += 1
+        self._wake()
+
+    def _wake(self) -> None:
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+
     async def next_batch(self) -> list[Event]:
         """Wait until at least one event is available and return all queued ones."""
         if self.closed:
             raise KmodError("MissListener is closed")
-        loop = asyncio.get_running_loop()
-        while True:
-            out = self.poll()
-            if out:
-                return out
-            fut = loop.create_future()
-            fd = self._sock.fileno()
-            loop.add_reader(fd, _wake, fut)
+        if self._loop is None:
+            self._loop = asyncio.get_running_loop()
+            self._queue.extend(self.poll())  # anything that arrived before the first wait
+            self._loop.add_reader(self._sock.fileno(), self._on_readable)
+        while not self._queue:
+            if self._error is not None:
+                raise self._error
+            if self.closed:
+                raise KmodError("MissListener is closed")
+            self._waiter = self._loop.create_future()
             try:
-                await fut
+                await self._waiter
             finally:
-                loop.remove_reader(fd)
+                self._waiter = None
+        out, self._queue = self._queue, []
+        return out
 
     async def events(self) -> AsyncIterator[Event]:
         while not self.closed:
             try:
                 batch = await self.next_batch()
-            except OSError:
+            except (OSError, KmodError):
                 if self.closed:
                     return
                 raise

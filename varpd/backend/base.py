@@ -53,6 +53,9 @@ class Backend(abc.ABC):
     dest_types: ClassVar[DestType] = DestType.IP | DestType.PORT
     properties: ClassVar[tuple[PropertySpec, ...]] = ()
     enumerable: ClassVar[bool] = False
+    # True when answers come from memory without I/O: the daemon then answers a kernel miss
+    # inline instead of in a task of its own (one event-loop pass less on the hot path).
+    answers_from_memory: ClassVar[bool] = False
 
     def __init__(self, ctx: OverlayContext, props: dict[str, Any]) -> None:
         self.ctx = ctx
@@ -127,6 +130,7 @@ class MappingBackend(Backend):
     """A DYNAMIC backend that holds a whole `Mapping` in memory (files, and caches of remote ones)."""
 
     enumerable = True
+    answers_from_memory = True
 
     def __init__(self, ctx: OverlayContext, props: dict[str, Any]) -> None:
         super().__init__(ctx, props)

@@ -362,6 +362,11 @@ class OverlayRuntime:
             self.cache.put(ip, cached)
         return cached
 
+    @property
+    def answers_inline(self) -> bool:
+        """A miss can be answered without waiting on I/O other than the kernel's ACK."""
+        return self.backend is not None and self.backend.answers_from_memory
+
     async def on_miss(self, ev: L2Miss | L3Miss) -> None:
         kind = "l2" if isinstance(ev, L2Miss) else "l3"
         self.counters[f"misses_{kind}"] += 1

@@ -126,7 +126,11 @@ class Varpd:
                 rt = self._by_ifindex.get(ev.ifindex)
                 if rt is None:
                     rt = self._refresh_ifindex(ev.ifindex)
-                if rt is not None:
+                if rt is None:
+                    continue
+                if rt.answers_inline:
+                    await rt.on_miss(ev)
+                else:
                     self._spawn(rt.on_miss(ev))
 
     def _refresh_ifindex(self, ifindex: int) -> OverlayRuntime | None:
