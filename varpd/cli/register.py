@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import signal
-import sys
 from typing import Any
 
 from varpd.cli.client import CliError
@@ -27,7 +26,7 @@ def parse_vnic(text: str, underlay: str, port: int) -> Any:
     """'MAC[,arp=IP][,ndp=IP6][,dhcp-proxy=MAC]' → MappingRecord, validated like a hosts.json record."""
     from pydantic import ValidationError
 
-    from varpd.config.hosts import HostRecordModel, _describe
+    from varpd.config.hosts import HostRecordModel, describe_validation_error
     from varpd.packet.errors import PacketError
     from varpd.packet.mac import normalize_mac
 
@@ -45,7 +44,7 @@ def parse_vnic(text: str, underlay: str, port: int) -> Any:
     try:
         return HostRecordModel.model_validate(body).to_record(mac)
     except ValidationError as exc:
-        _, reason = _describe(exc.errors()[0])
+        _, reason = describe_validation_error(exc.errors()[0])
         raise CliError(f"--vnic {text}: {reason}") from None
 
 
