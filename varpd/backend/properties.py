@@ -46,6 +46,7 @@ class PropertySpec:
     maximum: int | None = None
     choices: tuple[str, ...] = ()
     description: str = ""
+    secret: bool = False  # never shown: show-overlay and the admin API print "********"
 
     def __post_init__(self) -> None:
         module, sep, short = self.name.partition("/")

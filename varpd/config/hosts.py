@@ -48,7 +48,7 @@ except ImportError:  # pragma: no cover - only while varpd.packet is being writt
     _packet_normalize_mac = None
     _MacError = ValueError
 
-__all__ = ["FIELDS", "HostRecordModel", "load_hosts", "normalize_mac", "parse_hosts"]
+__all__ = ["FIELDS", "HostRecordModel", "describe_validation_error", "load_hosts", "normalize_mac", "parse_hosts"]
 
 FIELDS = ("ip", "port", "arp", "ndp", "dhcp-proxy")
 _FIELD_SET = frozenset(FIELDS)
@@ -220,7 +220,7 @@ class HostRecordModel(BaseModel):
         return MappingRecord(mac, Destination(self.ip, self.port), self.arp, self.ndp, self.dhcp_proxy)
 
 
-def _describe(err: dict[str, Any]) -> tuple[str, str]:
+def describe_validation_error(err: dict[str, Any]) -> tuple[str, str]:
     """(field name, reason) of one pydantic error, in hosts.json terms (used by etcd and http too)."""
     field = str(err["loc"][0]) if err["loc"] else "?"
     if field == "dhcp_proxy":
@@ -396,7 +396,7 @@ def _parse_hosts(text: str, source: str) -> Mapping:
             try:  # the model says what is wrong (or accepts an unusual spelling the fast path skipped)
                 rec = validate(body).to_record(mac)
             except ValidationError as exc:
-                field, reason = _describe(exc.errors()[0])
+                field, reason = describe_validation_error(exc.errors()[0])
                 raise report.error(f"{mac}: {reason}", index, field) from None
         for ip, name in ((rec.arp, "arp"), (rec.ndp, "ndp")):
             if ip is None:

@@ -105,14 +105,15 @@ class OverlayRuntime:
         ctx = OverlayContext(self.name, self.cfg.vni, self.local.ip, self.local.port)
         self.backend = self.backend_cls(ctx, self.values)
         await self.backend.start()
-        self.backend.add_listener(self._on_change)
-        self.backend.add_status_listener(self._on_backend_status)
-        await self._ensure_device()
         if self.mode == "push":
             self.desired = DesiredState(self.local)
             self.desired.load(self.backend.snapshot())
             if self.desired.skipped:
                 log.warning("overlay=%s skipped=%d reason=underlay-family-differs-from-vtep", self.name, self.desired.skipped)
+        # no await between the snapshot and the listener: no change can fall in between
+        self.backend.add_listener(self._on_change)
+        self.backend.add_status_listener(self._on_backend_status)
+        await self._ensure_device()
         await self.reconcile(adopt=True)
         self._spawn(self._reconcile_loop())
         if self.cfg.bridge:
@@ -302,6 +303,8 @@ class OverlayRuntime:
         async with self._lock:
             if self.mode == "push":
                 add_f, add_n, del_f, del_n = self.desired.apply(change)
+                if self.tables is None:
+                    return  # still starting: the first reconcile programs the desired state
                 await self._program(add_f, add_n, del_f, del_n)
                 for e in add_f:
                     self.origin[e.mac] = "push"
@@ -490,7 +493,7 @@ class OverlayRuntime:
             props.append({
                 "property": spec.name,
                 "perm": spec.protection.value,
-                "value": "--" if value is None else str(value),
+                "value": "--" if value is None else ("********" if spec.secret else str(value)),
                 "default": "--" if spec.default is None else str(spec.default),
                 "possible": spec.possible(),
             })

@@ -14,7 +14,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from varpd.config.hosts import HostRecordModel, _describe
+from varpd.config.hosts import HostRecordModel, describe_validation_error
 from varpd.model import MappingRecord
 from varpd.packet.errors import PacketError
 from varpd.packet.mac import normalize_mac
@@ -61,4 +61,4 @@ def record_from_json(body: Any, mac: str | None = None) -> MappingRecord:
     try:
         return HostRecordModel.model_validate(fields).to_record(mac)
     except ValidationError as exc:
-        raise WireError(f"{mac}: {_describe(exc.errors()[0])[1]}") from None
+        raise WireError(f"{mac}: {describe_validation_error(exc.errors()[0])[1]}") from None

@@ -123,3 +123,16 @@ def test_resolve_checks_ranges():
 
 def test_required_flag():
     assert SPECS[0].required and not SPECS[1].required
+
+
+def test_secret_values_are_never_shown():
+    from varpd.config.daemon import DaemonSettings, OverlayConfig
+    from varpd.daemon.overlay import OverlayRuntime
+
+    cfg = OverlayConfig(name="vx9", vni=9, search="http", properties={
+        "vxlan/listen_ip": "192.0.2.1", "http/url": "http://192.0.2.254:8080", "http/token": "s3cret"})
+    rt = OverlayRuntime(cfg, DaemonSettings())
+    rt.validate()
+    shown = {p["property"]: p["value"] for p in rt.describe()["properties"]}
+    assert shown["http/token"] == "********" and "s3cret" not in str(rt.describe())
+    assert shown["http/url"] == "http://192.0.2.254:8080"
