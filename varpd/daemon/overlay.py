@@ -21,8 +21,8 @@ from pathlib import Path
 from typing import Any
 
 from varpd.backend import registry
-from varpd.backend.base import Backend, OverlayContext, PluginMode
-from varpd.backend.errors import PropertyError
+from varpd.backend.base import Backend, DestType, OverlayContext, PluginMode
+from varpd.backend.errors import BackendError, PropertyError
 from varpd.backend.properties import PropertySpec, resolve
 from varpd.config.daemon import DaemonSettings, OverlayConfig
 from varpd.daemon import dhcp_responder
@@ -42,6 +42,8 @@ from varpd_kmod.types import DeviceHandle, DeviceSpec, FdbEntry, L2Miss, L3Miss,
 log = logging.getLogger(__name__)
 
 ALL_ZEROS = "00:00:00:00:00:00"
+# what a backend must be able to answer for each encapsulation (libvarpd's destination types)
+ENCAP_DEST_TYPES = {"vxlan": DestType.IP | DestType.PORT}
 
 
 class OverlayRuntime:
@@ -81,6 +83,10 @@ class OverlayRuntime:
     def validate(self) -> None:
         """Resolve plugin and properties; raises PluginNotFound / PropertyError before touching the kernel."""
         self.backend_cls = registry.load(self.cfg.search)
+        needed = ENCAP_DEST_TYPES[self.cfg.encap]
+        if needed & self.backend_cls.dest_types != needed:
+            raise BackendError(f"plugin {self.cfg.search!r} cannot serve {self.cfg.encap} destinations "
+                               f"(needs {needed}, has {self.backend_cls.dest_types})")
         self.specs = DAEMON_PROPERTIES + self.backend_cls.properties
         self.values = resolve(self.specs, self.cfg.properties)
         listen_ip = self.values["vxlan/listen_ip"]
