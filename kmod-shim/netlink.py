@@ -178,6 +178,28 @@ def _as_ip(value) -> IPv4Address | IPv6Address:
     return ip_address(value)
 
 
+# --- dump parsing ------------------------------------------------------------------
+def _neigh_header(buf, off: int, mlen: int, mtype: int) -> tuple[int, int, int, int] | None:
+    """(family, ifindex, state, flags) of an RTM_NEWNEIGH message, or None for anything else."""
+    if mtype != RTM_NEWNEIGH or mlen < NLH.size + NDMSG.size:
+        return None
+    family, ifindex, state, flags, _t = NDMSG.unpack_from(buf, off + NLH.size)
+    return family, ifindex, state, flags
+
+
+def _neigh_addresses(buf, off: int, mlen: int):
+    """(mac, ip, attrs) of a neighbour message with a 6-byte lladdr and a dst, else None."""
+    attrs = parse_attrs(buf, off + NLH.size + NDMSG.size, off + mlen)
+    lladdr = attrs.get(NDA_LLADDR)
+    dst = attrs.get(NDA_DST)
+    if lladdr is None or dst is None or len(lladdr) != 6:
+        return None
+    ip = _ip_from_raw(dst)
+    if ip is None:
+        return None
+    return bytes(lladdr).hex(":"), ip, attrs
+
+
 # --- encoders -------------------------------------------------------------------
 def encode_fdb(ifindex: int, entry: FdbEntry, seq: int, *, add: bool = True, vni: int | None = None) -> bytes:
     """RTM_NEWNEIGH/RTM_DELNEIGH for a VXLAN FDB entry (AF_BRIDGE, NTF_SELF)."""
@@ -370,24 +392,19 @@ class KernelTables:
             req = NDMSG.pack(AF_BRIDGE, self.ifindex, 0, 0, 0)
 
             def on_msg(buf: memoryview, off: int, mlen: int, mtype: int) -> None:
-                if mtype != RTM_NEWNEIGH or mlen < NLH.size + NDMSG.size:
+                head = _neigh_header(buf, off, mlen, mtype)
+                if head is None:
                     return
-                family, ifindex, state, flags, _t = NDMSG.unpack_from(buf, off + NLH.size)
-                if family != AF_BRIDGE or ifindex != self.ifindex:
+                family, ifindex, _state, flags = head
+                if family != AF_BRIDGE or ifindex != self.ifindex or not flags & NTF_SELF or flags & NTF_MASTER:
                     return
-                if not flags & NTF_SELF or flags & NTF_MASTER:
+                found = _neigh_addresses(buf, off, mlen)
+                if found is None:
                     return
-                attrs = parse_attrs(buf, off + NLH.size + NDMSG.size, off + mlen)
-                lladdr = attrs.get(NDA_LLADDR)
-                dst = attrs.get(NDA_DST)
-                if lladdr is None or dst is None or len(lladdr) != 6:
-                    return
-                ip = _ip_from_raw(dst)
-                if ip is None:
-                    return
+                mac, ip, attrs = found
                 port_raw = attrs.get(NDA_PORT)
                 port = _BE16.unpack(port_raw)[0] if port_raw is not None and len(port_raw) == 2 else default_port
-                out.add(FdbEntry(bytes(lladdr).hex(":"), ip, port))
+                out.add(FdbEntry(mac, ip, port))
 
             await self._dump(RTM_GETNEIGH, req, on_msg, reset=out.clear)
             return out
@@ -399,22 +416,18 @@ class KernelTables:
             wanted = NUD_PERMANENT | NUD_NOARP | NUD_REACHABLE
 
             def on_msg(buf: memoryview, off: int, mlen: int, mtype: int) -> None:
-                if mtype != RTM_NEWNEIGH or mlen < NLH.size + NDMSG.size:
+                head = _neigh_header(buf, off, mlen, mtype)
+                if head is None:
                     return
-                family, ifindex, state, flags, _t = NDMSG.unpack_from(buf, off + NLH.size)
+                family, ifindex, state, flags = head
                 if ifindex != self.ifindex or family not in (AF_INET, AF_INET6):
                     return
                 if not state & wanted or flags & NTF_PROXY:
                     return
-                attrs = parse_attrs(buf, off + NLH.size + NDMSG.size, off + mlen)
-                lladdr = attrs.get(NDA_LLADDR)
-                dst = attrs.get(NDA_DST)
-                if lladdr is None or dst is None or len(lladdr) != 6:
+                found = _neigh_addresses(buf, off, mlen)
+                if found is None or found[1].is_multicast:
                     return
-                ip = _ip_from_raw(dst)
-                if ip is None or ip.is_multicast:
-                    return
-                out.add(NeighEntry(ip, bytes(lladdr).hex(":")))
+                out.add(NeighEntry(found[1], found[0]))
 
             for family in (AF_INET, AF_INET6):
                 req = NDMSG.pack(family, 0, 0, 0, 0) + _attr(NDA_IFINDEX, struct.pack("=I", self.ifindex))
