@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from varpd.admin.app import SERVICE, read_json_object
+from varpd.admin.app import SERVICE, BadRequest, read_json_object
 from varpd.config.daemon import OverlayConfig
 
 routes = web.RouteTableDef()
@@ -45,3 +45,28 @@ async def overlay_entries(request: web.Request) -> web.Response:
 async def reconcile_overlay(request: web.Request) -> web.Response:
     """Reconcile now; the answer is the reconciler's report (entries added and removed)."""
     return web.json_response(await request.app[SERVICE].reconcile(request.match_info["name"]))
+
+
+@routes.put("/v1/overlays/{name}/cache/{mac}")
+async def set_cache_entry(request: web.Request) -> web.Response:
+    """Body {"destination": "ip:port" | "drop"}: a hand-set entry (dladm modify-overlay -s)."""
+    body = await read_json_object(request)
+    dest = body.get("destination")
+    if not isinstance(dest, str):
+        raise BadRequest('body must be {"destination": "ip:port" or "drop"}')
+    answer = await request.app[SERVICE].set_entry(request.match_info["name"], request.match_info["mac"], dest)
+    return web.json_response(answer)
+
+
+@routes.delete("/v1/overlays/{name}/cache/{mac}")
+async def delete_cache_entry(request: web.Request) -> web.Response:
+    """Forget one MAC's entry, hand-set or resolved (dladm modify-overlay -d)."""
+    await request.app[SERVICE].delete_entry(request.match_info["name"], request.match_info["mac"])
+    return web.Response(status=204)
+
+
+@routes.delete("/v1/overlays/{name}/cache")
+async def flush_cache(request: web.Request) -> web.Response:
+    """Forget every hand-set and resolved entry (dladm modify-overlay -f)."""
+    await request.app[SERVICE].flush(request.match_info["name"])
+    return web.Response(status=204)

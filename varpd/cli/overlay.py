@@ -1,4 +1,4 @@
-"""The dladm-shaped overlay commands: create-, delete-, show-overlay, reconcile."""
+"""The dladm-shaped overlay commands: create-, delete-, modify-, show-overlay, reconcile."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from varpd.cli.output import pick_fields, render
 
 PROP_FIELDS = ["LINK", "PROPERTY", "PERM", "VALUE", "DEFAULT", "POSSIBLE"]
 STATUS_FIELDS = ["LINK", "STATUS", "MODE", "PLUGIN", "VNI", "DETAILS"]
-TARGET_FIELDS = ["LINK", "KIND", "TARGET", "DESTINATION", "ORIGIN"]
+TARGET_FIELDS = ["LINK", "KIND", "TARGET", "DESTINATION", "ORIGIN", "AGE"]
 
 
 def parse_props(groups: list[str]) -> dict[str, str]:
@@ -39,6 +39,21 @@ async def create(client: AdminClient, args: argparse.Namespace) -> str:
 async def delete(client: AdminClient, args: argparse.Namespace) -> str:
     await client.request("DELETE", api_path("v1", "overlays", args.name))
     return ""
+
+
+async def modify(client: AdminClient, args: argparse.Namespace) -> str:
+    if args.delete:
+        await client.request("DELETE", api_path("v1", "overlays", args.name, "cache", args.delete))
+        return ""
+    if args.flush:
+        await client.request("DELETE", api_path("v1", "overlays", args.name, "cache"))
+        return ""
+    mac, sep, dest = args.set.partition("=")
+    if not sep or not mac or not dest:
+        raise CliError(f"-s {args.set!r}: expected mac=ip:port or mac=drop")
+    answer = await client.request("PUT", api_path("v1", "overlays", args.name, "cache", mac),
+                                  {"destination": dest})
+    return f"{answer['mac']} → {answer['destination']}"
 
 
 async def reconcile(client: AdminClient, args: argparse.Namespace) -> str:
@@ -76,7 +91,7 @@ async def _status_rows(client: AdminClient, o: dict[str, Any]) -> list[dict[str,
 async def _target_rows(client: AdminClient, o: dict[str, Any]) -> list[dict[str, Any]]:
     entries = await client.request("GET", api_path("v1", "overlays", o["name"], "entries"))
     return [{"LINK": o["name"], "KIND": e["kind"], "TARGET": e["target"], "DESTINATION": e["destination"],
-             "ORIGIN": e["origin"]} for e in entries]
+             "ORIGIN": e["origin"], "AGE": e.get("age", "--")} for e in entries]
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
@@ -112,6 +127,21 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run_with_client(delete))
 
     p = sub.add_parser(
+        "modify-overlay", help="administer an overlay's entries: delete one (-d), flush (-f) or set one (-s)",
+        description="Change an overlay's entries by hand, as dladm modify-overlay. A set entry or drop wins "
+                    "over the backend, is saved and survives restarts, until -d or -f removes it.")
+    what = p.add_mutually_exclusive_group(required=True)
+    what.add_argument("-d", "--delete", metavar="MAC",
+                      help="forget MAC's entry (hand-set or resolved); it is resolved again from the backend")
+    what.add_argument("-f", "--flush", action="store_true",
+                      help="forget every hand-set and resolved entry of the overlay")
+    what.add_argument("-s", "--set", metavar="MAC=IP:PORT|MAC=drop",
+                      help="send MAC's frames to IP:PORT (or [IPv6]:PORT; the port defaults to the overlay's), "
+                           "or drop them")
+    p.add_argument("name", help="the overlay")
+    p.set_defaults(func=run_with_client(modify))
+
+    p = sub.add_parser(
         "show-overlay", help="show overlays: properties, status (-f) or kernel entries (-t)",
         description="Show overlays, one table. Without -f or -t: one row per property (LINK PROPERTY PERM "
                     "VALUE DEFAULT POSSIBLE); '--' marks no value. Exits 1 if the name is not an overlay.")
@@ -120,8 +150,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                       help="status view: LINK STATUS MODE PLUGIN VNI DETAILS (STATUS is ONLINE or DEGRADED, "
                            "DETAILS says why)")
     view.add_argument("-t", "--target", action="store_true",
-                      help="the kernel's entries: LINK KIND TARGET DESTINATION ORIGIN (KIND is fdb for a MAC "
-                           "→ underlay ip:port, neigh for an overlay IP → MAC; ORIGIN push, on-demand or other)")
+                      help="the kernel's entries: LINK KIND TARGET DESTINATION ORIGIN AGE (KIND is fdb for a MAC "
+                           "→ underlay ip:port, neigh for an overlay IP → MAC; ORIGIN push, on-demand, manual "
+                           "or other; AGE seconds since varpd programmed it)")
     p.add_argument("-p", "--parseable", action="store_true",
                    help="parseable output: no header, fields separated by ':', a ':' inside a value written "
                         "'\\:'; requires -o")

@@ -31,6 +31,7 @@ from varpd.daemon.overlay_props import DAEMON_PROPERTIES, native_dhcp
 from varpd.daemon.reconciler import plan
 from varpd.model import Destination, MappingChange
 from varpd.model.cache import MISSING, LookupCache
+from varpd.model.overrides import Override, apply_overrides, format_override
 from varpd.packet import (ArpRequest, NeighborSolicitation, PacketError, build_arp_reply,
                           build_neighbor_advertisement, classify)
 from varpd.packet.dhcp import DhcpFrame
@@ -48,8 +49,12 @@ ENCAP_DEST_TYPES = {"vxlan": DestType.IP | DestType.PORT}
 
 class OverlayRuntime:
     def __init__(self, cfg: OverlayConfig, settings: DaemonSettings,
-                 created: tuple[bool, bool] = (False, False)) -> None:
+                 created: tuple[bool, bool] = (False, False),
+                 overrides: dict[str, Override] | None = None) -> None:
         self.cfg = cfg
+        # entries set by hand (modify-overlay -s): a destination, or None for a drop
+        self.overrides: dict[str, Override] = dict(overrides or {})
+        self.programmed_at: dict[Any, float] = {}
         self._created_before = created  # (vxlan, bridge) made by an earlier run of varpd
         self.name = cfg.name
         self.settings = settings
@@ -205,12 +210,15 @@ class OverlayRuntime:
         """Apply changes in batches; the FDB goes before neighbours so a proxied ARP never points nowhere."""
         t = self.tables
         failures = []
+        now = time.monotonic()
         if add_fdb:
             failures += await t.add_fdb(add_fdb)
             self.counters["fdb_programmed"] += len(add_fdb)
+            self.programmed_at.update((e.mac, now) for e in add_fdb)
         if add_neigh:
             failures += await t.add_neigh(add_neigh)
             self.counters["neigh_programmed"] += len(add_neigh)
+            self.programmed_at.update((e.ip, now) for e in add_neigh)
         if del_neigh:
             failures += await t.del_neigh(del_neigh)
             self.counters["neigh_removed"] += len(del_neigh)
@@ -223,10 +231,12 @@ class OverlayRuntime:
 
     def _wanted(self) -> tuple[list[FdbEntry], list[NeighEntry]]:
         if self.mode == "push":
-            return list(self.desired.fdb.values()), list(self.desired.neigh.values())
-        if self.mode == "on-demand":
-            return list(self.installed_fdb.values()), list(self.installed_neigh.values())
-        return list(self._point_fdb), []
+            fdb, neigh = self.desired.fdb.values(), self.desired.neigh.values()
+        elif self.mode == "on-demand":
+            fdb, neigh = self.installed_fdb.values(), self.installed_neigh.values()
+        else:
+            fdb, neigh = self._point_fdb, ()
+        return apply_overrides(fdb, neigh, self.overrides)
 
     async def reconcile(self, *, adopt: bool = False) -> dict[str, int]:
         """Make the kernel equal to what is wanted; `adopt` re-validates entries found at start."""
@@ -311,6 +321,10 @@ class OverlayRuntime:
                 add_f, add_n, del_f, del_n = self.desired.apply(change)
                 if self.tables is None:
                     return  # still starting: the first reconcile programs the desired state
+                if self.overrides:  # the administrator's entries win over the mapping's
+                    add_f = [e for e in add_f if e.mac not in self.overrides]
+                    del_f = [e for e in del_f if e.mac not in self.overrides]
+                    add_n = [n for n in add_n if self.overrides.get(n.mac, n) is not None]
                 await self._program(add_f, add_n, del_f, del_n)
                 for e in add_f:
                     self.origin[e.mac] = "push"
@@ -387,6 +401,9 @@ class OverlayRuntime:
             await self._resolve_ip(ev.ip)
 
     async def _resolve_mac(self, mac: str) -> FdbEntry | None:
+        if mac in self.overrides:  # programmed by reconcile; a drop is never answered
+            dest = self.overrides[mac]
+            return None if dest is None else fdb_for(mac, dest)
         if mac in self.installed_fdb:
             return self.installed_fdb[mac]
         dest = await self._lookup_mac(mac)
@@ -519,13 +536,53 @@ class OverlayRuntime:
             "counters": counters,
         }
 
+    def _age(self, key: Any) -> str:
+        at = self.programmed_at.get(key)
+        return "--" if at is None else str(int(time.monotonic() - at))
+
     async def kernel_entries(self) -> list[dict[str, str]]:
+        """The kernel's entries as it has them now (and the administrator's drops, which it has not)."""
         if self.tables is None:
             return []
         fdb = sorted(await self.tables.dump_fdb(), key=lambda e: e.mac)
         neigh = sorted(await self.tables.dump_neigh(), key=lambda e: (e.ip.version, e.ip))
         rows = [{"kind": "fdb", "target": e.mac, "destination": str(Destination(e.dst, e.port)),
-                 "origin": self.origin.get(e.mac, "other")} for e in fdb]
+                 "origin": "manual" if e.mac in self.overrides else self.origin.get(e.mac, "other"),
+                 "age": self._age(e.mac)} for e in fdb]
+        rows += [{"kind": "fdb", "target": mac, "destination": "drop", "origin": "manual", "age": "--"}
+                 for mac, dest in sorted(self.overrides.items()) if dest is None]
         rows += [{"kind": "neigh", "target": str(e.ip), "destination": e.mac,
-                  "origin": self.origin.get(e.ip, self.origin.get(e.mac, "other"))} for e in neigh]
+                  "origin": self.origin.get(e.ip, self.origin.get(e.mac, "other")), "age": self._age(e.ip)}
+                 for e in neigh]
         return rows
+
+    # -- cache administration (dladm modify-overlay) -------------------------------------
+    async def set_entry(self, mac: str, dest: Override) -> dict[str, str]:
+        """-s mac=ip:port|drop: a hand-set entry that wins over the backend until deleted or flushed."""
+        if dest is not None and dest.ip.version != self.local.ip.version:
+            raise PropertyError("destination", f"{dest.ip} is not of the VTEP's family ({self.local.ip})")
+        self.overrides[mac] = dest
+        self.cache.invalidate(mac)
+        await self.reconcile()
+        log.info("overlay=%s event=entry-set mac=%s destination=%s", self.name, mac, format_override(dest))
+        return {"mac": mac, "destination": format_override(dest)}
+
+    async def delete_entry(self, mac: str) -> None:
+        """-d mac: forget what is known of `mac` (hand-set or resolved); it is resolved afresh."""
+        self.overrides.pop(mac, None)
+        self.cache.invalidate(mac)
+        self.installed_fdb.pop(mac, None)
+        for ip in [ip for ip, n in self.installed_neigh.items() if n.mac == mac]:
+            del self.installed_neigh[ip]
+            self.cache.invalidate(ip)
+        await self.reconcile()
+        log.info("overlay=%s event=entry-deleted mac=%s", self.name, mac)
+
+    async def flush(self) -> None:
+        """-f: forget every hand-set and resolved entry; push mode re-pushes the mapping."""
+        self.overrides.clear()
+        self.cache.clear()
+        self.installed_fdb.clear()
+        self.installed_neigh.clear()
+        await self.reconcile()
+        log.info("overlay=%s event=flushed", self.name)

@@ -15,7 +15,10 @@ import time
 from varpd.config.daemon import DaemonSettings, OverlayConfig
 from varpd.daemon.errors import OverlayExists, OverlayNotFound
 from varpd.daemon.overlay import OverlayRuntime
+from varpd.backend.errors import PropertyError
 from varpd.daemon.state import StateStore
+from varpd.model.overrides import format_override, parse_destination
+from varpd.packet.mac import normalize_mac
 from varpd_kmod.misses import MissListener
 from varpd_kmod.types import EventsLost, L2Miss, L3Miss
 
@@ -80,7 +83,8 @@ class Varpd:
         for other in self._overlays.values():
             if other.name != cfg.name and other.cfg.vni == cfg.vni and other.cfg.encap == cfg.encap:
                 raise OverlayExists(f"VNI {cfg.vni} with {cfg.encap} is already used by overlay {other.name!r}")
-        rt = OverlayRuntime(cfg, self.settings, created=self.store.load_created(cfg.name))
+        rt = OverlayRuntime(cfg, self.settings, created=self.store.load_created(cfg.name),
+                            overrides=self._saved_overrides(cfg.name))
         try:
             await rt.start()
         except BaseException:
@@ -113,6 +117,39 @@ class Varpd:
 
     async def reconcile(self, name: str) -> dict:
         return await self.get(name).reconcile()
+
+    # -- cache administration (modify-overlay) ----------------------------------------------
+    async def set_entry(self, name: str, mac: str, destination: str) -> dict[str, str]:
+        rt = self.get(name)
+        try:
+            dest = parse_destination(destination, rt.local.port if rt.local else 4789)
+        except ValueError as exc:
+            raise PropertyError("destination", str(exc)) from None
+        answer = await rt.set_entry(_mac(mac), dest)
+        self._save_overrides(rt)
+        return answer
+
+    async def delete_entry(self, name: str, mac: str) -> None:
+        rt = self.get(name)
+        await rt.delete_entry(_mac(mac))
+        self._save_overrides(rt)
+
+    async def flush(self, name: str) -> None:
+        rt = self.get(name)
+        await rt.flush()
+        self._save_overrides(rt)
+
+    def _save_overrides(self, rt: OverlayRuntime) -> None:
+        self.store.save_overrides(rt.name, {mac: format_override(d) for mac, d in rt.overrides.items()})
+
+    def _saved_overrides(self, name: str) -> dict:
+        out = {}
+        for mac, text in self.store.load_overrides(name).items():
+            try:
+                out[normalize_mac(mac)] = parse_destination(text)
+            except ValueError as exc:
+                log.error("overlay=%s event=override-unreadable mac=%s error=%s action=skipped", name, mac, exc)
+        return out
 
     # -- background loops ----------------------------------------------------------------
     async def _miss_loop(self) -> None:
@@ -147,6 +184,13 @@ class Varpd:
                     log.info("overlay=%s event=recovered", name)
                 except Exception as exc:
                     self._overlays[name].details = str(exc)
+
+
+def _mac(text: str) -> str:
+    try:
+        return normalize_mac(text)
+    except ValueError as exc:
+        raise PropertyError("mac", str(exc)) from None
 
 
 def _failed_runtime(cfg: OverlayConfig, settings: DaemonSettings, exc: Exception) -> OverlayRuntime:

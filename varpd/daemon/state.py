@@ -40,7 +40,8 @@ def _write_atomic(path: Path, doc: dict) -> None:
 
 
 class StateStore:
-    """overlays/<name>.json: the overlay as created; devices/<name>.json: which devices varpd made.
+    """overlays/<name>.json: the overlay as created; devices/<name>.json: which devices varpd made;
+    overrides/<name>.json: entries set by hand with modify-overlay -s.
 
     The second survives restarts of every overlay (config-file ones too), so that a
     delete after a restart still removes exactly what varpd created and nothing else.
@@ -49,6 +50,7 @@ class StateStore:
     def __init__(self, state_dir: Path) -> None:
         self.dir = Path(state_dir) / "overlays"
         self.devices_dir = Path(state_dir) / "devices"
+        self.overrides_dir = Path(state_dir) / "overrides"
 
     def save(self, cfg: OverlayConfig) -> None:
         payload = cfg.model_dump(mode="json")
@@ -65,9 +67,21 @@ class StateStore:
         except (OSError, ValueError, AttributeError):
             return False, False
 
+    def save_overrides(self, name: str, overrides: dict[str, str]) -> None:
+        """Hand-set entries (mac → "ip:port" or "drop"), so they survive restarts."""
+        _write_atomic(self.overrides_dir / f"{name}.json", dict(sorted(overrides.items())))
+
+    def load_overrides(self, name: str) -> dict[str, str]:
+        try:
+            doc = json.loads((self.overrides_dir / f"{name}.json").read_text())
+        except (OSError, ValueError):
+            return {}
+        return {str(k): str(v) for k, v in doc.items()} if isinstance(doc, dict) else {}
+
     def delete(self, name: str) -> None:
         (self.dir / f"{name}.json").unlink(missing_ok=True)
         (self.devices_dir / f"{name}.json").unlink(missing_ok=True)
+        (self.overrides_dir / f"{name}.json").unlink(missing_ok=True)
 
     def load_all(self) -> list[OverlayConfig]:
         if not self.dir.is_dir():

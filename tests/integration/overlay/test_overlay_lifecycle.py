@@ -194,3 +194,36 @@ def test_cli_created_overlay_is_saved_and_comes_back_after_restart(ov):
     assert lab.varpd_cli(h1, "show-overlay", "-f", "-p", "-o", "link").stdout.split() == ["vx23"]
     missing = lab.varpd_cli(h1, "delete-overlay", "vx24")
     assert missing.returncode == 1 and "overlay 'vx24' not found" in missing.stderr
+
+
+def test_modify_overlay_sets_drops_deletes_and_flushes_kernel_entries(ov):
+    lab, h1, h2, h3 = ov.lab, ov.h1, ov.h2, ov.h3
+    cli = lambda *a: lab.varpd_cli(h1, *a)  # noqa: E731
+    try:
+        res = cli("modify-overlay", "-s", f"{h2.guest_mac}=192.0.2.99:4790", "vx23")
+        assert res.returncode == 0, res.stderr
+        wait_for(lambda: fdb(lab, h1).get(h2.guest_mac, {}).get("dst") == "192.0.2.99", 5, "hand-set entry")
+        assert fdb(lab, h1)[h2.guest_mac].get("port") == 4790
+        res = cli("modify-overlay", "-s", f"{h3.guest_mac}=drop", "vx23")
+        assert res.returncode == 0, res.stderr
+        wait_for(lambda: h3.guest_mac not in fdb(lab, h1) and h3.guest_ip4 not in neigh(lab, h1), 5, "drop")
+        rows = cli("show-overlay", "-t", "-p", "-o", "target,destination,origin", "vx23").stdout.splitlines()
+        assert f"{h3.guest_mac}:drop:manual".replace(":", "\\:", 5) in rows, rows
+        # both survive the reconciler and a restart of the daemon
+        cli("reconcile", "vx23")
+        lab.stop_varpd(h1, signal.SIGKILL)
+        ov.start(h1)
+        lab.wait_ready(h1)
+        time.sleep(1.5)
+        assert fdb(lab, h1)[h2.guest_mac]["dst"] == "192.0.2.99" and h3.guest_mac not in fdb(lab, h1)
+        # -d returns one MAC to the mapping; -f all of them
+        assert cli("modify-overlay", "-d", h3.guest_mac, "vx23").returncode == 0
+        wait_for(lambda: remote_fdb_ok(lab, h1, [h3]) and remote_neigh_ok(lab, h1, [h3]), 5, "-d restores")
+        assert cli("modify-overlay", "-f", "vx23").returncode == 0
+        wait_for(lambda: remote_fdb_ok(lab, h1, ov.remotes(h1)), 5, "-f restores the mapping")
+        bad = cli("modify-overlay", "-s", "zz:zz=192.0.2.9", "vx23")
+        assert bad.returncode == 1 and "mac" in bad.stderr, bad.stderr
+        bad = cli("modify-overlay", "-s", f"{h2.guest_mac}=nowhere", "vx23")
+        assert bad.returncode == 1 and "not an IP address" in bad.stderr, bad.stderr
+    finally:
+        cli("modify-overlay", "-f", "vx23")

@@ -92,9 +92,9 @@ def seeded() -> FakeService:
     svc.add(FakeOverlay(
         OverlayConfig(name="vx23", vni=23, search="files",
                       properties={"vxlan/listen_ip": "192.0.2.1", "files/config": "/etc/varpd/hosts.json"}),
-        entries=[{"kind": "fdb", "target": "02:00:00:00:00:02", "destination": "192.0.2.2:4789", "origin": "push"},
+        entries=[{"kind": "fdb", "target": "02:00:00:00:00:02", "destination": "192.0.2.2:4789", "origin": "push", "age": "12"},
                  {"kind": "neigh", "target": "10.0.0.2", "destination": "02:00:00:00:00:02",
-                  "origin": "on-demand"}]))
+                  "origin": "on-demand", "age": "3"}]))
     svc.add(FakeOverlay(
         OverlayConfig(name="vx42", vni=42, search="direct", mode="on-demand",
                       properties={"vxlan/listen_ip": "2001:db8::1", "direct/dest_ip": "2001:db8::9"}),

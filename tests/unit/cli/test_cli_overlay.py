@@ -67,9 +67,9 @@ def test_show_overlay_status(varpd):
 
 def test_show_overlay_kernel_entries(varpd):
     assert varpd("show-overlay", "-t") == (0, (
-        "LINK  KIND   TARGET             DESTINATION        ORIGIN\n"
-        "vx23  fdb    02:00:00:00:00:02  192.0.2.2:4789     push\n"
-        "vx23  neigh  10.0.0.2           02:00:00:00:00:02  on-demand\n"), "")
+        "LINK  KIND   TARGET             DESTINATION        ORIGIN     AGE\n"
+        "vx23  fdb    02:00:00:00:00:02  192.0.2.2:4789     push       12\n"
+        "vx23  neigh  10.0.0.2           02:00:00:00:00:02  on-demand  3\n"), "")
 
 
 def test_show_overlay_parseable_escapes_colons(varpd):

@@ -148,14 +148,14 @@ def test_show_overlay_status_view(varpd):
 
 def test_show_overlay_target_view(varpd):
     assert varpd("show-overlay", "-t") == (0, (
-        "LINK  KIND   TARGET             DESTINATION         ORIGIN\n"
-        "vx23  fdb    02:08:20:00:00:02  [2001:db8::2]:4789  push\n"
-        "vx23  fdb    02:08:20:00:00:03  192.0.2.3:4789      push\n"
-        "vx23  neigh  10.55.55.2         02:08:20:00:00:02   push\n"), "")
+        "LINK  KIND   TARGET             DESTINATION         ORIGIN  AGE\n"
+        "vx23  fdb    02:08:20:00:00:02  [2001:db8::2]:4789  push    --\n"
+        "vx23  fdb    02:08:20:00:00:03  192.0.2.3:4789      push    --\n"
+        "vx23  neigh  10.55.55.2         02:08:20:00:00:02   push    --\n"), "")
 
 
 def test_show_overlay_target_view_of_overlay_without_entries(varpd):
-    assert varpd("show-overlay", "-t", "vx42") == (0, "LINK  KIND  TARGET  DESTINATION  ORIGIN\n", "")
+    assert varpd("show-overlay", "-t", "vx42") == (0, "LINK  KIND  TARGET  DESTINATION  ORIGIN  AGE\n", "")
 
 
 def test_show_overlay_parseable_status(varpd):
