@@ -70,3 +70,14 @@ async def flush_cache(request: web.Request) -> web.Response:
     """Forget every hand-set and resolved entry (dladm modify-overlay -f)."""
     await request.app[SERVICE].flush(request.match_info["name"])
     return web.Response(status=204)
+
+
+@routes.patch("/v1/overlays/{name}")
+async def set_overlay_properties(request: web.Request) -> web.Response:
+    """Body {"properties": {name: value}}: change writable properties of a live overlay."""
+    body = await read_json_object(request)
+    props = body.get("properties")
+    if not isinstance(props, dict) or not props or set(body) != {"properties"}:
+        raise BadRequest('body must be {"properties": {"<module>/<name>": value, ...}}')
+    rt = await request.app[SERVICE].set_properties(request.match_info["name"], props)
+    return web.json_response(rt.describe())

@@ -56,6 +56,14 @@ async def modify(client: AdminClient, args: argparse.Namespace) -> str:
     return f"{answer['mac']} → {answer['destination']}"
 
 
+async def set_props(client: AdminClient, args: argparse.Namespace) -> str:
+    props = parse_props(args.prop)
+    if not props:
+        raise CliError("nothing to set: give -p prop=value")
+    await client.request("PATCH", api_path("v1", "overlays", args.name), {"properties": props})
+    return ""
+
+
 async def reconcile(client: AdminClient, args: argparse.Namespace) -> str:
     report = await client.request("POST", api_path("v1", "overlays", args.name, "reconcile"))
     return " ".join(f"{k}={v}" for k, v in report.items())
@@ -140,6 +148,16 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                            "or drop them")
     p.add_argument("name", help="the overlay")
     p.set_defaults(func=run_with_client(modify))
+
+    p = sub.add_parser(
+        "set-overlayprop", help="change writable properties of a live overlay",
+        description="Change properties of a running overlay (PERM rw in show-overlay). Traffic is not "
+                    "disturbed: the overlay's runtime restarts and adopts its device and entries. The change "
+                    "is saved; for overlays defined in the config file, edit the file too, as it wins at start.")
+    p.add_argument("-p", "--prop", action="append", default=[], required=True, metavar="PROP=VALUE[,...]",
+                   help="properties to set, e.g. files/config=/etc/varpd/other.json; repeatable")
+    p.add_argument("name", help="the overlay")
+    p.set_defaults(func=run_with_client(set_props))
 
     p = sub.add_parser(
         "show-overlay", help="show overlays: properties, status (-f) or kernel entries (-t)",

@@ -16,6 +16,7 @@ from varpd.config.daemon import DaemonSettings, OverlayConfig
 from varpd.daemon.errors import OverlayExists, OverlayNotFound
 from varpd.daemon.overlay import OverlayRuntime
 from varpd.backend.errors import PropertyError
+from varpd.backend.properties import Protection
 from varpd.daemon.state import StateStore
 from varpd.model.overrides import format_override, parse_destination
 from varpd.packet.mac import normalize_mac
@@ -117,6 +118,38 @@ class Varpd:
 
     async def reconcile(self, name: str) -> dict:
         return await self.get(name).reconcile()
+
+    async def set_properties(self, name: str, changes: dict[str, object]) -> OverlayRuntime:
+        """Change writable properties of a live overlay: its runtime restarts, its device and
+        kernel entries stay (the new runtime adopts and reconciles), and its state is re-saved.
+        If the new settings cannot start, the old ones are restored and the error is raised."""
+        old = self.get(name)
+        specs = {spec.name: spec for spec in old.specs}
+        for prop in changes:
+            spec = specs.get(prop)
+            if spec is None and old.backend_cls is not None:
+                raise PropertyError(prop, "unknown property")
+            if spec is not None and spec.protection is Protection.READ:
+                raise PropertyError(prop, "read-only: it can only be set when the overlay is created")
+        cfg = old.cfg.model_copy(update={"properties": {**old.cfg.properties, **changes}})
+        OverlayRuntime(cfg, self.settings).validate()  # types, ranges, plugin: before anything stops
+        if name in self._pending:
+            self._pending[name] = cfg
+            old.cfg = cfg
+        else:
+            await old.stop(delete_device=False)
+            self._overlays.pop(name, None)
+            try:
+                await self._start_overlay(cfg)
+            except Exception:
+                log.error("overlay=%s event=property-change-failed action=restore-previous", name)
+                await self._start_overlay(old.cfg)
+                raise
+        if cfg.persist:
+            self.store.save(cfg)
+        log.info("overlay=%s event=properties-changed %s", name,
+                 " ".join(f"{k}={'********' if specs.get(k) and specs[k].secret else v}" for k, v in changes.items()))
+        return self.get(name)
 
     # -- cache administration (modify-overlay) ----------------------------------------------
     async def set_entry(self, name: str, mac: str, destination: str) -> dict[str, str]:

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from varpd.lab import HostSpec
+from varpd.lab import HostSpec, write_hosts_json
 
 from _overlay_helpers import fdb, neigh, overlay_lab, ping, ping_stats, remote_fdb_ok, remote_neigh_ok, wait_for
 
@@ -227,3 +227,28 @@ def test_modify_overlay_sets_drops_deletes_and_flushes_kernel_entries(ov):
         assert bad.returncode == 1 and "not an IP address" in bad.stderr, bad.stderr
     finally:
         cli("modify-overlay", "-f", "vx23")
+
+
+def test_set_overlayprop_changes_a_live_overlay_without_flushing(ov):
+    lab, h1, h2, h3 = ov.lab, ov.h1, ov.h2, ov.h3
+    cli = lambda *a: lab.varpd_cli(h1, *a)  # noqa: E731
+    original = str(ov.hosts_json[h1.name])
+    alt = ov.hosts_json[h1.name].with_name("hosts-alt.json")
+    write_hosts_json(alt, [h1, h2])  # h3 is not in the other mapping
+    try:
+        before = fdb(lab, h1)[h2.guest_mac]
+        res = cli("set-overlayprop", "-p", f"files/config={alt}", "vx23")
+        assert res.returncode == 0, res.stderr
+        wait_for(lambda: h3.guest_mac not in fdb(lab, h1), 5, "h3 withdrawn after the mapping changed")
+        assert fdb(lab, h1)[h2.guest_mac] == before  # untouched, never flushed
+        shown = cli("show-overlay", "-p", "-o", "property,value", "vx23").stdout.splitlines()
+        assert f"files/config:{alt}" in shown
+        ro = cli("set-overlayprop", "-p", "vxlan/listen_port=4790", "vx23")
+        assert ro.returncode == 1 and "read-only" in ro.stderr, ro.stderr
+        bad = cli("set-overlayprop", "-p", "files/reload_interval=abc", "vx23")
+        assert bad.returncode == 1 and "files/reload_interval" in bad.stderr, bad.stderr
+        status = cli("show-overlay", "-f", "-p", "-o", "link,status", "vx23").stdout.split()
+        assert status == ["vx23:ONLINE"]
+    finally:
+        assert cli("set-overlayprop", "-p", f"files/config={original}", "vx23").returncode == 0
+    wait_for(lambda: remote_fdb_ok(lab, h1, ov.remotes(h1)), 5, "the original mapping back")
