@@ -82,6 +82,7 @@ class OverlayRuntime:
         self._taps: list[FrameTap] = []
         self._server_mac = "02:00:00:00:00:01"
         self._adopted = False
+        self.orphan = False  # a device found in the kernel with no overlay configured for it
         self._point_fdb: list[FdbEntry] = []  # point mode: the one all-zeros entry
 
     # -- validation (no side effects) -------------------------------------------------

@@ -9,6 +9,7 @@ never refuses to serve the overlays that do work.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 
@@ -20,6 +21,7 @@ from varpd.backend.properties import Protection
 from varpd.daemon.state import StateStore
 from varpd.model.overrides import format_override, parse_destination
 from varpd.packet.mac import normalize_mac
+from varpd_kmod import device as kdev
 from varpd_kmod.misses import MissListener
 from varpd_kmod.types import EventsLost, L2Miss, L3Miss
 
@@ -61,9 +63,33 @@ class Varpd:
                 log.error("overlay=%s event=start-failed error=%s action=retry", cfg.name, exc)
                 self._pending[cfg.name] = cfg
                 self._overlays[cfg.name] = _failed_runtime(cfg, self.settings, exc)
+        await self._find_orphans(set(wanted))
         self._spawn(self._retry_loop())
         self.ready = True
         log.info("event=ready overlays=%d", len(self._overlays))
+
+    async def _find_orphans(self, wanted: set[str]) -> None:
+        """Devices varpd made for overlays it no longer has (config edited, state lost): shown
+        DEGRADED, never silently deleted; delete-overlay removes them, create-overlay adopts them."""
+        for name in self.store.known_devices():
+            if name in wanted:
+                continue
+            handle = await kdev.find_overlay(name)
+            if handle is None:
+                self.store.delete(name)
+                continue
+            made_vxlan, made_bridge = self.store.load_created(name)
+            rt = OverlayRuntime(OverlayConfig(name=name, vni=handle.vni, search="-", bridge=handle.bridge),
+                                self.settings)
+            rt.handle = dataclasses.replace(handle, created_vxlan=made_vxlan, created_bridge=made_bridge)
+            rt.orphan = True
+            rt.mode = "-"
+            rt.status = "DEGRADED"
+            rt.details = (f"no varpd instance exists for device {name} (VNI {handle.vni}) found in the kernel: "
+                          "delete-overlay removes it, create-overlay adopts it")
+            rt.counters["status_degraded"] += 1
+            self._overlays[name] = rt
+            log.warning("overlay=%s event=orphan-device vni=%d status=DEGRADED", name, handle.vni)
 
     async def stop(self) -> None:
         """SIGTERM: stop serving but leave devices and entries in the kernel, so traffic flows on."""
@@ -99,8 +125,11 @@ class Varpd:
 
     # -- control operations --------------------------------------------------------------
     async def create_overlay(self, cfg: OverlayConfig) -> OverlayRuntime:
-        if cfg.name in self._overlays:
+        existing = self._overlays.get(cfg.name)
+        if existing is not None and not existing.orphan:
             raise OverlayExists(f"overlay {cfg.name!r} already exists")
+        if existing is not None:  # adopt the orphan's device: the new runtime reconciles it
+            self._overlays.pop(cfg.name)
         rt = await self._start_overlay(cfg)
         if cfg.persist:
             self.store.save(cfg)

@@ -67,6 +67,10 @@ class StateStore:
         except (OSError, ValueError, AttributeError):
             return False, False
 
+    def known_devices(self) -> list[str]:
+        """Names of overlays whose devices varpd has made (and not yet deleted)."""
+        return sorted(p.stem for p in self.devices_dir.glob("*.json")) if self.devices_dir.is_dir() else []
+
     def save_overrides(self, name: str, overrides: dict[str, str]) -> None:
         """Hand-set entries (mac → "ip:port" or "drop"), so they survive restarts."""
         _write_atomic(self.overrides_dir / f"{name}.json", dict(sorted(overrides.items())))

@@ -252,3 +252,24 @@ def test_set_overlayprop_changes_a_live_overlay_without_flushing(ov):
     finally:
         assert cli("set-overlayprop", "-p", f"files/config={original}", "vx23").returncode == 0
     wait_for(lambda: remote_fdb_ok(lab, h1, ov.remotes(h1)), 5, "the original mapping back")
+
+
+def test_device_without_an_instance_is_degraded_then_deleted(ov):
+    lab, h1, ns = ov.lab, ov.h1, ov.lab.host_ns(ov.h1)
+    hosts_json = str(ov.hosts_json[h1.name])
+    res = lab.varpd_cli(h1, "create-overlay", "-v", "26", "-s", "files", "-b", "br26",
+                        "-p", f"vxlan/listen_ip={h1.underlay_ip},files/config={hosts_json}", "vx26")
+    assert res.returncode == 0, res.stderr
+    lab.stop_varpd(h1)
+    (ov.configs[h1.name].parent / "state" / "overlays" / "vx26.json").unlink()  # the overlay is forgotten
+    ov.start(h1)
+    lab.wait_ready(h1)
+    status = lab.varpd_cli(h1, "show-overlay", "-f", "-p", "-o", "link,status,details", "vx26").stdout
+    assert status.startswith("vx26:DEGRADED:no varpd instance exists"), status
+    assert lab.exec(ns, "ip", "link", "show", "vx26", check=False).returncode == 0, "never deleted silently"
+    health = lab.api(h1, "/v1/health")[1]
+    assert health["degraded"] == ["vx26"], health
+    assert lab.varpd_cli(h1, "delete-overlay", "vx26").returncode == 0
+    assert lab.exec(ns, "ip", "link", "show", "vx26", check=False).returncode != 0
+    assert lab.exec(ns, "ip", "link", "show", "br26", check=False).returncode != 0
+    assert lab.varpd_cli(h1, "show-overlay", "-f", "-p", "-o", "link").stdout.split() == ["vx23"]
