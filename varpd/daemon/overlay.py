@@ -33,7 +33,7 @@ from varpd.model import Destination, MappingChange
 from varpd.model.cache import MISSING, LookupCache
 from varpd.model.overrides import Override, apply_overrides, format_override
 from varpd.packet import (ArpRequest, NeighborSolicitation, PacketError, build_arp_reply,
-                          build_neighbor_advertisement, classify)
+                          build_gratuitous_arp, build_neighbor_advertisement, build_unsolicited_na, classify)
 from varpd.packet.dhcp import DhcpFrame
 from varpd_kmod import device as kdev
 from varpd_kmod.frames import BPF_ARP_NDP_DHCP, BPF_DHCP4, FrameTap
@@ -300,6 +300,16 @@ class OverlayRuntime:
                 self.installed_neigh[ip] = NeighEntry(ip, mac)
             self.installed_at[ip] = time.monotonic()
 
+    async def _announce(self, entries: list[NeighEntry]) -> None:
+        """A changed IP → MAC mapping is announced to local guests (gratuitous ARP, unsolicited NA),
+        so their caches follow at once instead of after a timeout (svp's VL3 shootdown, any move)."""
+        if not entries or not self._taps:
+            return
+        for n in entries:
+            frame = build_gratuitous_arp(n.mac, n.ip) if n.ip.version == 4 else build_unsolicited_na(n.mac, n.ip)
+            await self._bridge_tap.send(frame)
+        self.counters["announcements"] += len(entries)
+
     async def _reconcile_loop(self) -> None:
         while True:
             await asyncio.sleep(self.settings.reconcile_interval)
@@ -327,6 +337,7 @@ class OverlayRuntime:
                     del_f = [e for e in del_f if e.mac not in self.overrides]
                     add_n = [n for n in add_n if self.overrides.get(n.mac, n) is not None]
                 await self._program(add_f, add_n, del_f, del_n)
+                await self._announce(add_n)
                 for e in add_f:
                     self.origin[e.mac] = "push"
             elif self.mode == "on-demand":
@@ -362,6 +373,7 @@ class OverlayRuntime:
                     self.installed_neigh[ip] = wanted[ip]
                     add_n.append(wanted[ip])
         await self._program(add_f, add_n, del_f, del_n)
+        await self._announce(add_n)
 
     # -- misses (on-demand resolution) -------------------------------------------------
     async def _lookup_mac(self, mac: str, *, force: bool = False) -> Destination | None:

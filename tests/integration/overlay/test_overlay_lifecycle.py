@@ -273,3 +273,18 @@ def test_device_without_an_instance_is_degraded_then_deleted(ov):
     assert lab.exec(ns, "ip", "link", "show", "vx26", check=False).returncode != 0
     assert lab.exec(ns, "ip", "link", "show", "br26", check=False).returncode != 0
     assert lab.varpd_cli(h1, "show-overlay", "-f", "-p", "-o", "link").stdout.split() == ["vx23"]
+
+
+def test_changed_ip_is_announced_to_local_guests(ov):
+    lab, h1, h3 = ov.lab, ov.h1, ov.h3
+    cap = lab.popen(ov.g(h1), "tcpdump", "-i", "eth0", "-n", "-l", "-c", "2", "-Z", "root",
+                    "arp or icmp6[icmp6type] == 136")
+    try:
+        time.sleep(0.5)
+        moved = HostSpec(h3.name, h3.underlay_ip, h3.guest_mac, "10.55.55.44", "fe80::44")
+        ov.write_hosts(extra=[moved])  # h3's record now owns other addresses
+        out, _ = cap.communicate(timeout=10)
+    finally:
+        if cap.poll() is None:
+            cap.kill()
+    assert "10.55.55.44" in out and "fe80::44" in out, out
