@@ -154,10 +154,11 @@ async def errors_middleware(request: web.Request, handler) -> web.StreamResponse
 
 
 def make_app(service: Service) -> web.Application:
-    from varpd.admin import routes_health, routes_overlays
+    from varpd.admin import routes_health, routes_metrics, routes_overlays
 
     app = web.Application(client_max_size=MAX_BODY, middlewares=[errors_middleware])
     app[SERVICE] = service
     app.add_routes(routes_health.routes)
     app.add_routes(routes_overlays.routes)
+    app.add_routes(routes_metrics.routes)
     return app

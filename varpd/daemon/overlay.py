@@ -31,6 +31,7 @@ from varpd.daemon.overlay_props import DAEMON_PROPERTIES, native_dhcp
 from varpd.daemon.reconciler import plan
 from varpd.model import Destination, MappingChange
 from varpd.model.cache import MISSING, LookupCache
+from varpd.model.latency import LatencyHistogram
 from varpd.model.overrides import Override, apply_overrides, format_override
 from varpd.packet import (ArpRequest, NeighborSolicitation, PacketError, build_arp_reply,
                           build_gratuitous_arp, build_neighbor_advertisement, build_unsolicited_na, classify)
@@ -55,6 +56,7 @@ class OverlayRuntime:
         # entries set by hand (modify-overlay -s): a destination, or None for a drop
         self.overrides: dict[str, Override] = dict(overrides or {})
         self.programmed_at: dict[Any, float] = {}
+        self.lookup_latency = LatencyHistogram()
         self._created_before = created  # (vxlan, bridge) made by an earlier run of varpd
         self.name = cfg.name
         self.settings = settings
@@ -377,25 +379,23 @@ class OverlayRuntime:
 
     # -- misses (on-demand resolution) -------------------------------------------------
     async def _lookup_mac(self, mac: str, *, force: bool = False) -> Destination | None:
-        cached = MISSING if force else self.cache.get(mac)
-        if cached is MISSING:
-            if not force and not self.cache.allow_lookup(mac):
-                return None
-            t0 = time.perf_counter()
-            cached = await self.backend.lookup(mac)
-            self.counters["lookups"] += 1
-            self.counters["lookup_us_total"] += int((time.perf_counter() - t0) * 1e6)
-            self.cache.put(mac, cached)
-        return cached
+        return await self._cached_lookup(mac, self.backend.lookup, force)
 
     async def _lookup_ip(self, ip, *, force: bool = False) -> str | None:
-        cached = MISSING if force else self.cache.get(ip)
+        call = self.backend.arp if ip.version == 4 else self.backend.ndp
+        return await self._cached_lookup(ip, call, force)
+
+    async def _cached_lookup(self, key, call, force: bool):
+        """The cache's answer, else the backend's (rate-limited per key, timed, counted by result)."""
+        cached = MISSING if force else self.cache.get(key)
         if cached is MISSING:
-            if not force and not self.cache.allow_lookup(ip):
+            if not force and not self.cache.allow_lookup(key):
                 return None
-            cached = await (self.backend.arp(ip) if ip.version == 4 else self.backend.ndp(ip))
-            self.counters["lookups"] += 1
-            self.cache.put(ip, cached)
+            t0 = time.perf_counter()
+            cached = await call(key)
+            self.lookup_latency.observe(time.perf_counter() - t0)
+            self.counters["lookups_answered" if cached is not None else "lookups_unknown"] += 1
+            self.cache.put(key, cached)
         return cached
 
     @property

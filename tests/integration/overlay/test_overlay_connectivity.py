@@ -98,3 +98,13 @@ def test_no_guest_frame_left_a_host_bare(ov):
     assert not leaks, "guest-layer frames seen bare on the underlay:\n" + "\n".join(leaks)
     assert any("192.0.2." in line for lines in captured.values() for line in lines), \
         f"capture saw no underlay ARP at all, is it working? {captured}"
+
+
+def test_metrics_count_what_the_daemon_did(ov):
+    ping(ov.lab, ov.g(ov.h1), ov.h2.guest_ip4)  # on demand, entries exist only after traffic
+    status, text = ov.lab.api(ov.h1, "/metrics")
+    assert status == 200 and isinstance(text, str), text
+    programmed = [line for line in text.splitlines()
+                  if line.startswith("varpd_entries_programmed_total{") and 'table="fdb"' in line]
+    assert programmed and float(programmed[0].rsplit(" ", 1)[1]) >= 2, programmed
+    assert 'varpd_overlay_online{mode="%s",overlay="vx23",plugin="files"} 1.0' % ov.mode in text

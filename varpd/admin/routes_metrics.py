@@ -1,0 +1,73 @@
+"""GET /metrics: Prometheus text format, read from the daemon's counters at scrape time.
+
+A custom collector (prometheus_client) rather than live metric objects: the
+runtimes already count everything on their hot paths, overlays come and go, and
+a scrape should cost the daemon nothing between scrapes.
+"""
+
+from __future__ import annotations
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+
+from varpd.admin.app import SERVICE
+
+routes = web.RouteTableDef()
+
+# (metric, help, label name, {label value: counter key})
+_COUNTERS = (
+    ("varpd_misses", "kernel misses reported (RTM_GETNEIGH)", "kind", {"l2": "misses_l2", "l3": "misses_l3"}),
+    ("varpd_lookups", "backend lookups by result", "result",
+     {"answered": "lookups_answered", "unknown": "lookups_unknown"}),
+    ("varpd_cache", "lookups answered by the cache, and refused by the per-destination rate limit", "result",
+     {"hit": "cache_hits", "negative_hit": "cache_negative_hits", "rate_limited": "cache_rate_limited"}),
+    ("varpd_entries_programmed", "kernel entries added or replaced", "table",
+     {"fdb": "fdb_programmed", "neigh": "neigh_programmed"}),
+    ("varpd_entries_removed", "kernel entries removed", "table", {"fdb": "fdb_removed", "neigh": "neigh_removed"}),
+    ("varpd_errors", "errors by kind", "kind",
+     {"program": "program_errors", "task": "errors", "malformed_frame": "frames_malformed"}),
+    ("varpd_mapping_changes", "mapping changes applied (reloads, watch events)", "source",
+     {"backend": "mapping_changes"}),
+    ("varpd_reconciles", "reconciler passes, and those that repaired the kernel", "result",
+     {"pass": "reconciles", "repair": "reconcile_repairs"}),
+    ("varpd_events_lost", "times kernel events were lost (ENOBUFS) and state re-read", "cause", {"enobufs": "events_lost"}),
+    ("varpd_dhcp", "DHCP frames handled", "action",
+     {"proxied": "dhcp_proxied", "native": "dhcp_native_replies", "dropped": "dhcp_dropped"}),
+)
+
+
+class VarpdCollector:
+    def __init__(self, service) -> None:
+        self.service = service
+
+    def collect(self):
+        overlays = self.service.overlays()
+        up = GaugeMetricFamily("varpd_overlay_online", "1 if the overlay is ONLINE, 0 if DEGRADED",
+                               labels=["overlay", "plugin", "mode"])
+        entries = GaugeMetricFamily("varpd_cache_entries", "answers held in the lookup cache", labels=["overlay"])
+        families = {name: CounterMetricFamily(name, text, labels=["overlay", "plugin", label])
+                    for name, text, label, _ in _COUNTERS}
+        latency = HistogramMetricFamily("varpd_lookup_latency_seconds", "time a backend took to answer a lookup",
+                                        labels=["overlay", "plugin"])
+        for rt in overlays:
+            d = rt.describe()
+            counters, plugin = d["counters"], d["plugin"]
+            up.add_metric([rt.name, plugin, d["mode"]], 1.0 if d["status"] == "ONLINE" else 0.0)
+            entries.add_metric([rt.name], counters.get("cache_entries", 0))
+            for name, _, _, keys in _COUNTERS:
+                for value, key in keys.items():
+                    families[name].add_metric([rt.name, plugin, value], counters.get(key, 0))
+            hist = rt.lookup_latency
+            latency.add_metric([rt.name, plugin], hist.cumulative(), hist.total)
+        yield up
+        yield entries
+        yield from families.values()
+        yield latency
+
+
+@routes.get("/metrics")
+async def metrics(request: web.Request) -> web.Response:
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(VarpdCollector(request.app[SERVICE]))
+    return web.Response(body=generate_latest(registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
