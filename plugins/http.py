@@ -46,7 +46,7 @@ from yarl import URL
 
 from varpd.backend.base import Backend, OverlayContext
 from varpd.backend.errors import BackendError, PropertyError
-from varpd.backend.properties import PropertySpec, PropType, Protection
+from varpd.backend.properties import PropertySpec, PropType, Protection, parse_seconds
 from varpd.mapping_server.wire import WireError, record_from_json
 from varpd.model import Destination, IPAddress, MappingChange, MappingRecord
 from varpd_plugins.http_client import NOT_FOUND, FetchError, RateLimitedLog, backoff, get_json, sse_events
@@ -55,16 +55,6 @@ log = logging.getLogger(__name__)
 
 _FAILED = object()  # a lookup that got no usable answer (distinct from a 404's None)
 MAX_KNOWN = 65536  # records remembered for re-validation after a resync
-
-
-def _seconds(name: str, raw: Any, lo: float, hi: float) -> float:
-    try:
-        value = float(str(raw).strip())
-    except ValueError:
-        raise PropertyError(name, f"{raw!r} is not a number of seconds") from None
-    if not lo <= value <= hi:
-        raise PropertyError(name, f"{value:g} is outside {lo:g}-{hi:g} seconds")
-    return value
 
 
 class HttpBackend(Backend):
@@ -104,7 +94,7 @@ class HttpBackend(Backend):
             raise PropertyError("http/url", f"{raw!r}: a base URL has no query or fragment")
         self.base = str(url).rstrip("/")
         self._root = URL(self.base) / "v1" / "overlays" / str(ctx.vni)
-        self.timeout = _seconds("http/timeout", props.get("http/timeout", "2"), 0.05, 60)
+        self.timeout = parse_seconds("http/timeout", props.get("http/timeout", "2"), 0.05, 60)
         self.retries = int(props.get("http/retries", 2))
         self.token: str | None = props.get("http/token") or None
         self.token_file = props.get("http/token_file") or None

@@ -4,26 +4,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import ipaddress
 import logging
 import signal
 import ssl
 from pathlib import Path
 
 from varpd.cli.client import CliError
-
-
-def _listen(text: str) -> tuple[str, int]:
-    host, sep, port = text.rpartition(":")
-    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
-        raise argparse.ArgumentTypeError(f"{text!r}: expected ADDRESS:PORT, e.g. 127.0.0.1:8080 or [::1]:8080")
-    host = host.strip("[]") or "0.0.0.0"
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        if host != "localhost":
-            raise argparse.ArgumentTypeError(f"{text!r}: {host!r} is not an IP address") from None
-    return host, int(port)
+from varpd.cli.serving import listen_address, server_tls
 
 
 async def _serve(args: argparse.Namespace, token: str | None, ssl_ctx: ssl.SSLContext | None) -> None:
@@ -71,15 +58,7 @@ def run(args: argparse.Namespace) -> int:
             raise CliError(f"--token-file {args.token_file}: {exc.strerror or exc}") from None
         if not token:
             raise CliError(f"--token-file {args.token_file}: empty")
-    ssl_ctx = None
-    if bool(args.cert) != bool(args.key):
-        raise CliError("--cert and --key go together")
-    if args.cert:
-        ssl_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        try:
-            ssl_ctx.load_cert_chain(args.cert, args.key)
-        except (OSError, ssl.SSLError) as exc:
-            raise CliError(f"--cert/--key: {exc}") from None
+    ssl_ctx = server_tls(args.cert, args.key)
     from varpd.backend.errors import ConfigError
 
     try:
@@ -101,7 +80,7 @@ def add_parsers(sub) -> None:
                     "in-memory table (with --hosts, until the file next changes).")
     p.add_argument("--hosts", metavar="FILE", help="hosts.json to serve (default: start with an empty table)")
     p.add_argument("--vni", type=int, required=True, help="the overlay's VNI (the {vni} of every URL)")
-    p.add_argument("--listen", type=_listen, default=("127.0.0.1", 8080), metavar="ADDR:PORT",
+    p.add_argument("--listen", type=listen_address, default=("127.0.0.1", 8080), metavar="ADDR:PORT",
                    help="address and port to listen on (default 127.0.0.1:8080)")
     p.add_argument("--token", help="require this bearer token on every /v1/overlays request")
     p.add_argument("--token-file", metavar="FILE", help="read the bearer token from FILE")

@@ -1,0 +1,106 @@
+"""The shootdown log: what each host must forget after the mapping changed.
+
+Portolan keeps one log per host, keyed by the host's underlay IP (the `ip` of
+its LOG_REQ, the backend's `svp/underlay_ip`).  When the mapping changes from
+`old` to `new`:
+
+- VL2 record for a MAC whose destination changed or that disappeared: the host
+  withdraws what it knows of that MAC and looks it up again on the next miss;
+- VL3 record for an overlay IP whose owning MAC changed or that disappeared:
+  the host looks the IP up again (and should announce the new owner).
+
+Every host that asked for its log so far, and every underlay IP of the old
+or new mapping, gets its own copy of each record, with its own 16-byte id, so
+LOG_RM (which carries only ids) removes exactly one host's copy.  Each log is
+capped; the oldest records are dropped first (logged).
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import uuid
+
+from varpd.model import IPAddress, Mapping
+from varpd_plugins.svp.wire import LogRecord, LogVl2, LogVl3, record_size
+
+log = logging.getLogger(__name__)
+
+MAX_PER_HOST = 16384
+
+
+def records_for(old: Mapping, new: Mapping) -> tuple[list[str], list[IPAddress]]:
+    """(MACs needing a VL2 record, IPs needing a VL3 record) for the change old → new."""
+    macs = [mac for mac, rec in old.by_mac.items()
+            if mac not in new.by_mac or new.by_mac[mac].dest != rec.dest]
+    ips = []
+    for ip, rec in old.by_ip.items():
+        now = new.by_ip.get(ip)
+        if now is None or now.mac != rec.mac:
+            ips.append(ip)
+    return macs, ips
+
+
+class ShootdownLog:
+    def __init__(self, vnetid: int, max_per_host: int = MAX_PER_HOST) -> None:
+        self.vnetid = vnetid
+        self.max_per_host = max_per_host
+        self.hosts: set[IPAddress] = set()  # requesters seen
+        self._logs: dict[IPAddress, collections.OrderedDict[bytes, LogRecord]] = {}
+        self._owner: dict[bytes, IPAddress] = {}
+        self.dropped = 0
+
+    def seen(self, host: IPAddress) -> None:
+        self.hosts.add(host)
+
+    def changed(self, old: Mapping, new: Mapping) -> int:
+        """Append the records of old → new to every target's log; how many records were appended."""
+        macs, ips = records_for(old, new)
+        if not macs and not ips:
+            return 0
+        targets = set(self.hosts)
+        for m in (old, new):
+            targets.update(rec.dest.ip for rec in m.by_mac.values())
+        n = 0
+        for host in targets:
+            for mac in macs:
+                self._append(host, LogVl2(uuid.uuid4().bytes, mac, self.vnetid))
+                n += 1
+            for ip in ips:
+                self._append(host, LogVl3(uuid.uuid4().bytes, ip, self.vnetid))
+                n += 1
+        log.info("svp-server vni=%d event=shootdown vl2=%d vl3=%d hosts=%d", self.vnetid, len(macs), len(ips),
+                 len(targets))
+        return n
+
+    def _append(self, host: IPAddress, rec: LogRecord) -> None:
+        entries = self._logs.setdefault(host, collections.OrderedDict())
+        entries[rec.id] = rec
+        self._owner[rec.id] = host
+        while len(entries) > self.max_per_host:
+            rid, _ = entries.popitem(last=False)
+            self._owner.pop(rid, None)
+            self.dropped += 1
+            log.warning("svp-server vni=%d event=log-overflow host=%s dropped-oldest", self.vnetid, host)
+
+    def fetch(self, host: IPAddress, max_bytes: int) -> tuple[LogRecord, ...]:
+        """The oldest records of `host`'s log that fit in `max_bytes` (they stay until removed)."""
+        out, used = [], 0
+        for rec in self._logs.get(host, {}).values():
+            size = record_size(rec)
+            if used + size > max_bytes:
+                break
+            out.append(rec)
+            used += size
+        return tuple(out)
+
+    def remove(self, ids) -> int:
+        n = 0
+        for rid in ids:
+            host = self._owner.pop(bytes(rid), None)
+            if host is not None and self._logs.get(host, {}).pop(bytes(rid), None) is not None:
+                n += 1
+        return n
+
+    def pending(self, host: IPAddress) -> int:
+        return len(self._logs.get(host, {}))
