@@ -1,9 +1,10 @@
 """`varpd lab`: a multi-host overlay on this machine, hosts and guests as network namespaces.
 
-Each host namespace runs a real varpd with the files backend and the seed's
-hosts.json; each guest namespace is a VM whose VNIC has the seed's MAC.
-Everything made lives inside namespaces named with the lab prefix, so
-`lab down` removes it all by removing them.
+Each host namespace runs a real varpd with the chosen backend (files: the seed's
+hosts.json; etcd, http: a server in the underlay namespace holding the same mapping,
+see varpd/lab/backends.py); each guest namespace is a VM whose VNIC has the seed's MAC.
+Everything made lives inside namespaces named with the lab prefix, so `lab down`
+removes it all by removing them (after stopping the server recorded in lab.json).
 """
 
 from __future__ import annotations
@@ -16,63 +17,116 @@ from pathlib import Path
 
 from varpd.cli.client import CliError
 from varpd.lab import Lab, LabError, cleanup, http_get, seed_hosts, write_hosts_json, write_varpd_config
+from varpd.lab.backends import BACKENDS, SERVER_IP, Backend, LabPaths
+from varpd.lab.server import STATE_FILE, LabState, pid_alive, seed_server, start_server, stop_server, wait_server
 from varpd.lab.topology import list_namespaces
 
 DEFAULT_DIR = "/run/varpd-lab"
 DEFAULT_PREFIX = "vl-"
+START_BATCH = 4
 
 
 def _say(msg: str) -> None:
     print(msg, flush=True)
 
 
+def _mode(args: argparse.Namespace, backend: Backend) -> str:
+    if args.mode is None:
+        return backend.default_mode
+    if args.mode not in backend.modes:
+        raise CliError(f"--mode {args.mode}: the {backend.name} backend cannot list its mapping; "
+                       f"use {' or '.join(backend.modes)}")
+    return args.mode
+
+
 def up(args: argparse.Namespace) -> str:
     if list_namespaces(args.prefix):
         raise CliError(f"a lab with prefix {args.prefix!r} is already up: `varpd lab down` first")
+    backend = BACKENDS[args.backend]
+    mode = _mode(args, backend)
+    if backend.missing():
+        raise CliError(backend.missing())
     hosts = seed_hosts(args.hosts)
-    workdir = Path(args.dir)
+    workdir = Path(args.dir).resolve()  # absolute: it names the lab's processes (see pid_alive)
     workdir.mkdir(parents=True, exist_ok=True)
-    hosts_json = workdir / "hosts.json"
-    write_hosts_json(hosts_json, hosts)
+    paths = LabPaths(workdir=workdir, hosts_json=workdir / "hosts.json")
+    write_hosts_json(paths.hosts_json, hosts)
     lab = Lab(hosts, prefix=args.prefix)
+    state = LabState(backend.name, mode)
+    state.save(workdir)
     try:
         _say(f"[lab] building underlay {args.prefix}underlay and {len(hosts)} hosts with guests")
         lab.up()
-        for h in hosts:
-            hdir = workdir / h.name
-            hdir.mkdir(exist_ok=True)
-            cfg = write_varpd_config(hdir / "varpd.toml", h, hosts_json=hosts_json, state_dir=hdir / "state",
-                                     sock=hdir / "varpd.sock", mode=args.mode, reconcile_interval=5.0,
-                                     log_level="info")
-            lab.start_varpd(h, cfg)
-            lab.wait_ready(h)
-            lab.attach_guest(h)
-            _say(f"[lab] {h.name}: underlay {h.underlay_ip}, varpd ready ({args.mode}), guest {h.guest_mac} "
-                 f"{h.guest_ip4} {h.guest_ip6}")
-    except (LabError, OSError) as exc:
+        if backend.server_argv is not None:
+            proc, log = start_server(lab, backend, paths)
+            state = LabState(backend.name, mode, proc.pid, backend.endpoint(paths), str(log))
+            state.save(workdir)
+            wait_server(lab, backend, paths, proc, log)
+            seed_server(lab, backend, paths)
+            _say(f"[lab] {backend.name} server up at {backend.endpoint(paths)} in {lab.underlay} (pid {proc.pid})"
+                 + (", seed mapping loaded" if backend.seed else ""))
+        for i in range(0, len(hosts), START_BATCH):  # a few at a time: they start in parallel, no CPU storm
+            batch = hosts[i:i + START_BATCH]
+            for h in batch:
+                hdir = workdir / h.name
+                hdir.mkdir(exist_ok=True)
+                cfg = write_varpd_config(hdir / "varpd.toml", h, hosts_json=paths.hosts_json,
+                                         state_dir=hdir / "state", sock=hdir / "varpd.sock", mode=mode,
+                                         reconcile_interval=5.0, log_level="info", search=backend.name,
+                                         properties=backend.properties(h, paths))
+                lab.start_varpd(h, cfg)
+            for h in batch:
+                lab.wait_ready(h)
+                lab.attach_guest(h)
+                _say(f"[lab] {h.name}: underlay {h.underlay_ip}, varpd ready ({backend.name}, {mode}), "
+                     f"guest {h.guest_mac} {h.guest_ip4} {h.guest_ip6}")
+    except BaseException as exc:
+        stop_server(state.server_pid, workdir)
         cleanup(args.prefix)
-        raise CliError(f"lab up failed, everything removed: {exc}") from None
+        if isinstance(exc, (LabError, OSError)):
+            raise CliError(f"lab up failed, everything removed: {exc}") from None
+        raise
     g1, g2 = hosts[0], hosts[1 % len(hosts)]
-    return "\n".join([
-        f"[lab] up: {len(hosts)} hosts, mapping {hosts_json}, logs and sockets under {workdir}",
+    lines = [
+        f"[lab] up: {len(hosts)} hosts, backend {backend.name}, mapping {paths.hosts_json}, "
+        f"logs and sockets under {workdir}",
         f"  varpd lab exec {g1.name}-guest ping -c3 {g2.guest_ip4}",
         f"  varpd lab exec {g1.name}-guest ping -6 -c3 {g2.guest_ip6}%eth0",
         f"  varpd --socket {workdir / g1.name / 'varpd.sock'} show-overlay -t vx23",
-        "  varpd lab status; varpd lab down",
-    ])
+    ]
+    if backend.name == "etcd":
+        lines.append(f"  varpd lab exec underlay etcdctl --endpoints={backend.endpoint(paths)} get --prefix /varpd/")
+    elif backend.name != "files":
+        lines.append(f"  {backend.name} server at {backend.endpoint(paths)}, reachable from every lab namespace")
+    lines.append("  varpd lab status; varpd lab down")
+    return "\n".join(lines)
 
 
 def down(args: argparse.Namespace) -> str:
+    state = LabState.load(args.dir)
+    stopped = stop_server(state.server_pid, Path(args.dir).resolve()) if state else False
     removed = cleanup(args.prefix)
     shutil.rmtree(args.dir, ignore_errors=True)
-    return f"[lab] removed {len(removed)} namespaces" if removed else "[lab] no lab was up"
+    server = f", stopped the {state.backend} server" if stopped and state else ""
+    return f"[lab] removed {len(removed)} namespaces{server}" if removed else f"[lab] no lab was up{server}"
+
+
+def _server_line(args: argparse.Namespace) -> str:
+    state = LabState.load(args.dir)
+    if state is None:
+        return f"backend: unknown (no {Path(args.dir) / STATE_FILE})"
+    if state.server_pid is None:
+        return f"backend: {state.backend} ({state.mode}), no server"
+    alive = pid_alive(state.server_pid, Path(args.dir).resolve())
+    return (f"backend: {state.backend} ({state.mode}), server {state.server_endpoint} pid {state.server_pid} "
+            f"{'alive' if alive else 'DEAD'}")
 
 
 def status(args: argparse.Namespace) -> str:
     names = list_namespaces(args.prefix)
     if not names:
         return "[lab] no lab is up"
-    lines = [f"{'NAMESPACE':<28} VARPD"]
+    lines = [_server_line(args), f"{'NAMESPACE':<28} VARPD"]
     for ns in sorted(names):
         host = ns[len(args.prefix):]
         sock = Path(args.dir) / host / "varpd.sock"
@@ -99,24 +153,34 @@ def exec_(args: argparse.Namespace) -> int:
 def add_parsers(sub: argparse._SubParsersAction) -> None:
     lab = sub.add_parser("lab", help="a multi-host overlay lab on this machine (network namespaces)",
                          description="Build, inspect and remove a lab: hosts as network namespaces on an underlay "
-                                     "bridge (192.0.2.0/24), each running varpd with the seed's hosts.json, each "
-                                     "with a guest namespace whose VNIC has the seed's MAC. Needs root.")
+                                     "bridge (192.0.2.0/24), each running varpd with the seed's mapping (from a "
+                                     "hosts.json, or from an etcd, HTTP or SVP server the lab runs in its "
+                                     "underlay namespace), each with a guest namespace whose VNIC has the seed's "
+                                     "MAC. Needs root.")
     lab.add_argument("--prefix", default=DEFAULT_PREFIX, help=f"namespace name prefix (default {DEFAULT_PREFIX})")
     lab.add_argument("--dir", default=DEFAULT_DIR, help=f"where configs, logs and sockets go (default {DEFAULT_DIR})")
     verbs = lab.add_subparsers(dest="verb", metavar="VERB", required=True)
     p = verbs.add_parser("up", help="build the lab and start a varpd per host",
-                         description="Build the lab and start one varpd per host; prints how to reach the guests.")
+                         description="Build the lab and start one varpd per host; prints how to reach the guests. "
+                                     "With --backend etcd, http or svp the lab first starts that backend's server "
+                                     "(etcd, `varpd mapping-server` or `varpd svp-server`) in its underlay namespace "
+                                     f"at {SERVER_IP} with the seed mapping; `lab down` stops it.")
     p.add_argument("--hosts", type=int, default=3, choices=range(2, 51), metavar="N", help="number of hosts (2-50, default 3)")
-    p.add_argument("--mode", default="push", choices=["push", "on-demand"],
-                   help="resolution mode of every overlay (default push)")
-    p.add_argument("--backend", default="files", choices=["files"],
-                   help="mapping backend of the lab (only files so far; see the README for etcd and http labs)")
+    p.add_argument("--mode", default=None, choices=["push", "on-demand"],
+                   help="resolution mode of every overlay (default: push for files and etcd, on-demand for "
+                        "backends that cannot list their mapping)")
+    p.add_argument("--backend", default="files", choices=list(BACKENDS),
+                   help="mapping backend of every varpd (default files): "
+                        + "; ".join(f"{b.name}: {b.summary}" for b in BACKENDS.values())
+                        + f". Servers run in the underlay namespace at {SERVER_IP}")
     p.set_defaults(func=up)
     p = verbs.add_parser("down", help="stop the daemons and remove every namespace and link of the lab",
-                         description="Stop the lab's daemons and remove every namespace (and so every link) it made.")
+                         description="Stop the lab's mapping server and daemons and remove every namespace (and so "
+                                     "every link) it made, and its --dir.")
     p.set_defaults(func=down)
     p = verbs.add_parser("status", help="list the lab's namespaces and each varpd's overlays",
-                         description="List the lab's namespaces and the status of each host's varpd.")
+                         description="Show the lab's backend and whether its server is alive, list its namespaces "
+                                     "and the status of each host's varpd.")
     p.set_defaults(func=status)
     p = verbs.add_parser("exec", help="run a command in a lab namespace, e.g. host1-guest",
                          description="Run a command inside a lab namespace (host1, host1-guest, underlay, ...).")

@@ -26,6 +26,7 @@ def test_lab_up_exec_status_down(tmp_path):
         assert varpd(*common, "exec", "host1-guest", "ping", "-c1", "-W2", "10.55.55.4").returncode == 0
         status = varpd(*common, "status").stdout
         assert status.count("vx23 ONLINE push") == 3
+        assert status.startswith("backend: files (push), no server"), status
         again = varpd(*common, "up", check=False)
         assert again.returncode == 1 and "already up" in again.stderr
     finally:
