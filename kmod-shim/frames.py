@@ -25,6 +25,7 @@ __all__ = [
     "BpfInsn",
     "bpf_assemble",
     "bpf_arp_ndp_dhcp",
+    "bpf_udp_port",
     "BPF_ARP_NDP_DHCP",
     "BPF_ARP",
     "BPF_DHCP4",
@@ -124,6 +125,39 @@ def bpf_arp_ndp_dhcp(*, arp: bool = True, icmpv6: bool = True, dhcp4: bool = Tru
     return bpf_assemble(p)
 
 
+def bpf_udp_port(port: int) -> list[BpfInsn]:
+    """Accept IPv4 (first fragments only) and IPv6 (no extension headers) UDP with
+    source or destination ``port``, e.g. VXLAN on the underlay; drop everything else."""
+    if not isinstance(port, int) or not 0 < port < 65536:
+        raise ValueError(f"UDP port must be 1..65535, not {port!r}")
+    return bpf_assemble([
+        (BPF_LD_H_ABS, 0, 0, 12),
+        (BPF_JEQ_K, "ip4", 0, ETH_P_IP),
+        (BPF_JEQ_K, "ip6", "drop", ETH_P_IPV6),
+        ("label", "ip4"),
+        (BPF_LD_B_ABS, 0, 0, 14 + 9),  # protocol
+        (BPF_JEQ_K, 0, "drop", 17),
+        (BPF_LD_H_ABS, 0, 0, 14 + 6),  # flags + fragment offset
+        (BPF_JSET_K, "drop", 0, 0x1FFF),
+        (BPF_LDX_B_MSH, 0, 0, 14),  # X = IHL * 4
+        (BPF_LD_H_IND, 0, 0, 14),  # UDP source port
+        (BPF_JEQ_K, "accept", 0, port),
+        (BPF_LD_H_IND, 0, 0, 16),  # UDP destination port
+        (BPF_JEQ_K, "accept", "drop", port),
+        ("label", "ip6"),
+        (BPF_LD_B_ABS, 0, 0, 14 + 6),  # next header
+        (BPF_JEQ_K, 0, "drop", 17),
+        (BPF_LD_H_ABS, 0, 0, 14 + 40),  # UDP source port
+        (BPF_JEQ_K, "accept", 0, port),
+        (BPF_LD_H_ABS, 0, 0, 14 + 42),  # UDP destination port
+        (BPF_JEQ_K, "accept", "drop", port),
+        ("label", "accept"),
+        (BPF_RET_K, 0, 0, SNAPLEN),
+        ("label", "drop"),
+        (BPF_RET_K, 0, 0, 0),
+    ])
+
+
 BPF_ARP_NDP_DHCP: list[BpfInsn] = bpf_arp_ndp_dhcp()
 BPF_ARP: list[BpfInsn] = bpf_arp_ndp_dhcp(icmpv6=False, dhcp4=False)
 BPF_ICMPV6: list[BpfInsn] = bpf_arp_ndp_dhcp(arp=False, dhcp4=False)
@@ -143,11 +177,14 @@ def _attach_filter(sock: socket.socket, prog: Sequence[BpfInsn]) -> None:
 
 
 class FrameTap:
-    """Raw Ethernet capture/injection on one interface (optionally in a netns)."""
+    """Raw Ethernet capture/injection on one interface (optionally in a netns).
+
+    ``ifname=None`` captures on every interface of the namespace (capture only:
+    such a tap has no interface to send on, and its ``ifindex`` is 0)."""
 
     def __init__(
         self,
-        ifname: str,
+        ifname: str | None,
         netns: str | None = None,
         *,
         bpf: list[BpfInsn] | None = None,
@@ -159,7 +196,34 @@ class FrameTap:
         self.netns = netns
         self.direction = direction
 
+        def make_any() -> tuple[socket.socket, int]:
+            # An unbound socket must name its protocol at creation (bind needs an
+            # interface), so it receives before any filter is attached: drop all,
+            # drain what was queued meanwhile (bounded), then attach the real filter.
+            s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW | socket.SOCK_NONBLOCK | socket.SOCK_CLOEXEC,
+                              socket.htons(ETH_P_ALL))
+            try:
+                if bpf is not None:
+                    _attach_filter(s, BPF_DROP_ALL)
+                    while True:
+                        try:
+                            s.recv(1)
+                        except BlockingIOError:
+                            break
+                    _attach_filter(s, bpf)
+                if direction == "in":
+                    try:
+                        s.setsockopt(SOL_PACKET, PACKET_IGNORE_OUTGOING, 1)
+                    except OSError:
+                        pass
+            except BaseException:
+                s.close()
+                raise
+            return s, 0
+
         def make() -> tuple[socket.socket, int]:
+            if ifname is None:
+                return make_any()
             try:
                 ifindex = socket.if_nametoindex(ifname)
             except OSError:
@@ -220,6 +284,8 @@ class FrameTap:
     async def send(self, frame: bytes) -> None:
         if self.closed:
             raise KmodError("FrameTap is closed")
+        if self.ifname is None:
+            raise KmodError("cannot send on a tap of all interfaces")
         n = len(frame)
         if n > MAX_FRAME:
             raise KmodError(f"frame of {n} bytes exceeds {MAX_FRAME}")
