@@ -2,20 +2,23 @@
 
 Every answer is JSON; every error is ``{"error": "<one line>"}`` with a status that says whose
 fault it was: 400 the request (invalid overlay, unknown plugin or property, bad backend data),
-404 no such overlay, 409 already exists, 500 the daemon or the host (backend unreachable,
-netlink refused, a bug).  The daemon keeps serving whatever a request raised.
+403 a TCP client outside `daemon.admin_allow`, 404 no such overlay, 409 already exists, 500 the
+daemon or the host (backend unreachable, netlink refused, a bug).  The daemon keeps serving whatever a request raised.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import logging
-from typing import Any, Protocol
+import socket
+from typing import Any, Iterable, Protocol
 
 from aiohttp import web
 from pydantic import ValidationError
 
 from varpd.backend.errors import BackendError, ConfigError, PluginNotFound, PropertyError
+from varpd.config.daemon import ADMIN_ALLOW_DEFAULT
 from varpd.daemon.errors import OverlayExists, OverlayNotFound, VarpdError
 
 log = logging.getLogger(__name__)
@@ -153,12 +156,37 @@ async def errors_middleware(request: web.Request, handler) -> web.StreamResponse
         return error(500, f"{type(exc).__name__}: {exc}")
 
 
-def make_app(service: Service) -> web.Application:
-    from varpd.admin import routes_health, routes_metrics, routes_overlays
+def access_middleware(allow: Iterable[ipaddress.IPv4Network | ipaddress.IPv6Network]):
+    """TCP clients must come from `allow` (403 otherwise); the unix socket is guarded by its file mode."""
+    allow = tuple(allow)
+    allowed_text = ", ".join(map(str, allow)) or "nothing"
 
-    app = web.Application(client_max_size=MAX_BODY, middlewares=[errors_middleware])
+    @web.middleware
+    async def check_peer(request: web.Request, handler) -> web.StreamResponse:
+        transport = request.transport
+        sock = transport.get_extra_info("socket") if transport else None
+        if sock is not None and sock.family == socket.AF_UNIX:
+            return await handler(request)
+        peer = transport.get_extra_info("peername") if transport else None
+        addr = ipaddress.ip_address(peer[0].split("%")[0]) if isinstance(peer, tuple) else None
+        if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped:
+            addr = addr.ipv4_mapped
+        if addr is not None and any(addr in net for net in allow):
+            return await handler(request)
+        return error(403, f"admin API access from {addr or 'an unknown peer'} refused: "
+                          f"not in daemon.admin_allow ({allowed_text})")
+
+    return check_peer
+
+
+def make_app(service: Service, allow: Iterable = ADMIN_ALLOW_DEFAULT) -> web.Application:
+    """`allow`: the networks TCP clients may come from (unix-socket clients are always served)."""
+    from varpd.admin import routes_health, routes_lookup, routes_metrics, routes_overlays
+
+    app = web.Application(client_max_size=MAX_BODY, middlewares=[access_middleware(allow), errors_middleware])
     app[SERVICE] = service
     app.add_routes(routes_health.routes)
     app.add_routes(routes_overlays.routes)
+    app.add_routes(routes_lookup.routes)
     app.add_routes(routes_metrics.routes)
     return app

@@ -5,28 +5,34 @@ from __future__ import annotations
 import os
 import socket
 from pathlib import Path
+from typing import Iterable
 
 from aiohttp import web
 
 from varpd.admin.app import Service, make_app
+from varpd.config.daemon import ADMIN_ALLOW_DEFAULT
 
 SOCKET_MODE = 0o660
 
 
 class AdminServer:
-    """The admin API on `socket_path` (mode 0660), and on `tcp` (host, port) only when configured."""
+    """The admin API on `socket_path` (mode 0660), and on `tcp` (host, port) only when configured.
+
+    TCP clients must come from `allow` (default: loopback); the socket's file mode guards the rest.
+    """
 
     def __init__(self, service: Service, socket_path: str, tcp: tuple[str, int] | None = None,
-                 *, access_log: bool = False) -> None:
+                 *, allow: Iterable = ADMIN_ALLOW_DEFAULT, access_log: bool = False) -> None:
         self.service = service
         self.socket_path = Path(socket_path)
         self.tcp = tcp
+        self.allow = tuple(allow)
         self.access_log = access_log
         self._runner: web.AppRunner | None = None
 
     async def start(self) -> None:
         runner_kwargs = {} if self.access_log else {"access_log": None}
-        runner = web.AppRunner(make_app(self.service), **runner_kwargs)
+        runner = web.AppRunner(make_app(self.service, self.allow), **runner_kwargs)
         await runner.setup()
         try:
             await web.SockSite(runner, self._bind_unix()).start()

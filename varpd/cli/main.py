@@ -14,14 +14,16 @@ from varpd.cli.client import CliError
 
 DEFAULT_SOCKET = "/run/varpd/varpd.sock"
 # one module per noun beyond the overlay commands, each with add_parsers(subparsers)
-NOUNS = ("lab", "register", "mapping_server")
+NOUNS = ("lab", "register", "mapping_server", "svp_server", "snoop")
 
 
 def _daemon(args: argparse.Namespace) -> int:
     from varpd.daemon.main import run
 
     # `varpd --socket X daemon` means the same as `varpd daemon --socket X`
-    return run(args.config, args.daemon_socket or args.socket_given, args.state_dir)
+    # --log-format only when given: the config's daemon.log_format applies otherwise
+    extra = {"log_format_override": args.log_format} if args.log_format else {}
+    return run(args.config, args.daemon_socket or args.socket_given, args.state_dir, **extra)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -45,6 +47,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="serve the admin API on this unix socket instead of the config's daemon.socket")
     p.add_argument("--state-dir", metavar="DIR",
                    help="keep saved overlays in DIR instead of the config's daemon.state_dir")
+    p.add_argument("--log-format", choices=["kv", "json"],
+                   help="log lines on stderr as key=value text (kv) or one JSON object per line (json) instead "
+                        "of the config's daemon.log_format (default kv)")
     p.set_defaults(func=_daemon)
 
     overlay.add_parsers(sub)

@@ -1,9 +1,11 @@
-"""The dladm-shaped overlay commands: create-, delete-, modify-, show-overlay, reconcile."""
+"""The dladm-shaped overlay commands: create-, delete-, modify-, show-, lookup-overlay, reconcile."""
 
 from __future__ import annotations
 
 import argparse
+import ipaddress
 from typing import Any
+from urllib.parse import urlencode
 
 from varpd.cli.client import AdminClient, CliError, api_path, run_with_client
 from varpd.cli.output import pick_fields, render
@@ -11,6 +13,9 @@ from varpd.cli.output import pick_fields, render
 PROP_FIELDS = ["LINK", "PROPERTY", "PERM", "VALUE", "DEFAULT", "POSSIBLE"]
 STATUS_FIELDS = ["LINK", "STATUS", "MODE", "PLUGIN", "VNI", "DETAILS"]
 TARGET_FIELDS = ["LINK", "KIND", "TARGET", "DESTINATION", "ORIGIN", "AGE"]
+CACHE_FIELDS = ["LINK", "ENTRIES", "POSITIVE", "NEGATIVE", "HITS", "NEGHITS", "MISSES", "EVICTIONS",
+                "RATELIMITED", "TTL", "NEGTTL"]
+LOOKUP_FIELDS = ["LINK", "TARGET", "ANSWER", "ORIGIN", "AGE", "TTL", "BACKEND", "KERNEL"]
 
 
 def parse_props(groups: list[str]) -> dict[str, str]:
@@ -76,6 +81,8 @@ async def show(client: AdminClient, args: argparse.Namespace) -> str:
         view, fields = _status_rows, pick_fields(args.output, STATUS_FIELDS)
     elif args.target:
         view, fields = _target_rows, pick_fields(args.output, TARGET_FIELDS)
+    elif args.cache:
+        view, fields = _cache_rows, pick_fields(args.output, CACHE_FIELDS)
     else:
         view, fields = _property_rows, pick_fields(args.output, PROP_FIELDS)
     if args.name:
@@ -100,6 +107,40 @@ async def _target_rows(client: AdminClient, o: dict[str, Any]) -> list[dict[str,
     entries = await client.request("GET", api_path("v1", "overlays", o["name"], "entries"))
     return [{"LINK": o["name"], "KIND": e["kind"], "TARGET": e["target"], "DESTINATION": e["destination"],
              "ORIGIN": e["origin"], "AGE": e.get("age", "--")} for e in entries]
+
+
+async def _cache_rows(client: AdminClient, o: dict[str, Any]) -> list[dict[str, Any]]:
+    c = await client.request("GET", api_path("v1", "overlays", o["name"], "cache"))
+    return [{"LINK": o["name"], "ENTRIES": c["entries"], "POSITIVE": c["positive"], "NEGATIVE": c["negative"],
+             "HITS": c["hits"], "NEGHITS": c["negative_hits"], "MISSES": c["misses"], "EVICTIONS": c["evictions"],
+             "RATELIMITED": c["rate_limited"], "TTL": f"{c['ttl']:g}", "NEGTTL": f"{c['negative_ttl']:g}"}]
+
+
+def _is_ip(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
+
+
+async def lookup(client: AdminClient, args: argparse.Namespace) -> str:
+    """The answer a kernel miss for MAC or IP would get now, and where it comes from."""
+    if args.parseable and not args.output:
+        raise CliError("-p requires -o field,...")
+    fields = pick_fields(args.output, LOOKUP_FIELDS)
+    param = "ip" if _is_ip(args.target) else "mac"  # the daemon says what is wrong with a bad MAC
+    path = api_path("v1", "overlays", args.name, "lookup") + "?" + urlencode(
+        {param: args.target, **({"fresh": "1"} if args.fresh else {})})
+    a = await client.request("GET", path)
+    cache, backend = a.get("cache") or {}, a.get("backend")
+    kernel = ", ".join(f"{e['destination']} ({e['origin']})" for e in a.get("kernel", []))
+    row = {"LINK": a["overlay"], "TARGET": a["query"], "ANSWER": a["answer"], "ORIGIN": a["origin"],
+           "AGE": f"{cache['age']:.0f}" if a["origin"] == "cache" else None,
+           "TTL": f"{cache['ttl_remaining']:.0f}" if a["origin"] == "cache" else None,
+           "BACKEND": f"{backend['plugin']} {backend['elapsed_ms']:.1f}ms" if backend else None,
+           "KERNEL": kernel or None}
+    return render([row], fields, args.parseable)
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
@@ -160,8 +201,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run_with_client(set_props))
 
     p = sub.add_parser(
-        "show-overlay", help="show overlays: properties, status (-f) or kernel entries (-t)",
-        description="Show overlays, one table. Without -f or -t: one row per property (LINK PROPERTY PERM "
+        "show-overlay", help="show overlays: properties, status (-f), kernel entries (-t) or lookup cache (-c)",
+        description="Show overlays, one table. Without -f, -t or -c: one row per property (LINK PROPERTY PERM "
                     "VALUE DEFAULT POSSIBLE); '--' marks no value. Exits 1 if the name is not an overlay.")
     view = p.add_mutually_exclusive_group()
     view.add_argument("-f", "--status", action="store_true",
@@ -171,6 +212,10 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                       help="the kernel's entries: LINK KIND TARGET DESTINATION ORIGIN AGE (KIND is fdb for a MAC "
                            "→ underlay ip:port, neigh for an overlay IP → MAC; ORIGIN push, on-demand, manual "
                            "or other; AGE seconds since varpd programmed it)")
+    view.add_argument("-c", "--cache", action="store_true",
+                      help="the lookup cache: LINK ENTRIES POSITIVE NEGATIVE HITS NEGHITS MISSES EVICTIONS "
+                           "RATELIMITED TTL NEGTTL (NEGHITS: answers from negative entries; RATELIMITED: misses "
+                           "not looked up because the same target was looked up less than miss_rate_limit ago)")
     p.add_argument("-p", "--parseable", action="store_true",
                    help="parseable output: no header, fields separated by ':', a ':' inside a value written "
                         "'\\:'; requires -o")
@@ -178,6 +223,28 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                    help="the columns to print, in this order, case-insensitive (or 'all')")
     p.add_argument("name", nargs="?", help="one overlay (default: all of them)")
     p.set_defaults(func=run_with_client(show))
+
+    p = sub.add_parser(
+        "lookup-overlay", help="show the answer a kernel miss for a MAC or IP would get, and where it comes from",
+        description="Look up a MAC (its destination ip:port) or an overlay IP (its MAC; IPv4 as ARP, IPv6 as "
+                    "NDP) the way the daemon answers a kernel miss: a hand-set entry (ORIGIN override), else the "
+                    "lookup cache (cache; AGE and TTL in seconds), else the backend (backend; BACKEND names the "
+                    "plugin and how long it took; in on-demand mode the answer is cached as a miss would cache "
+                    "it). KERNEL is "
+                    "what the kernel holds for it now. ANSWER 'unknown' is a negative answer, 'drop' a hand-set "
+                    "drop. Exits 1 if the name is not an overlay.")
+    p.add_argument("-F", "--fresh", action="store_true",
+                   help="ask the backend even if the cache has an answer; the cache is neither read nor written "
+                        "and no rate limit applies")
+    p.add_argument("-p", "--parseable", action="store_true",
+                   help="parseable output: no header, fields separated by ':', a ':' inside a value written "
+                        "'\\:'; requires -o")
+    p.add_argument("-o", "--output", metavar="FIELD,...",
+                   help="the columns to print, in this order, case-insensitive (or 'all'): link, target, answer, "
+                        "origin, age, ttl, backend, kernel")
+    p.add_argument("name", help="the overlay")
+    p.add_argument("target", metavar="MAC|IP", help="a MAC (aa:bb:cc:dd:ee:ff) or an overlay IPv4/IPv6 address")
+    p.set_defaults(func=run_with_client(lookup))
 
     p = sub.add_parser(
         "reconcile", help="compare the kernel with the mapping now and repair the differences",

@@ -10,16 +10,15 @@ from pathlib import Path
 
 from varpd.backend.errors import ConfigError
 from varpd.config.daemon import DaemonConfig, load_config
+from varpd.logformat import make_formatter
 
 log = logging.getLogger("varpd")
 
 
-def _setup_logging(level: str) -> None:
-    logging.basicConfig(
-        level=getattr(logging, level.upper()),
-        format="%(asctime)s level=%(levelname)s logger=%(name)s %(message)s",
-        stream=sys.stderr,
-    )
+def _setup_logging(level: str, fmt: str = "kv") -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(make_formatter(fmt))
+    logging.basicConfig(level=getattr(logging, level.upper()), handlers=[handler])
 
 
 async def serve(config: DaemonConfig) -> None:
@@ -27,7 +26,8 @@ async def serve(config: DaemonConfig) -> None:
     from varpd.daemon.service import Varpd
 
     service = Varpd(config.daemon)
-    admin = AdminServer(service, str(config.daemon.socket))
+    admin = AdminServer(service, str(config.daemon.socket), tcp=config.daemon.admin_tcp_address,
+                        allow=config.daemon.admin_allow)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -42,7 +42,8 @@ async def serve(config: DaemonConfig) -> None:
         await admin.stop()
 
 
-def run(config_path: str | None, socket_override: str | None = None, state_dir_override: str | None = None) -> int:
+def run(config_path: str | None, socket_override: str | None = None, state_dir_override: str | None = None,
+        log_format_override: str | None = None) -> int:
     try:
         config = load_config(config_path) if config_path else DaemonConfig()
     except ConfigError as exc:
@@ -53,8 +54,10 @@ def run(config_path: str | None, socket_override: str | None = None, state_dir_o
         updates["socket"] = Path(socket_override)
     if state_dir_override:
         updates["state_dir"] = Path(state_dir_override)
+    if log_format_override:
+        updates["log_format"] = log_format_override
     if updates:
         config = config.model_copy(update={"daemon": config.daemon.model_copy(update=updates)})
-    _setup_logging(config.daemon.log_level)
+    _setup_logging(config.daemon.log_level, config.daemon.log_format)
     asyncio.run(serve(config))
     return 0
