@@ -48,7 +48,7 @@ def test_execstart_is_the_provisioned_venv():
     venv, etc = _provision_var("VENV"), _provision_var("ETC")
     assert argv == [f"{venv}/bin/varpd", "daemon", "--config", f"{etc}/varpd.toml"]
     text = PROVISION.read_text()
-    assert f'python3 -m venv "$VENV"' in text
+    assert 'python3 -m venv "$VENV"' in text
     assert re.search(r'install -m 0644 "\$SRC/configs/\$HOST\.toml" "\$ETC/varpd\.toml"', text)
     assert re.search(r'install -m 0644 "\$SRC/configs/varpd\.service" /etc/systemd/system/varpd\.service', text)
 
