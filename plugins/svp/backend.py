@@ -316,6 +316,7 @@ class SvpBackend(Backend):
         done: list[bytes] = []
         removed: dict[str, MappingRecord] = {}
         upserted: dict[str, MappingRecord] = {}
+        moved: list[IPAddress] = []
         for rec in ack.records:
             if rec.vnetid != self.ctx.vni:
                 if rec.vnetid not in others:
@@ -334,10 +335,12 @@ class SvpBackend(Backend):
                 for r in change:
                     if r.mac not in removed:
                         upserted[r.mac] = r
+                moved.append(rec.ip)
                 done.append(rec.id)
         log.info("svp=%s event=shootdown records=%d removed=%d upserted=%d", self.server, len(ack.records),
                  len(removed), len(upserted))
-        self._emit_safely(MappingChange(upserted=tuple(upserted.values()), removed=tuple(removed.values())))
+        self._emit_safely(MappingChange(upserted=tuple(upserted.values()), removed=tuple(removed.values()),
+                                        moved_ips=tuple(moved)))
         if done:
             rm = await self._ask(wire.LogRm(tuple(done)))
             if rm is not None and rm.status != Status.OK:

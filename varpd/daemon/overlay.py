@@ -348,7 +348,11 @@ class OverlayRuntime:
                  self.name, len(change.upserted), len(change.removed))
 
     async def _apply_change_on_demand(self, change: MappingChange) -> None:
+        """Withdraw or update only what misses installed; an overlay IP that local guests resolved and
+        that now belongs to another MAC is reprogrammed and announced at once (svp's VL3 shootdown):
+        the guests' ARP/NDP caches would otherwise keep sending to the old owner until they expire."""
         del_f, del_n, add_f, add_n = [], [], [], []
+        resolved_before = dict(self.installed_neigh)
         for rec in change.removed + change.upserted:
             self.cache.invalidate(rec.mac)
             for ip in (rec.arp, rec.ndp):
@@ -361,19 +365,24 @@ class OverlayRuntime:
                 if self.installed_neigh.get(n.ip) == n:
                     del_n.append(self.installed_neigh.pop(n.ip))
         for rec in change.upserted:
-            if rec.mac in self.installed_fdb:
+            taken_over = any((n.ip in resolved_before and resolved_before[n.ip].mac != rec.mac)
+                             or n.ip in change.moved_ips for n in neighs_for(rec))
+            if rec.mac in self.installed_fdb or (taken_over and rec.dest.ip != self.local.ip):
                 if rec.dest.ip == self.local.ip:
                     del_f.append(self.installed_fdb.pop(rec.mac))
-                else:
-                    self.installed_fdb[rec.mac] = e = fdb_for(rec.mac, rec.dest)
+                elif self.installed_fdb.get(rec.mac) != (e := fdb_for(rec.mac, rec.dest)):
+                    self.installed_fdb[rec.mac] = e
                     add_f.append(e)
             wanted = {n.ip: n for n in neighs_for(rec)} if rec.mac in self.installed_fdb else {}
             for ip, n in list(self.installed_neigh.items()):
                 if n.mac == rec.mac and ip not in wanted:
                     del_n.append(self.installed_neigh.pop(ip))
-                elif ip in wanted and n != wanted[ip]:
-                    self.installed_neigh[ip] = wanted[ip]
-                    add_n.append(wanted[ip])
+            for ip, n in wanted.items():
+                if ((ip in self.installed_neigh or ip in resolved_before or ip in change.moved_ips)
+                        and self.installed_neigh.get(ip) != n):
+                    del_n[:] = [d for d in del_n if d.ip != ip]  # deleted after adds, by IP: keep the new one
+                    self.installed_neigh[ip] = n
+                    add_n.append(n)
         await self._program(add_f, add_n, del_f, del_n)
         await self._announce(add_n)
 

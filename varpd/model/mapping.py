@@ -80,6 +80,9 @@ class MappingChange:
     upserted: tuple[MappingRecord, ...] = ()
     removed: tuple[MappingRecord, ...] = ()
     full_resync: bool = False
+    # overlay IPs the backend says changed owner (svp's VL3 log): announced to local guests even
+    # when the daemon holds no entry for them: a guest's own ARP/NDP cache may still hold the old owner
+    moved_ips: tuple = ()
 
     def __bool__(self) -> bool:
         return bool(self.upserted or self.removed or self.full_resync)

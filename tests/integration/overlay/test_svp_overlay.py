@@ -151,6 +151,36 @@ def test_vl3_shootdown_withdraws_a_reassigned_ip(sl):
     ping(sl.lab, sl.g(h1), h3.guest_ip4)  # answered again after the negative cache entry expires
 
 
+def test_vl3_shootdown_moves_an_ip_and_announces_it_to_guests(sl):
+    """An overlay IP taken over by another MAC: reprogrammed at once and announced by gratuitous ARP,
+    so a local guest's ARP cache follows without waiting for it to expire (illumos' VL3 shootdown)."""
+    h1, h3 = sl.hosts[0], sl.hosts[2]
+    new_mac = "02:00:00:00:33:03"
+    ping(sl.lab, sl.g(h1), h3.guest_ip4)
+
+    def guest_arp() -> str | None:
+        out = sl.lab.exec(sl.g(h1), "ip", "-j", "neigh", "show", h3.guest_ip4).stdout
+        return next((e.get("lladdr") for e in json.loads(out or "[]")), None)
+
+    assert guest_arp() == h3.guest_mac
+    announced = sl.overlay(h1)["counters"].get("announcements", 0)
+    records = json.loads(sl.hosts_json.read_text())
+    del records[h3.guest_mac]["arp"]
+    records[new_mac] = {"ip": h3.underlay_ip, "port": 4789, "arp": h3.guest_ip4}
+    tmp = sl.hosts_json.with_suffix(".tmp")
+    tmp.write_text(json.dumps(records))
+    tmp.replace(sl.hosts_json)
+    wait_for(lambda: neigh(sl.lab, h1).get(h3.guest_ip4, {}).get("lladdr") == new_mac, 8,
+             "h1's neighbour entry to follow the IP to its new MAC (VL3 log record)")
+    assert fdb(sl.lab, h1).get(new_mac, {}).get("dst") == h3.underlay_ip, "the new owner's FDB entry is programmed"
+    wait_for(lambda: guest_arp() == new_mac, 5, "guest1's ARP cache updated by the gratuitous ARP")
+    assert sl.overlay(h1)["counters"].get("announcements", 0) > announced
+    sl.write()
+    wait_for(lambda: neigh(sl.lab, h1).get(h3.guest_ip4, {}).get("lladdr") == h3.guest_mac, 8, "the IP moved back")
+    wait_for(lambda: guest_arp() == h3.guest_mac, 5, "guest1's ARP cache back on the real owner")
+    ping(sl.lab, sl.g(h1), h3.guest_ip4)
+
+
 def test_server_restart_is_survived_and_loses_no_update(sl):
     """The server dies (its log with it); the mapping changes while it is down; varpd reconnects and resyncs."""
     h1, h2 = sl.hosts[0], sl.hosts[1]
