@@ -390,6 +390,7 @@ class SvpBackend(Backend):
                 removed[mac] = self._record(mac, dest)
             elif now != dest:
                 changed.add(mac)
+        moved: list[IPAddress] = []
         for ip in list(self._owner):
             old = self._owner.get(ip)
             change = await self._recheck_ip(ip)
@@ -397,7 +398,8 @@ class SvpBackend(Backend):
                 return
             if self._owner.get(ip) != old:
                 changed.update(r.mac for r in change)
+                moved.append(ip)
         upserted = tuple(self._record(m, self._dest[m]) for m in changed if m in self._dest and m not in removed)
         log.info("svp=%s event=resynced macs=%d ips=%d upserted=%d removed=%d", self.server, len(before),
                  len(self._owner), len(upserted), len(removed))
-        self._emit_safely(MappingChange(upserted=upserted, removed=tuple(removed.values())))
+        self._emit_safely(MappingChange(upserted=upserted, removed=tuple(removed.values()), moved_ips=tuple(moved)))
