@@ -93,6 +93,7 @@ class SvpBackend(Backend):
         self.client: SvpClient | None = None
         self._dest: collections.OrderedDict[str, Destination] = collections.OrderedDict()
         self._owner: collections.OrderedDict[IPAddress, str] = collections.OrderedDict()
+        self._ips_of: dict[str, dict[IPAddress, None]] = {}  # MAC → the IPs _owner gives it, in _owner's order
         self._hint: dict[str, tuple[Destination, float]] = {}
         self._tasks: set[asyncio.Task] = set()
         self._resync_task: asyncio.Task | None = None
@@ -216,23 +217,27 @@ class SvpBackend(Backend):
             self._dest.popitem(last=False)
 
     def _set_owner(self, ip: IPAddress, mac: str | None) -> None:
+        """Remember (or, with None, forget) who owns `ip`, keeping the MAC → IPs index in step."""
+        self._forget_owner(ip, self._owner.pop(ip, None))
         if mac is None:
-            self._owner.pop(ip, None)
             return
         self._owner[ip] = mac
-        self._owner.move_to_end(ip)
+        self._ips_of.setdefault(mac, {})[ip] = None
         while len(self._owner) > MAX_KNOWN:
-            self._owner.popitem(last=False)
+            self._forget_owner(*self._owner.popitem(last=False))
+
+    def _forget_owner(self, ip: IPAddress, mac: str | None) -> None:
+        ips = self._ips_of.get(mac) if mac is not None else None
+        if ips is not None:
+            ips.pop(ip, None)
+            if not ips:
+                del self._ips_of[mac]
 
     def _record(self, mac: str, dest: Destination) -> MappingRecord:
-        """`mac`'s record with the overlay IPs this backend has seen it own."""
-        arp = ndp = None
-        for ip, owner in self._owner.items():
-            if owner == mac:
-                if ip.version == 4 and arp is None:
-                    arp = ip
-                elif ip.version == 6 and ndp is None:
-                    ndp = ip
+        """`mac`'s record with the overlay IPs this backend has seen it own (the oldest of each family)."""
+        ips = self._ips_of.get(mac, ())
+        arp = next((ip for ip in ips if ip.version == 4), None)
+        ndp = next((ip for ip in ips if ip.version == 6), None)
         return MappingRecord(mac, dest, arp, ndp)
 
     # -- answers ----------------------------------------------------------------------------

@@ -140,18 +140,21 @@ class SvpClient:
                 raise SvpTimeout(f"not connected within {timeout:g}s") from None
             if self.state != UP:
                 raise SvpUnavailable(self.reason or "not connected")
+        writer = self._writer
+        if writer is None:  # the connection is being torn down; the state follows in a moment
+            raise SvpConnectionLost("connection closing")
         req_id = self._new_id()
         fut = asyncio.get_running_loop().create_future()
         self._pending[req_id] = (reply_op, fut, time.monotonic())
         try:
-            self._writer.write(wire.encode(msg, req_id))
+            writer.write(wire.encode(msg, req_id))
             self._last_io = time.monotonic()
-            await self._writer.drain()
+            await writer.drain()
             async with asyncio.timeout(max(0.0, deadline - time.monotonic())):
                 return await fut
         except TimeoutError:
             raise SvpTimeout(f"no answer to {msg.OP.name} within {timeout:g}s") from None
-        except (OSError, ConnectionError, AttributeError) as exc:
+        except (OSError, ConnectionError) as exc:
             raise SvpConnectionLost(f"send failed: {exc or type(exc).__name__}") from None
         finally:
             self._pending.pop(req_id, None)
