@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import logging
-import signal
 import ssl
 from pathlib import Path
 
 from varpd.cli.client import CliError
-from varpd.cli.serving import listen_address, server_tls
+from varpd.cli.serving import listen_address, serve_until_signalled, server_tls, setup_logging, until_signalled
 
 
 async def _serve(args: argparse.Namespace, token: str | None, ssl_ctx: ssl.SSLContext | None) -> None:
@@ -34,20 +32,15 @@ async def _serve(args: argparse.Namespace, token: str | None, ssl_ctx: ssl.SSLCo
         "mapping-server event=listening url=%s://%s:%d vni=%d records=%d source=%s writable=%s auth=%s",
         scheme, shown, port, args.vni, len(store), args.hosts or "memory", not args.read_only,
         "bearer" if token else "none")
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
     try:
-        await stop.wait()
+        await until_signalled()
     finally:
         await runner.cleanup()
         await store.stop()
 
 
 def run(args: argparse.Namespace) -> int:
-    logging.basicConfig(level=getattr(logging, args.log_level.upper()),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    setup_logging(args.log_level)
     if args.token and args.token_file:
         raise CliError("give --token or --token-file, not both")
     token = args.token
@@ -59,15 +52,7 @@ def run(args: argparse.Namespace) -> int:
         if not token:
             raise CliError(f"--token-file {args.token_file}: empty")
     ssl_ctx = server_tls(args.cert, args.key)
-    from varpd.backend.errors import ConfigError
-
-    try:
-        asyncio.run(_serve(args, token, ssl_ctx))
-    except ConfigError as exc:
-        raise CliError(str(exc)) from None
-    except OSError as exc:
-        raise CliError(f"cannot listen on {args.listen[0]}:{args.listen[1]}: {exc.strerror or exc}") from None
-    return 0
+    return serve_until_signalled(_serve(args, token, ssl_ctx), args.listen)
 
 
 def add_parsers(sub) -> None:

@@ -1,10 +1,15 @@
-"""What the reference servers' commands share (`mapping-server`, `svp-server`): --listen, --cert/--key."""
+"""What the reference servers' commands share (`mapping-server`, `svp-server`): --listen, --cert/--key,
+--log-level, serving until a signal, and one-line errors."""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import ipaddress
+import logging
+import signal
 import ssl
+from typing import Coroutine
 
 from varpd.cli.client import CliError
 
@@ -35,3 +40,29 @@ def server_tls(cert: str | None, key: str | None) -> ssl.SSLContext | None:
     except (OSError, ssl.SSLError) as exc:
         raise CliError(f"--cert/--key: {exc}") from None
     return ctx
+
+
+def setup_logging(level: str) -> None:
+    logging.basicConfig(level=getattr(logging, level.upper()), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+async def until_signalled() -> None:
+    """Return on SIGINT or SIGTERM (the server's own cleanup runs after)."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+
+
+def serve_until_signalled(main: Coroutine, listen: tuple[str, int]) -> int:
+    """Run a server's coroutine; a bad mapping or a busy address becomes one CliError line."""
+    from varpd.backend.errors import BackendError
+
+    try:
+        asyncio.run(main)
+    except BackendError as exc:
+        raise CliError(str(exc)) from None
+    except OSError as exc:
+        raise CliError(f"cannot listen on {listen[0]}:{listen[1]}: {exc.strerror or exc}") from None
+    return 0

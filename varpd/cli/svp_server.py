@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
-import logging
 import os
-import signal
 import ssl
 
 from varpd.cli.client import CliError
-from varpd.cli.serving import listen_address, server_tls
+from varpd.cli.serving import listen_address, serve_until_signalled, server_tls, setup_logging, until_signalled
 
 
 def _source_props(args: argparse.Namespace) -> tuple[str, dict[str, str]]:
@@ -27,40 +24,25 @@ def _source_props(args: argparse.Namespace) -> tuple[str, dict[str, str]]:
     return "etcd", props
 
 
-async def _serve(args: argparse.Namespace, ssl_ctx: ssl.SSLContext | None) -> None:
+async def _serve(args: argparse.Namespace, source: tuple[str, dict[str, str]], ssl_ctx: ssl.SSLContext | None) -> None:
     from varpd.svp_server import SvpServer
     from varpd.svp_server.server import make_source
 
-    backend, props = _source_props(args)
-    server = SvpServer(args.vni, source=make_source(args.vni, backend, props), ssl=ssl_ctx)
-    host, port = args.listen
-    await server.start(host, port)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
+    server = SvpServer(args.vni, source=make_source(args.vni, *source), ssl=ssl_ctx)
+    await server.start(*args.listen)
     try:
-        await stop.wait()
+        await until_signalled()
     finally:
         await server.stop()
 
 
 def run(args: argparse.Namespace) -> int:
-    logging.basicConfig(level=getattr(logging, args.log_level.upper()),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    setup_logging(args.log_level)
     if not 0 < args.vni < (1 << 24):
         raise CliError(f"--vni {args.vni}: a VNI is 1-16777215")
     ssl_ctx = server_tls(args.cert, args.key)
-    from varpd.backend.errors import BackendError
-
-    _source_props(args)  # refuse a bad command line before anything starts
-    try:
-        asyncio.run(_serve(args, ssl_ctx))
-    except BackendError as exc:
-        raise CliError(str(exc)) from None
-    except OSError as exc:
-        raise CliError(f"cannot listen on {args.listen[0]}:{args.listen[1]}: {exc.strerror or exc}") from None
-    return 0
+    source = _source_props(args)  # a bad command line is refused before anything starts
+    return serve_until_signalled(_serve(args, source, ssl_ctx), args.listen)
 
 
 def add_parsers(sub) -> None:
