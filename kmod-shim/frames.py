@@ -83,6 +83,25 @@ def bpf_assemble(prog: Sequence[tuple]) -> list[BpfInsn]:
     return out
 
 
+def _ipv4_udp_ports(ports: Sequence[int]) -> list[tuple]:
+    """The block at label "ip4": an IPv4 UDP first fragment whose source or destination port is one
+    of `ports` jumps to "accept", anything else to "drop"."""
+    *others, last = ports
+    return [
+        ("label", "ip4"),
+        (BPF_LD_B_ABS, 0, 0, 14 + 9),  # protocol
+        (BPF_JEQ_K, 0, "drop", 17),
+        (BPF_LD_H_ABS, 0, 0, 14 + 6),  # flags + fragment offset
+        (BPF_JSET_K, "drop", 0, 0x1FFF),
+        (BPF_LDX_B_MSH, 0, 0, 14),  # X = IHL * 4
+        (BPF_LD_H_IND, 0, 0, 14),  # UDP source port
+        *[(BPF_JEQ_K, "accept", 0, port) for port in ports],
+        (BPF_LD_H_IND, 0, 0, 16),  # UDP destination port
+        *[(BPF_JEQ_K, "accept", 0, port) for port in others],
+        (BPF_JEQ_K, "accept", "drop", last),
+    ]
+
+
 def bpf_arp_ndp_dhcp(*, arp: bool = True, icmpv6: bool = True, dhcp4: bool = True) -> list[BpfInsn]:
     """Accept ARP, IPv6 with next header ICMPv6 (NDP) and/or IPv4 UDP with
     source or destination port 67/68 (non-fragmented); drop everything else."""
@@ -102,20 +121,7 @@ def bpf_arp_ndp_dhcp(*, arp: bool = True, icmpv6: bool = True, dhcp4: bool = Tru
             (BPF_JEQ_K, "accept", "drop", 58),
         ]
     if dhcp4:
-        p += [
-            ("label", "ip4"),
-            (BPF_LD_B_ABS, 0, 0, 14 + 9),  # protocol
-            (BPF_JEQ_K, 0, "drop", 17),
-            (BPF_LD_H_ABS, 0, 0, 14 + 6),  # flags + fragment offset
-            (BPF_JSET_K, "drop", 0, 0x1FFF),
-            (BPF_LDX_B_MSH, 0, 0, 14),  # X = IHL * 4
-            (BPF_LD_H_IND, 0, 0, 14),  # UDP source port
-            (BPF_JEQ_K, "accept", 0, 67),
-            (BPF_JEQ_K, "accept", 0, 68),
-            (BPF_LD_H_IND, 0, 0, 16),  # UDP destination port
-            (BPF_JEQ_K, "accept", 0, 67),
-            (BPF_JEQ_K, "accept", "drop", 68),
-        ]
+        p += _ipv4_udp_ports((67, 68))
     p += [
         ("label", "accept"),
         (BPF_RET_K, 0, 0, SNAPLEN),
@@ -134,16 +140,7 @@ def bpf_udp_port(port: int) -> list[BpfInsn]:
         (BPF_LD_H_ABS, 0, 0, 12),
         (BPF_JEQ_K, "ip4", 0, ETH_P_IP),
         (BPF_JEQ_K, "ip6", "drop", ETH_P_IPV6),
-        ("label", "ip4"),
-        (BPF_LD_B_ABS, 0, 0, 14 + 9),  # protocol
-        (BPF_JEQ_K, 0, "drop", 17),
-        (BPF_LD_H_ABS, 0, 0, 14 + 6),  # flags + fragment offset
-        (BPF_JSET_K, "drop", 0, 0x1FFF),
-        (BPF_LDX_B_MSH, 0, 0, 14),  # X = IHL * 4
-        (BPF_LD_H_IND, 0, 0, 14),  # UDP source port
-        (BPF_JEQ_K, "accept", 0, port),
-        (BPF_LD_H_IND, 0, 0, 16),  # UDP destination port
-        (BPF_JEQ_K, "accept", "drop", port),
+        *_ipv4_udp_ports((port,)),
         ("label", "ip6"),
         (BPF_LD_B_ABS, 0, 0, 14 + 6),  # next header
         (BPF_JEQ_K, 0, "drop", 17),
