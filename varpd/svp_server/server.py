@@ -86,15 +86,15 @@ class SvpServer:
             self._server = None
 
     # -- the mapping ----------------------------------------------------------------------
-    def set_mapping(self, newer: Mapping) -> int:
-        """Serve `newer` from now on; the shootdown records appended."""
+    def set_mapping(self, newer: Mapping, change: MappingChange | None = None) -> int:
+        """Serve `newer` from now on; the shootdown records appended (`change`: what differs, if known)."""
         old, self.mapping = self.mapping, newer
-        return self.shootdown.changed(old, newer)
+        return self.shootdown.changed(old, newer, change)
 
     def _on_change(self, change: MappingChange) -> None:
         newer = self.source.snapshot() if self.source is not None else None
         if newer is not None:
-            n = self.set_mapping(newer)
+            n = self.set_mapping(newer, None if change.full_resync else change)
             log.info("svp-server vni=%d event=mapping-changed records=%d upserted=%d removed=%d "
                      "shootdown-records=%d", self.vni, len(newer), len(change.upserted), len(change.removed), n)
 

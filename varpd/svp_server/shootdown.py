@@ -21,7 +21,7 @@ import collections
 import logging
 import uuid
 
-from varpd.model import IPAddress, Mapping
+from varpd.model import IPAddress, Mapping, MappingChange
 from varpd_plugins.svp.wire import LogRecord, LogVl2, LogVl3, record_size
 
 log = logging.getLogger(__name__)
@@ -29,12 +29,28 @@ log = logging.getLogger(__name__)
 MAX_PER_HOST = 16384
 
 
-def records_for(old: Mapping, new: Mapping) -> tuple[list[str], list[IPAddress]]:
-    """(MACs needing a VL2 record, IPs needing a VL3 record) for the change old → new."""
-    macs = [mac for mac, rec in old.by_mac.items()
-            if mac not in new.by_mac or new.by_mac[mac].dest != rec.dest]
+def records_for(old: Mapping, new: Mapping, change: MappingChange | None = None) -> tuple[list[str], list[IPAddress]]:
+    """(MACs needing a VL2 record, IPs needing a VL3 record) for the change old → new.
+
+    With the source's own `change` only the MACs and IPs it touches are compared (the source
+    already diffed the tables); without it, the whole of `old`.
+    """
+    if change is None:
+        macs_seen, ips_seen = list(old.by_mac), list(old.by_ip)
+    else:
+        touched = change.upserted + change.removed
+        macs_seen = list(dict.fromkeys(r.mac for r in touched))
+        ips = [ip for r in touched for ip in (r.arp, r.ndp)]
+        ips += [ip for m in macs_seen if (r := old.by_mac.get(m)) is not None for ip in (r.arp, r.ndp)]
+        ips_seen = list(dict.fromkeys(ip for ip in ips if ip is not None))
+    macs = [mac for mac in macs_seen
+            if (rec := old.by_mac.get(mac)) is not None
+            and (mac not in new.by_mac or new.by_mac[mac].dest != rec.dest)]
     ips = []
-    for ip, rec in old.by_ip.items():
+    for ip in ips_seen:
+        rec = old.by_ip.get(ip)
+        if rec is None:
+            continue
         now = new.by_ip.get(ip)
         if now is None or now.mac != rec.mac:
             ips.append(ip)
@@ -53,9 +69,10 @@ class ShootdownLog:
     def seen(self, host: IPAddress) -> None:
         self.hosts.add(host)
 
-    def changed(self, old: Mapping, new: Mapping) -> int:
-        """Append the records of old → new to every target's log; how many records were appended."""
-        macs, ips = records_for(old, new)
+    def changed(self, old: Mapping, new: Mapping, change: MappingChange | None = None) -> int:
+        """Append the records of old → new (`change`: what the source says it touched) to every
+        target's log; how many records were appended."""
+        macs, ips = records_for(old, new, change)
         if not macs and not ips:
             return 0
         targets = set(self.hosts)
