@@ -1,11 +1,15 @@
-"""The baseline responder of figure 2: the least work a Python process can do per miss.
+"""The baseline responders of figure 2: a Python process that answers every miss with a fixed entry.
 
-Run inside the namespace of the VXLAN device: `_bare_responder.py IFINDEX DEST_IP [blocking|asyncio]`.
-`blocking` waits in recv(); `asyncio` waits in an event loop (loop.add_reader), like varpd,
-so the difference between the two is the event loop's own cost.
-A blocking raw NETLINK_ROUTE socket on RTMGRP_NEIGH; every RTM_GETNEIGH (miss)
-on IFINDEX is answered with a fixed answer, one request + one ACK read, the same
-netlink operations varpd performs:
+Run inside the namespace of the VXLAN device:
+`_bare_responder.py IFINDEX DEST_IP [blocking|asyncio|pyroute2]`.
+- `pyroute2`: the issue's baseline, "an AsyncIPRoute listener that programs a fixed
+  answer": one `AsyncIPRoute` bound to RTMGRP_NEIGH, a second one sending
+  `fdb('add')` / `neigh('replace')`, the ordinary pyroute2 way to write such a tool.
+- `blocking` and `asyncio`: the floor. A raw NETLINK_ROUTE socket on RTMGRP_NEIGH, hand-
+  packed requests; `blocking` waits in recv(), `asyncio` waits in an event loop like
+  varpd, so the difference between the two is the event loop's own cost.
+Every RTM_GETNEIGH (miss) on IFINDEX gets one request + one ACK read, the same netlink
+operations varpd performs:
 - L2 (NDA_LLADDR, no NDA_DST): permanent FDB entry MAC → DEST_IP:4789 (NTF_SELF);
 - L3 (NDA_DST): permanent neighbour entry IP → 02:00:00:00:00:99.
 No imports from varpd.
@@ -30,6 +34,11 @@ def attr(t, payload):
 
 
 def main():
+    mode = sys.argv[3] if len(sys.argv) > 3 else "blocking"
+    if mode == "pyroute2":
+        import asyncio
+        asyncio.run(pyroute2_main(int(sys.argv[1]), sys.argv[2]))
+        return
     ifindex, dest = int(sys.argv[1]), socket.inet_aton(sys.argv[2])
     dst_attr, port_attr = attr(NDA_DST, dest), attr(NDA_PORT, struct.pack("!H", 4789))
     ev = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, 0)
@@ -40,7 +49,6 @@ def main():
     buf, abuf = bytearray(1 << 16), bytearray(1 << 12)
     view = memoryview(buf)
     seq = 0
-    mode = sys.argv[3] if len(sys.argv) > 3 else "blocking"
     print("ready", flush=True)
 
     def handle(n):
@@ -88,6 +96,28 @@ def main():
             handle(await loop.sock_recv_into(ev, buf))
 
     asyncio.run(loop_main())
+
+
+async def pyroute2_main(ifindex: int, dest: str) -> None:
+    """The same answers through pyroute2's AsyncIPRoute, in the way its documentation shows."""
+    from pyroute2 import AsyncIPRoute
+
+    events, req = AsyncIPRoute(rcvbuf=8 << 20), AsyncIPRoute()
+    await events.bind(groups=1 << 2)  # RTMGRP_NEIGH
+    fixed_mac = ":".join(f"{b:02x}" for b in FIXED_MAC)
+    print("ready", flush=True)
+    while True:
+        async for msg in events.get():
+            if msg["header"]["type"] != RTM_GETNEIGH or msg["ifindex"] != ifindex:
+                continue
+            ip, mac = msg.get("NDA_DST"), msg.get("NDA_LLADDR")
+            try:
+                if ip is not None:
+                    await req.neigh("replace", ifindex=ifindex, dst=ip, lladdr=fixed_mac, state=NUD_PERMANENT)
+                elif mac is not None:
+                    await req.fdb("append", ifindex=ifindex, lladdr=mac, dst=dest, port=4789)
+            except Exception as exc:  # noqa: BLE001 - a baseline keeps answering
+                print(f"error: {exc}", file=sys.stderr, flush=True)
 
 
 if __name__ == "__main__":

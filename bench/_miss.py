@@ -24,10 +24,13 @@ comparison pay the same listener wake-up.
 
 Responders (same namespace, same device, same run, disjoint keys):
 - daemon: a real `varpd daemon`, files backend, mode on-demand, log_level info;
-- bare: `_bare_responder.py`, a raw-netlink loop that answers every miss with a
-  fixed destination (one send, one ACK read), run twice: waiting in a blocking
-  recv() (the floor for Python; the target's baseline) and waiting in an asyncio
-  loop like varpd (isolates what the event loop itself costs).
+- bare pyroute2: `_bare_responder.py ... pyroute2`, the target's baseline as the
+  issue states it: an AsyncIPRoute listener that programs a fixed answer;
+- bare raw: the same answers through a hand-packed raw-netlink loop (one send, one
+  ACK read), run twice: waiting in a blocking recv() (the floor for Python) and
+  waiting in an asyncio loop like varpd (isolates what the event loop costs).
+  Both are reported for information: they show how far the daemon is from the
+  least a Python program can do, which is stricter than the target.
 """
 from __future__ import annotations
 
@@ -43,12 +46,14 @@ from pathlib import Path
 from varpd.lab.topology import HostSpec, Lab, write_hosts_json, write_varpd_config
 from varpd_kmod._netns import run_in_netns
 
-from ._common import PREFIX, Result, median, nsrun, percentile, mkdtemp
+from ._common import PREFIX, Result, nsrun, percentile, mkdtemp
 
 HERE = Path(__file__).resolve().parent
 VX, BR = "vx23", "br0"
 HOST = HostSpec("host1", "192.0.2.1", "de:ad:be:ef:00:00", "10.55.55.2", "fe80::3")
 REMOTE = "192.0.2.2"
+# who answers the misses → `_bare_responder.py` mode (None: the daemon itself)
+RESPONDERS = {"daemon": None, "bare_pyroute2": "pyroute2", "bare": "blocking", "bare_asyncio": "asyncio"}
 
 NLH = struct.Struct("=IHHII")
 NDMSG = struct.Struct("=BxxxiHBB")
@@ -191,7 +196,7 @@ def bench_miss(n: int, gap: float = 0.002) -> list[Result]:
     try:
         lab.up()
         hns, gns = lab.host_ns(HOST), lab.guest_ns(HOST)
-        extra = [(_key_mac(i), {"arp": str(_key_ip(i)), "ip": REMOTE, "port": 4789}) for i in range(3 * n)]
+        extra = [(_key_mac(i), {"arp": str(_key_ip(i)), "ip": REMOTE, "port": 4789}) for i in range(len(RESPONDERS) * n)]
         hosts = tmp / "hosts.json"
         write_hosts_json(hosts, [HOST], extra)
         (tmp / "state").mkdir()
@@ -205,9 +210,9 @@ def bench_miss(n: int, gap: float = 0.002) -> list[Result]:
         # guest: a route and a static neighbour entry for every key, so UDP goes straight out as unicast
         nsrun(gns, "ip", "route", "add", "10.56.0.0/16", "dev", "eth0")
         nsrun(gns, "ip", "-batch", "-", input="".join(
-            f"neigh replace {_key_ip(i)} lladdr {_key_mac(i)} dev eth0 nud permanent\n" for i in range(3 * n)))
+            f"neigh replace {_key_ip(i)} lladdr {_key_mac(i)} dev eth0 nud permanent\n" for i in range(len(RESPONDERS) * n)))
         listener, guest = Listener(hns), Guest(gns)
-        keysets = {"daemon": list(range(n)), "bare": list(range(n, 2 * n)), "bare_asyncio": list(range(2 * n, 3 * n))}
+        keysets = {who: list(range(i * n, (i + 1) * n)) for i, who in enumerate(RESPONDERS)}
         # warm-up (first-use costs: imports, allocations) on keys outside both sets is not possible
         # with distinct keys, so the first 5% of samples of each pass are discarded instead
         warm = max(3, n // 20)
@@ -218,7 +223,9 @@ def bench_miss(n: int, gap: float = 0.002) -> list[Result]:
         counters = body.get("counters", {}) if isinstance(body, dict) else {}
         lab.stop_varpd(HOST)
 
-        for who, mode in (("bare", "blocking"), ("bare_asyncio", "asyncio")):
+        for who, mode in RESPONDERS.items():
+            if mode is None:
+                continue
             bare_proc = subprocess.Popen(
                 ["ip", "netns", "exec", hns, sys.executable, str(HERE / "_bare_responder.py"), str(ifindex),
                  REMOTE, mode], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -240,20 +247,24 @@ def bench_miss(n: int, gap: float = 0.002) -> list[Result]:
         lab.down()
     out = []
     for kind, label in (("l2", "L2 miss -> FDB entry"), ("l3", "L3 miss -> neighbour entry")):
-        d, b, a = _summ(res[f"daemon_{kind}"]), _summ(res[f"bare_{kind}"]), _summ(res[f"bare_asyncio_{kind}"])
-        note = (f"n={d['n']} lost={d['lost']}/{b['lost']}/{a['lost']} (daemon/bare/bare-asyncio); miss seen by "
-                f"listener p50 {d['miss_seen_p50_us']}/{b['miss_seen_p50_us']}/{a['miss_seen_p50_us']} us")
-        extra = {"daemon": d, "bare_blocking": b, "bare_asyncio": a, "daemon_counters": counters}
+        d, p = _summ(res[f"daemon_{kind}"]), _summ(res[f"bare_pyroute2_{kind}"])
+        b, a = _summ(res[f"bare_{kind}"]), _summ(res[f"bare_asyncio_{kind}"])
+        every = (d, p, b, a)
+        note = (f"n={d['n']} lost={'/'.join(str(x['lost']) for x in every)} (daemon/pyroute2/raw/raw-asyncio); "
+                f"miss seen by listener p50 {'/'.join(str(x['miss_seen_p50_us']) for x in every)} us")
+        extra = {"daemon": d, "bare_pyroute2": p, "bare_blocking": b, "bare_asyncio": a,
+                 "daemon_counters": counters}
         out.append(Result(figure=f"{label} p50 (whole daemon)", value=d["p50_us"], unit="us",
-                          baseline=b["p50_us"], baseline_name="bare raw-netlink responder (blocking)",
-                          target="<= 1.5x bare", passed=d["p50_us"] <= 1.5 * b["p50_us"] and not d["lost"],
+                          baseline=p["p50_us"], baseline_name="bare AsyncIPRoute responder",
+                          target="<= 1.5x bare", passed=d["p50_us"] <= 1.5 * p["p50_us"] and not d["lost"],
                           notes=note, extra=extra))
-        out.append(Result(figure=f"{label} p50 vs asyncio bare", value=d["p50_us"], unit="us",
-                          baseline=a["p50_us"], baseline_name="bare raw-netlink responder (asyncio)",
-                          target="(info) <= 1.5x", passed=None,
-                          notes="same responder, waiting in an asyncio loop as varpd does"))
+        out.append(Result(figure=f"{label} p50 vs raw-netlink floor", value=d["p50_us"], unit="us",
+                          baseline=b["p50_us"], baseline_name="bare raw-netlink responder (blocking)",
+                          target="(info)", passed=None,
+                          notes=f"same answers, hand-packed, waiting in recv(); in an asyncio loop p50 {a['p50_us']} us"))
         out.append(Result(figure=f"{label} p99 (whole daemon)", value=d["p99_us"], unit="us",
-                          baseline=b["p99_us"], baseline_name="bare raw-netlink responder (blocking)",
+                          baseline=p["p99_us"], baseline_name="bare AsyncIPRoute responder",
                           target="< 2000 us", passed=d["p99_us"] < 2000 and not d["lost"],
-                          notes=f"max {d['max_us']}/{b['max_us']}/{a['max_us']} us; bare-asyncio p99 {a['p99_us']} us"))
+                          notes=f"max {'/'.join(str(x['max_us']) for x in every)} us (daemon/pyroute2/raw/raw-asyncio); "
+                                f"raw p99 {b['p99_us']} us, raw-asyncio p99 {a['p99_us']} us"))
     return out
