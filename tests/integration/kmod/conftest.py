@@ -1,8 +1,6 @@
 """Fixtures for the kmod-shim integration tests: throw-away ``vk-`` namespaces."""
 from __future__ import annotations
 
-import os
-import shutil
 import subprocess
 import sys
 import uuid
@@ -14,23 +12,6 @@ import pytest
 from varpd_kmod import DeviceSpec, ensure_overlay
 
 from _kmod_helpers import link_json, sh
-
-_REASON = None
-if os.geteuid() != 0:
-    _REASON = "kmod integration tests need root (CAP_NET_ADMIN, network namespaces)"
-elif shutil.which("ip") is None or shutil.which("bridge") is None:
-    _REASON = "kmod integration tests need iproute2 (`ip`, `bridge`)"
-elif not os.path.isdir("/proc/sys/net"):
-    _REASON = "no /proc/sys/net: not a usable Linux network stack"
-
-
-def pytest_collection_modifyitems(config, items):
-    here = os.path.dirname(__file__)
-    for item in items:
-        if str(item.fspath).startswith(here):
-            item.add_marker(pytest.mark.integration)
-            if _REASON:
-                item.add_marker(pytest.mark.skip(reason=_REASON))
 
 
 @pytest.fixture

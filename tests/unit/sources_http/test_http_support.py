@@ -1,9 +1,7 @@
 """Shared helpers of the http backend tests (no tests here): in-process servers on loopback."""
 from __future__ import annotations
 
-import asyncio
 import socket
-import time
 from ipaddress import IPv4Address
 
 from aiohttp import web
@@ -12,6 +10,8 @@ from varpd.backend.base import OverlayContext
 from varpd.backend.properties import resolve
 from varpd.model import Destination, Mapping, MappingRecord
 from varpd_plugins.http import HttpBackend
+
+from _waiting import wait_until  # noqa: F401  (the suites import it from here)
 
 VNI = 23
 MAC1, MAC2, MAC3 = "de:ad:be:ef:00:00", "de:ad:be:ef:00:01", "de:ad:be:ef:00:02"
@@ -64,14 +64,3 @@ def make_backend(url: str, **props) -> HttpBackend:
     given = {"http/url": url, **{k if "/" in k else f"http/{k}": v for k, v in props.items()}}
     values = resolve(HttpBackend.properties, given)
     return HttpBackend(OverlayContext("vx23", VNI, IPv4Address("192.0.2.100"), 4789), values)
-
-
-async def wait_until(pred, timeout: float = 5.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = pred()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        await asyncio.sleep(0.01)

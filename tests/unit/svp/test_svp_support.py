@@ -1,8 +1,6 @@
 """Shared helpers of the svp unit tests (no tests here)."""
 from __future__ import annotations
 
-import asyncio
-import time
 from ipaddress import IPv4Address, IPv6Address
 
 from varpd.backend.base import OverlayContext
@@ -10,6 +8,8 @@ from varpd.backend.properties import resolve
 from varpd.model import Destination, Mapping, MappingRecord
 from varpd.svp_server import SvpServer
 from varpd_plugins.svp.backend import SvpBackend
+
+from _waiting import wait_until  # noqa: F401  (the suites import it from here)
 
 VNI = 23
 MAC1, MAC2, MAC3 = "de:ad:be:ef:00:00", "de:ad:be:ef:00:01", "de:ad:be:ef:00:02"
@@ -51,14 +51,3 @@ def make_backend(port: int, **props) -> SvpBackend:
     b.add_listener(b.changes.append)
     b.add_status_listener(b.statuses.append)
     return b
-
-
-async def wait_until(pred, timeout: float = 5.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = pred()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {value!r})")
-        await asyncio.sleep(0.02)
