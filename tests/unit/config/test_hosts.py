@@ -5,12 +5,17 @@ from __future__ import annotations
 import json
 import time
 from ipaddress import IPv4Address, IPv6Address
+from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings, strategies as st
 
 from varpd.backend.errors import ConfigError
 from varpd.config.hosts import HostRecordModel, load_hosts, parse_hosts
 from varpd.model import Destination, MappingRecord
+
+SEED_FILE = Path(__file__).resolve().parents[3] / "configs" / "hosts.json"  # the one the repository ships
+M1 = "de:ad:be:ef:00:01"
 
 # The illumos preview's /var/tmp/hosts.json, with its outer braces and addresses restored.
 SEED = """{
@@ -58,14 +63,35 @@ def test_seed_loads():
     assert len(m.by_ip) == 6
 
 
+def test_shipped_seed_file_loads():
+    m = load_hosts(SEED_FILE)
+    assert len(m) == 3
+    r0, r1, r2 = (m.by_mac[f"de:ad:be:ef:00:0{i}"] for i in range(3))
+    assert r0.dest == Destination(IPv4Address("192.0.2.1"), 4789)
+    assert r1.dest == Destination(IPv4Address("192.0.2.2"), 4789)
+    assert r2.dest == Destination(IPv4Address("192.0.2.3"), 4789)
+    assert (r0.arp, r1.arp, r2.arp) == (IPv4Address("10.55.55.2"), IPv4Address("10.55.55.3"), IPv4Address("10.55.55.4"))
+    assert (r0.ndp, r1.ndp, r2.ndp) == (IPv6Address("fe80::3"), IPv6Address("fe80::4"), IPv6Address("fe80::5"))
+    assert all(r.ndp.is_link_local for r in (r0, r1, r2))
+    assert r1.dhcp_proxy == "de:ad:be:ef:00:00"
+    assert r0.dhcp_proxy is None and r2.dhcp_proxy is None
+    # both indexes of the Mapping
+    assert m.by_ip[IPv4Address("10.55.55.3")] is r1
+    assert m.by_ip[IPv6Address("fe80::5")] is r2
+    assert len(m.by_ip) == 6
+
+
 def test_load_hosts_from_file(tmp_path):
     p = tmp_path / "hosts.json"
     p.write_text(SEED)
     assert len(load_hosts(p)) == 3
     with pytest.raises(ConfigError, match=r"nope.json: cannot read: No such file"):
         load_hosts(tmp_path / "nope.json")
+    p.write_text('{\n"' + M1 + '": {\n"ip": "192.0.2.1",\n"port": 0\n}\n}\n')
+    with pytest.raises(ConfigError, match=rf"^{p}:4: {M1}: field 'port': 0 is below 1$"):  # the full path
+        load_hosts(p)
     p.write_bytes(b'{"\xff": 1}')
-    with pytest.raises(ConfigError, match="hosts.json: not UTF-8"):
+    with pytest.raises(ConfigError, match=r"hosts.json: not UTF-8 text \(byte 2\)"):
         load_hosts(p)
 
 
@@ -103,13 +129,22 @@ def test_port_above_65535():
 
 @pytest.mark.parametrize("value,reason", [
     ("0", "0 is below 1"),
+    ("-1", "-1 is below 1"),
+    ("65536", "65536 is above 65535"),
     ('"4789"', "expected an integer, got a string '4789'"),
     ("true", "expected an integer, got a boolean True"),
     ("4789.5", "expected an integer, got a number 4789.5"),
+    ("4789.0", "expected an integer, got a number 4789.0"),  # a whole float is still not an integer
+    ("null", "expected an integer, got null None"),
 ])
 def test_bad_ports(value, reason):
     text = '{\n"de:ad:be:ef:00:01": {\n"ip": "192.0.2.1",\n"port": %s\n}\n}' % value
     assert err(text) == f"hosts.json:4: de:ad:be:ef:00:01: field 'port': {reason}"
+
+
+@pytest.mark.parametrize("port", [1, 65535])
+def test_port_bounds_accepted(port):
+    assert parse_hosts(json.dumps({M1: {"ip": "192.0.2.1", "port": port}})).by_mac[M1].dest.port == port
 
 
 def test_bad_mac_key():
@@ -121,6 +156,7 @@ def test_invalid_json_has_line_and_column():
     bad = SEED.replace('"ip": "192.0.2.2",', '"ip": "192.0.2.2"')
     msg = err(bad)
     assert msg == f"hosts.json:{L_MAC1_IP + 1}:17: invalid JSON: Expecting ',' delimiter"
+    assert err("") == "hosts.json:1:1: invalid JSON: Expecting value"  # an empty file
 
 
 def test_truncated_file():
@@ -139,8 +175,9 @@ def test_duplicate_mac_names_both_lines():
     assert err(bad) == f"hosts.json: duplicate MAC de:ad:be:ef:00:00 (lines {L_MAC0} and {L_MAC2})"
 
 
-def test_duplicate_mac_in_another_spelling():
-    bad = SEED.replace('"de:ad:be:ef:00:02"', '"DE-AD-BE-EF-00-01"')
+@pytest.mark.parametrize("other", ["DE-AD-BE-EF-00-01", "de-ad-be-ef-00-01", "DE:AD:BE:EF:00:01", "De:aD:be:EF:00:01"])
+def test_duplicate_mac_in_another_spelling(other):
+    bad = SEED.replace('"de:ad:be:ef:00:02"', f'"{other}"')
     assert err(bad) == f"hosts.json: duplicate MAC de:ad:be:ef:00:01 (lines {L_MAC1} and {L_MAC2})"
 
 
@@ -148,6 +185,9 @@ def test_duplicate_field_in_one_record():
     bad = SEED.replace('"ip": "192.0.2.2",', '"ip": "192.0.2.2", "ip": "192.0.2.9",')
     assert err(bad) == (f"hosts.json:{L_MAC1_IP}: de:ad:be:ef:00:01: duplicate field 'ip' "
                         f"(lines {L_MAC1_IP} and {L_MAC1_IP})")
+    # on two lines: the error is on the second one
+    assert err('{\n"' + M1 + '": {\n"ip": "192.0.2.1",\n"port": 1,\n"port": 2\n}\n}\n') == \
+        f"hosts.json:5: {M1}: duplicate field 'port' (lines 4 and 5)"
 
 
 def test_same_arp_ip_claimed_twice_names_both_macs():
@@ -157,8 +197,10 @@ def test_same_arp_ip_claimed_twice_names_both_macs():
                    f"de:ad:be:ef:00:01 (line {L_MAC1_ARP})")
 
 
-def test_same_ndp_ip_claimed_twice_names_both_macs():
-    bad = SEED.replace('"ndp": "fe80::4"', '"ndp": "fe80::3"')
+@pytest.mark.parametrize("spelling", ["fe80::3", "FE80:0::3"])
+def test_same_ndp_ip_claimed_twice_names_both_macs(spelling):
+    """Also when the second claim spells the address differently."""
+    bad = SEED.replace('"ndp": "fe80::4"', f'"ndp": "{spelling}"')
     msg = err(bad)
     assert msg == (f"hosts.json:{L_MAC1_NDP}: de:ad:be:ef:00:01: field 'ndp': fe80::3 is already claimed by "
                    "de:ad:be:ef:00:00 (line 5)")
@@ -169,15 +211,17 @@ def test_top_level_must_be_an_object(text, kind):
     assert err(text) == f"hosts.json: the top level must be an object keyed by MAC address, not {kind}"
 
 
-def test_record_must_be_an_object():
-    assert err('{\n "de:ad:be:ef:00:01": [1, 2]\n}') == \
-        "hosts.json:2: de:ad:be:ef:00:01: the value must be an object with 'ip' and 'port', not a list"
+@pytest.mark.parametrize("value,kind", [("[1, 2]", "a list"), ("5", "a number"), ('"192.0.2.1"', "a string"),
+                                        ("null", "null"), ("true", "a boolean")])
+def test_record_must_be_an_object(value, kind):
+    assert err('{\n "de:ad:be:ef:00:01": ' + value + '\n}') == \
+        f"hosts.json:2: de:ad:be:ef:00:01: the value must be an object with 'ip' and 'port', not {kind}"
 
 
 def test_reserved_keys_are_refused():
     bad = SEED.replace('"port": 4789\n        }, "de:ad:be:ef:00:02"', '"port": 4789, "vlan": 5\n        }, "de:ad:be:ef:00:02"')
-    msg = err(bad)
-    assert msg.startswith(f"hosts.json:{L_MAC1_PORT}: de:ad:be:ef:00:01: unknown field 'vlan' (reserved")
+    assert err(bad) == (f"hosts.json:{L_MAC1_PORT}: de:ad:be:ef:00:01: unknown field 'vlan' "
+                        "(reserved; known fields: ip, port, arp, ndp, dhcp-proxy)")
 
 
 @pytest.mark.parametrize("ip,reason", [
@@ -189,6 +233,8 @@ def test_reserved_keys_are_refused():
     ("not-an-ip", "'not-an-ip' is not an IPv4 or IPv6 address"),
     ("", "empty: the underlay address is required"),
     ("192.0.2.01", "'192.0.2.01' is not an IPv4 or IPv6 address"),
+    ("192.0.2.256", "'192.0.2.256' is not an IPv4 or IPv6 address"),
+    ("fe80::1%eth0", "'fe80::1%eth0' is not an IPv4 or IPv6 address"),  # no scoped addresses
 ])
 def test_bad_underlay_ip(ip, reason):
     bad = SEED.replace('"ip": "192.0.2.2"', f'"ip": "{ip}"')
@@ -203,10 +249,14 @@ def test_underlay_ip_must_be_a_string():
 
 @pytest.mark.parametrize("field,value,reason", [
     ("arp", '"fe80::9"', "'fe80::9' is not an IPv4 address"),
-    ("arp", "0", "expected an IPv4 address string, got a number 0"),
+    ("arp", "0", "expected an IPv4 address string, got a number 0"),  # a falsy non-string is not "absent"
+    ("arp", "false", "expected an IPv4 address string, got a boolean False"),
+    ("arp", "[]", "expected an IPv4 address string, got a list []"),
+    ("arp", "{}", "expected an IPv4 address string, got an object {}"),
     ("ndp", '"10.0.0.1"', "'10.0.0.1' is not an IPv6 address"),
     ("ndp", "false", "expected an IPv6 address string, got a boolean False"),
     ("dhcp-proxy", '"nope"', "'nope' is not a MAC address"),
+    ("dhcp-proxy", "7", "expected a MAC address string, got a number 7"),
 ])
 def test_bad_optional_fields(field, value, reason):
     text = '{\n"de:ad:be:ef:00:01": {\n"ip": "192.0.2.1",\n"port": 4789,\n"%s": %s\n}\n}' % (field, value)
@@ -242,6 +292,7 @@ def test_100k_records(capsys):
     m = parse_hosts(text, "big.json")
     took = time.perf_counter() - t0
     assert len(m) == 100_000 and len(m.by_ip) == 200_000
+    assert m.by_mac["de:ad:00:01:86:9f"].arp == IPv4Address("10.1.134.159")  # the last one, intact
     with capsys.disabled():
         print(f"\n[hosts] 100k records ({len(text) / 1e6:.1f} MB) parsed in {took:.3f} s")
 
@@ -253,3 +304,47 @@ def test_error_deep_in_a_big_file_has_its_line():
     lines[target + 4] = lines[target + 4].replace("4789", "0")  # its port line
     msg = err("\n".join(lines))
     assert msg == f"hosts.json:{target + 5}: de:ad:00:00:4e:1f: field 'port': 0 is below 1"
+
+
+# -- error-path crashes (bugs) and robustness -------------------------------------------------
+
+def test_huge_integer_is_a_config_error():
+    err('{\n"' + M1 + '": {\n"ip": "192.0.2.1",\n"port": ' + "1" * 5000 + "\n}\n}\n")
+
+
+def test_deep_nesting_is_a_config_error():
+    err("[" * 100_000)
+
+
+_FRAGMENTS = ['{', '}', '[', ']', ':', ',', '"', '\n', ' ', 'null', 'true', 'false', '0', '4789', '-1', '1e9',
+              '"ip"', '"port"', '"arp"', '"ndp"', '"dhcp-proxy"', '"de:ad:be:ef:00:01"', '"DE-AD-BE-EF-00-01"',
+              '"192.0.2.1"', '"fe80::1"', '"::ffff:1.2.3.4"', '"239.0.0.1"', '""', '"\\ud800"', '"\\u0000"']
+
+_json_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-10**6, 10**6) | st.floats(allow_nan=True)
+    | st.text(max_size=20) | st.sampled_from(["192.0.2.1", "fe80::1", "de:ad:be:ef:00:01", "", "4789"]),
+    lambda kids: st.lists(kids, max_size=4)
+    | st.dictionaries(st.sampled_from(["ip", "port", "arp", "ndp", "dhcp-proxy", "x"]) | st.text(max_size=8),
+                      kids, max_size=5),
+    max_leaves=20,
+)
+_records = st.dictionaries(
+    st.sampled_from(["de:ad:be:ef:00:01", "de:ad:be:ef:00:02", "DE:AD:BE:EF:00:01", "zz"]) | st.text(max_size=17),
+    _json_values, max_size=4)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.one_of(
+    st.lists(st.sampled_from(_FRAGMENTS), max_size=40).map("".join),
+    st.text(max_size=80),
+    _records.map(json.dumps),
+    _json_values.map(json.dumps),
+    st.tuples(_records.map(lambda r: json.dumps(r, indent=2)), st.integers(0, 200), st.integers(0, 5))
+      .map(lambda t: t[0][:t[1]] + t[0][t[1] + t[2]:]),  # a truncated / holed valid file
+))
+def test_random_text_only_ever_raises_config_error(text):
+    try:
+        parse_hosts(text, "fuzz.json")
+    except ConfigError as exc:
+        assert str(exc).startswith("fuzz.json")
+        assert "\n" not in str(exc)

@@ -10,6 +10,7 @@ from ipaddress import IPv4Address, IPv6Address
 from pathlib import Path
 
 import pytest
+from _waiting import wait_until
 
 from varpd.backend.conformance import CONTEXT, BackendConformance, ChangeRecorder, hosts_json
 from varpd.backend.errors import ConfigError, PropertyError
@@ -40,26 +41,25 @@ def rename_over(path: Path, data: dict | str) -> None:
     os.replace(tmp, path)
 
 
-def make(path: Path | str, interval: float = POLL) -> FilesBackend:
-    props = resolve(FilesBackend.properties, {"files/config": str(path)})
+def make(path: Path | str, interval: float | None = POLL, **given) -> FilesBackend:
+    """A FilesBackend on `path`; `interval` overrides the poll period (None: keep files/reload_interval's)."""
+    props = resolve(FilesBackend.properties, {"files/config": str(path), **given})
     b = FilesBackend(CONTEXT, props)
-    b.interval = interval
+    if interval is not None:
+        b.interval = interval
     return b
 
 
-async def wait_for(predicate, timeout: float = 3.0) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not predicate():
-        if loop.time() > deadline:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(0.01)
+@pytest.fixture
+def hosts_file(tmp_path) -> Path:
+    path = tmp_path / "hosts.json"
+    write(path, SEED)
+    return path
 
 
 @pytest.fixture
-async def started(tmp_path):
-    path = tmp_path / "hosts.json"
-    write(path, SEED)
+async def started(hosts_file):
+    path = hosts_file
     b = make(path)
     await b.start()
     rec = ChangeRecorder()
@@ -74,18 +74,23 @@ async def started(tmp_path):
 
 def test_relative_path_is_refused():
     props = resolve(FilesBackend.properties, {"files/config": "hosts.json"})
-    with pytest.raises(PropertyError, match=r"property files/config: 'hosts.json' is not an absolute path"):
+    with pytest.raises(PropertyError, match=r"property files/config: 'hosts.json' is not an absolute path") as info:
         FilesBackend(CONTEXT, props)
+    assert info.value.name == "files/config"
 
 
 def test_config_is_required_and_interval_defaults_to_one_second():
     with pytest.raises(PropertyError, match="files/config: unset required property"):
         resolve(FilesBackend.properties, {})
+    with pytest.raises(PropertyError, match="files/config: unset required property"):
+        FilesBackend(CONTEXT, {})  # the constructor checks too, without resolve()
     props = resolve(FilesBackend.properties, {"files/config": "/x/hosts.json"})
     assert props["files/reload_interval"] == 1
     assert FilesBackend(CONTEXT, props).interval == 1
     with pytest.raises(PropertyError, match="files/reload_interval"):
         resolve(FilesBackend.properties, {"files/config": "/x", "files/reload_interval": "-1"})
+    with pytest.raises(PropertyError, match="files/reload_interval: 3601 is above the maximum 3600"):
+        resolve(FilesBackend.properties, {"files/config": "/x", "files/reload_interval": "3601"})
 
 
 def test_class_shape():
@@ -109,6 +114,12 @@ async def test_bad_file_at_start_is_fatal(tmp_path):
     write(path, '{"de:ad:be:ef:00:01": {"ip": "192.0.2.1"}}')
     with pytest.raises(ConfigError, match=r"hosts.json:1: de:ad:be:ef:00:01: missing required field 'port'"):
         await make(path).start()
+    # the message names the full path and the line of the bad field
+    write(path, '{\n"de:ad:be:ef:00:01": {"ip": "192.0.2.1", "port": 0}\n}')
+    b = make(path)
+    with pytest.raises(ConfigError, match=rf"^{path}:2: de:ad:be:ef:00:01: field 'port': 0 is below 1$"):
+        await b.start()
+    await b.stop()  # stopping after a failed start is harmless
     with pytest.raises(ConfigError, match="cannot read"):
         await make(tmp_path / "missing.json").start()
 
@@ -147,6 +158,7 @@ async def test_change_on_disk_emits_exactly_the_delta(started, writer):
     _check_delta(rec)
     assert await b.lookup("de:ad:be:ef:00:02") is None
     assert await b.arp(IPv4Address("10.55.55.4")) is None
+    assert await b.arp(IPv4Address("10.55.55.5")) == "de:ad:be:ef:00:03"  # the added record's IP is served
     assert await b.lookup("de:ad:be:ef:00:00") == Destination(IPv4Address("192.0.2.1"), 4790)
     assert statuses == []
 
@@ -179,21 +191,25 @@ async def test_rewrite_within_one_timestamp_tick_is_seen(started):
     assert [r.mac for r in rec.changes[0].upserted] == ["de:ad:be:ef:00:02"]
 
 
-async def test_touch_without_change_emits_nothing(started):
+@pytest.mark.parametrize("touch", [lambda path: os.utime(path, ns=(1, 1)), lambda path: rename_over(path, SEED)],
+                         ids=["touch", "rename-over-same-content"])
+async def test_touch_without_change_emits_nothing(started, touch):
+    """A new stamp (or a new inode) with the same content is re-read, but emits no change."""
     b, path, rec, _ = started
-    os.utime(path, ns=(1, 1))
-    await wait_for(lambda: b.reloads >= 1)
+    touch(path)
+    await wait_until(lambda: b.reloads >= 1, timeout=3, what="a reload")
     await asyncio.sleep(3 * POLL)
     assert rec.changes == []
 
 
 async def test_broken_rewrite_keeps_mapping_and_degrades_then_fix_clears(started, caplog):
     b, path, rec, statuses = started
+    old = b.mapping
     caplog.set_level(logging.INFO, logger="varpd_plugins.files")
     broken = json.loads(json.dumps(SEED))
     broken["de:ad:be:ef:00:01"]["port"] = 70000
     write(path, json.dumps(broken, indent=8))
-    await wait_for(lambda: b.degraded is not None)
+    await wait_until(lambda: b.degraded is not None, timeout=3, what="DEGRADED")
     assert "de:ad:be:ef:00:01: field 'port': 70000 is above 65535" in b.degraded
     assert str(path) in b.degraded and "keeping the last good mapping" in b.degraded
     await asyncio.sleep(5 * POLL)
@@ -201,24 +217,37 @@ async def test_broken_rewrite_keeps_mapping_and_degrades_then_fix_clears(started
     assert len(errors) == 1, [r.getMessage() for r in errors]  # one line, not one per poll
     assert "\n" not in errors[0].getMessage() and "70000" in errors[0].getMessage()
     assert rec.changes == []  # nothing was applied
+    assert b.mapping is old
     assert await b.lookup("de:ad:be:ef:00:01") == Destination(IPv4Address("192.0.2.2"), 4789)
     assert len(b.snapshot()) == 3
 
     rename_over(path, _edited())  # the fix (with changes of its own)
-    await wait_for(lambda: b.degraded is None)
+    await wait_until(lambda: b.degraded is None, timeout=3, what="DEGRADED cleared")
     await rec.wait(1)
     _check_delta(rec)
     assert statuses[0] is not None and statuses[-1] is None and len(statuses) == 2
 
 
+async def test_invalid_json_rewrite_degrades(started):
+    b, path, _, _ = started
+    write(path, '{"de:ad:be:ef:00:01": ')
+    await wait_until(lambda: b.degraded is not None, timeout=3, what="DEGRADED")
+    assert f"{path}:1:23: invalid JSON" in b.degraded  # file, line and column
+    assert len(b.mapping) == 3
+
+
 async def test_deleted_file_degrades_and_keeps_mapping(started):
     b, path, rec, statuses = started
+    old = b.mapping
     path.unlink()
-    await wait_for(lambda: b.degraded is not None)
+    await wait_until(lambda: b.degraded is not None, timeout=3, what="DEGRADED")
+    assert str(path) in b.degraded
     assert "cannot read" in b.degraded and "keeping the last good mapping" in b.degraded
-    assert await b.lookup("de:ad:be:ef:00:00") is not None and rec.changes == []
+    assert b.mapping is old
+    assert await b.lookup("de:ad:be:ef:00:00") == Destination(IPv4Address("192.0.2.1"), 4789)
+    assert rec.changes == []
     write(path, SEED)  # back, unchanged: recovers without emitting anything
-    await wait_for(lambda: b.degraded is None)
+    await wait_until(lambda: b.degraded is None, timeout=3, what="DEGRADED cleared")
     await asyncio.sleep(3 * POLL)
     assert rec.changes == [] and statuses == [statuses[0], None]
 
@@ -245,6 +274,51 @@ async def test_explicit_reload(tmp_path):
         write(path, _edited())
         assert not await b.reload()  # the same content as before the breakage: empty change
         assert b.degraded is None
+    finally:
+        await b.stop()
+
+
+async def test_reload_interval_property_zero_never_polls(hosts_file):
+    b = make(hosts_file, interval=None, **{"files/reload_interval": "0"})
+    assert b.interval == 0
+    rec = ChangeRecorder()
+    b.add_listener(rec)
+    await b.start()
+    try:
+        n = len(rec.changes)  # listeners added before start see the initial load
+        rename_over(hosts_file, _edited())
+        await asyncio.sleep(0.3)
+        assert len(rec.changes) == n
+        assert await b.lookup("de:ad:be:ef:00:02") is not None
+        assert b.reloads == 0
+        assert b.changed()  # it can tell, it just does not look by itself
+        await b.reload()
+        assert await b.lookup("de:ad:be:ef:00:02") is None
+    finally:
+        await b.stop()
+
+
+async def test_listener_added_before_start_sees_the_initial_load(hosts_file):
+    b = make(hosts_file)
+    rec = ChangeRecorder()
+    b.add_listener(rec)
+    await b.start()
+    try:
+        assert len(rec.changes) == 1
+        assert {r.mac for r in rec.changes[0].upserted} == set(SEED)
+    finally:
+        await b.stop()
+
+
+async def test_file_with_oversized_integer_degrades(hosts_file):
+    """A 5000-digit integer (past Python's int-string limit) is a ConfigError, not a crash."""
+    b = make(hosts_file, interval=0)
+    await b.start()
+    try:
+        write(hosts_file, '{"de:ad:be:ef:00:01": {"ip": "192.0.2.1", "port": ' + "9" * 5000 + "}}")
+        with pytest.raises(ConfigError):
+            await b.reload()
+        assert b.degraded is not None
     finally:
         await b.stop()
 
@@ -300,6 +374,8 @@ async def test_big_file_reload_runs_off_the_loop(tmp_path):
 # -- the shared conformance suite ----------------------------------------------------------
 
 class TestFilesConformance(BackendConformance):
+    """Updates delivered by the poller noticing an atomic rename-over."""
+
     change_timeout = 3.0
 
     async def make_backend(self, mapping: Mapping) -> FilesBackend:
@@ -309,3 +385,18 @@ class TestFilesConformance(BackendConformance):
 
     async def update_backend(self, backend: FilesBackend, mapping: Mapping) -> None:
         rename_over(backend.path, hosts_json(mapping))
+
+
+class TestFilesConformanceExplicitReload(BackendConformance):
+    """Updates delivered by an explicit reload(), polling off (files/reload_interval 0)."""
+
+    change_timeout = 3.0
+
+    async def make_backend(self, mapping: Mapping) -> FilesBackend:
+        path = self.tmp_path / "hosts.json"
+        rename_over(path, hosts_json(mapping))
+        return make(path, interval=None, **{"files/reload_interval": 0})
+
+    async def update_backend(self, backend: FilesBackend, mapping: Mapping) -> None:
+        rename_over(backend.path, hosts_json(mapping))
+        await backend.reload()
