@@ -1,104 +1,165 @@
-"""A small in-memory stand-in for varpd.daemon.service.Varpd, and a threaded AdminServer around it.
+"""A small in-memory stand-in for varpd.daemon.service.Varpd, a threaded AdminServer around it,
+and the fixtures built on them.
 
-Shared by tests/unit/admin and tests/unit/cli (the latter puts this directory on sys.path).
+Shared by tests/unit/admin and tests/unit/cli (the latter puts this directory on sys.path); both
+conftest.py files import the fixtures from here, so there is one fake and one fixture set.
+
+FakeService implements the duck-typed interface the admin app uses: ``ready``, ``started_at``,
+``overlays()``, ``get()``, ``create_overlay()``, ``delete_overlay()``, ``reconcile()``.  Its
+overlays answer ``describe()`` and ``kernel_entries()`` in the shape of
+varpd.daemon.overlay.OverlayRuntime.
 """
 from __future__ import annotations
 
 import asyncio
+import tempfile
 import threading
 import time
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 from varpd.admin.runner import AdminServer
 from varpd.backend.errors import BackendError, ConfigError, PluginNotFound, PropertyError
 from varpd.config.daemon import OverlayConfig
 from varpd.daemon.errors import OverlayExists, OverlayNotFound
 
-PLUGIN_PROPS = {"files": ["files/config"], "direct": ["direct/dest_ip", "direct/dest_port"]}
+# (property, perm, default, possible) as DAEMON_PROPERTIES + a backend's own ones render them
+VXLAN_PROPS = [
+    ("vxlan/listen_ip", "rw*", "--", "--"),
+    ("vxlan/listen_port", "r-", "4789", "1-65535"),
+    ("link/mtu", "r-", "--", "576-9000"),
+]
+PLUGIN_PROPS = {
+    "files": [("files/config", "rw*", "--", "--")],
+    "direct": [("direct/dest_ip", "rw*", "--", "--"), ("direct/dest_port", "rw*", "4789", "1-65535")],
+}
 
 
 class FakeOverlay:
+    """An overlay as the admin app sees it: name, status, describe(), kernel_entries()."""
+
     def __init__(self, cfg: OverlayConfig, *, status: str = "ONLINE", details: str = "",
                  entries: list[dict[str, str]] | None = None) -> None:
         self.cfg = cfg
         self.name = cfg.name
         self.status = status
         self.details = details
+        if cfg.mode == "auto":
+            self.mode = "point" if cfg.search == "direct" else "push"
+        else:
+            self.mode = cfg.mode
         self.entries = entries or []
 
     def describe(self) -> dict[str, Any]:
-        names = ["vxlan/listen_ip", "vxlan/listen_port"] + PLUGIN_PROPS.get(self.cfg.search, [])
-        defaults = {"vxlan/listen_port": "4789", "direct/dest_port": "4789"}
-        props = [{"property": n, "perm": "rw" if n.startswith("vxlan/listen_ip") else "r-",
-                  "value": str(self.cfg.properties.get(n, defaults.get(n, "--"))),
-                  "default": defaults.get(n, "--"),
-                  "possible": "1-65535" if n.endswith("port") else "--"} for n in names]
-        return {"name": self.name, "vni": self.cfg.vni, "encap": self.cfg.encap, "plugin": self.cfg.search,
-                "mode": "push" if self.cfg.mode == "auto" else self.cfg.mode, "status": self.status,
-                "details": self.details, "bridge": self.cfg.bridge, "properties": props,
-                "counters": {"lookups": 3}}
+        values = {"vxlan/listen_port": 4789, **self.cfg.properties}
+        props = [{"property": name, "perm": perm, "value": str(values[name]) if name in values else "--",
+                  "default": default, "possible": possible}
+                 for name, perm, default, possible in VXLAN_PROPS + PLUGIN_PROPS.get(self.cfg.search, [])]
+        return {
+            "name": self.name, "vni": self.cfg.vni, "encap": self.cfg.encap, "plugin": self.cfg.search,
+            "mode": self.mode, "status": self.status, "details": self.details, "bridge": self.cfg.bridge,
+            "properties": props,
+            "counters": {"lookups": 0, "cache_hits": 0, "cache_negative_hits": 0,
+                         "cache_rate_limited": 0, "cache_entries": 0},
+        }
 
     async def kernel_entries(self) -> list[dict[str, str]]:
-        return list(self.entries)
+        return [dict(e) for e in self.entries]
 
 
 class FakeService:
-    """Creating an overlay whose search is `nope` raises PluginNotFound, `badprop` PropertyError,
-    `badfile` ConfigError, `down` BackendError, `kmod` a KmodError-like RuntimeError."""
+    """Records what it was asked to do (created, deleted, reconciled).
+
+    Creating an overlay fails like the daemon does: an existing name or an (encap, VNI) in use
+    raises OverlayExists; search `nope` PluginNotFound; a `files/nope` property PropertyError;
+    search `badfile` ConfigError, `down` BackendError, `kmod` a KmodError-like multi-line
+    RuntimeError.  `fail_next` is raised by the next call of any method, then cleared.
+    """
 
     def __init__(self) -> None:
         self.ready = True
         self.started_at = time.time() - 10
         self._overlays: dict[str, FakeOverlay] = {}
         self.created: list[OverlayConfig] = []
+        self.deleted: list[str] = []
+        self.reconciled: list[str] = []
+        self.fail_next: BaseException | None = None
+
+    def _maybe_fail(self) -> None:
+        exc, self.fail_next = self.fail_next, None
+        if exc is not None:
+            raise exc
 
     def add(self, ov: FakeOverlay) -> FakeOverlay:
         self._overlays[ov.name] = ov
         return ov
 
+    # -- the interface the admin app uses --------------------------------------------
     def overlays(self) -> list[FakeOverlay]:
+        self._maybe_fail()
         return list(self._overlays.values())
 
     def get(self, name: str) -> FakeOverlay:
-        if name not in self._overlays:
-            raise OverlayNotFound(name)
-        return self._overlays[name]
+        self._maybe_fail()
+        try:
+            return self._overlays[name]
+        except KeyError:
+            raise OverlayNotFound(name) from None
 
     async def create_overlay(self, cfg: OverlayConfig) -> FakeOverlay:
+        self._maybe_fail()
         self.created.append(cfg)
         if cfg.name in self._overlays:
             raise OverlayExists(f"overlay {cfg.name!r} already exists")
-        failures = {"nope": PluginNotFound("no backend 'nope' is installed"),
-                    "badprop": PropertyError("badprop/x", "unknown property"),
+        for other in self._overlays.values():
+            if other.cfg.vni == cfg.vni and other.cfg.encap == cfg.encap:
+                raise OverlayExists(f"VNI {cfg.vni} with {cfg.encap} is already used by overlay {other.name!r}")
+        failures = {"nope": PluginNotFound("unknown plugin 'nope' (installed: direct, files)"),
                     "badfile": ConfigError("/etc/varpd/hosts.json: line 3: 'ip' is required"),
                     "down": BackendError("etcd at 192.0.2.9:2379 unreachable"),
                     "kmod": RuntimeError("netlink: RTM_NEWLINK failed:\nFile exists")}
         if cfg.search in failures:
             raise failures[cfg.search]
+        if "files/nope" in cfg.properties:
+            raise PropertyError("files/nope", "unknown property")
         return self.add(FakeOverlay(cfg))
 
     async def delete_overlay(self, name: str) -> None:
+        self._maybe_fail()
         self.get(name)
         del self._overlays[name]
+        self.deleted.append(name)
 
     async def reconcile(self, name: str) -> dict[str, int]:
+        self._maybe_fail()
         self.get(name)
-        return {"added": 2, "removed": 1}
+        self.reconciled.append(name)
+        return {"fdb_added": 1, "fdb_removed": 0, "neigh_added": 2, "neigh_removed": 0}
+
+
+VX23_ENTRIES = [
+    {"kind": "fdb", "target": "02:08:20:00:00:02", "destination": "[2001:db8::2]:4789", "origin": "push"},
+    {"kind": "fdb", "target": "02:08:20:00:00:03", "destination": "192.0.2.3:4789", "origin": "push",
+     "age": "12"},
+    {"kind": "neigh", "target": "10.55.55.2", "destination": "02:08:20:00:00:02", "origin": "on-demand",
+     "age": "3"},
+]
 
 
 def seeded() -> FakeService:
+    """vx23: files, auto (push), ONLINE, with kernel entries (one IPv6 destination, some with an age);
+    vx42: direct, auto (point), DEGRADED, no kernel entries."""
     svc = FakeService()
-    svc.add(FakeOverlay(
-        OverlayConfig(name="vx23", vni=23, search="files",
-                      properties={"vxlan/listen_ip": "192.0.2.1", "files/config": "/etc/varpd/hosts.json"}),
-        entries=[{"kind": "fdb", "target": "02:00:00:00:00:02", "destination": "192.0.2.2:4789", "origin": "push", "age": "12"},
-                 {"kind": "neigh", "target": "10.0.0.2", "destination": "02:00:00:00:00:02",
-                  "origin": "on-demand", "age": "3"}]))
-    svc.add(FakeOverlay(
-        OverlayConfig(name="vx42", vni=42, search="direct", mode="on-demand",
-                      properties={"vxlan/listen_ip": "2001:db8::1", "direct/dest_ip": "2001:db8::9"}),
-        status="DEGRADED", details="no route to 2001:db8::9"))
+    svc.add(FakeOverlay(OverlayConfig(name="vx23", vni=23, search="files",
+                                      properties={"vxlan/listen_ip": "192.0.2.1",
+                                                  "files/config": "/etc/varpd/hosts.json"}),
+                        entries=VX23_ENTRIES))
+    svc.add(FakeOverlay(OverlayConfig(name="vx42", vni=42, search="direct",
+                                      properties={"vxlan/listen_ip": "192.0.2.1",
+                                                  "direct/dest_ip": "2001:db8::9"}),
+                        status="DEGRADED", details="no route to 2001:db8::9"))
     return svc
 
 
@@ -111,15 +172,36 @@ class ThreadedAdminServer:
         self.socket_path = socket_path
         self._server = AdminServer(service, str(socket_path))
         self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
+        self._thread = threading.Thread(target=self._loop.run_forever, name="admin-server", daemon=True)
 
     def __enter__(self) -> ThreadedAdminServer:
         self._thread.start()
-        asyncio.run_coroutine_threadsafe(self._server.start(), self._loop).result(10)
+        try:
+            asyncio.run_coroutine_threadsafe(self._server.start(), self._loop).result(10)
+        except BaseException:
+            self._shutdown()
+            raise
         return self
 
     def __exit__(self, *exc_info: object) -> None:
         asyncio.run_coroutine_threadsafe(self._server.stop(), self._loop).result(10)
+        self._shutdown()
+
+    def _shutdown(self) -> None:
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(10)
         self._loop.close()
+
+
+# -- fixtures (imported by tests/unit/admin/conftest.py and tests/unit/cli/conftest.py) ---------
+@pytest.fixture
+def service() -> FakeService:
+    """The seeded FakeService (vx23, vx42)."""
+    return seeded()
+
+
+@pytest.fixture
+def sock_dir():
+    """A short directory for unix sockets: pytest's tmp_path can overflow sun_path (108 bytes)."""
+    with tempfile.TemporaryDirectory(prefix="varpd-") as d:
+        yield Path(d)

@@ -1,4 +1,5 @@
-"""AdminServer on a real unix socket: stale socket replaced, mode 0660, optional TCP, clean stop."""
+"""AdminServer (varpd.admin.runner) on a real unix socket: a stale socket or leftover file replaced,
+the directory created, mode 0660, optional TCP, clean and idempotent stop."""
 from __future__ import annotations
 
 import os
@@ -7,32 +8,94 @@ import stat
 
 import aiohttp
 
-from fake_service import seeded
 from varpd.admin.runner import AdminServer
 
 
-async def test_unix_socket_lifecycle(tmp_path):
-    path = tmp_path / "run" / "varpd.sock"
+async def _get(path, url: str):
+    async with aiohttp.ClientSession(connector=aiohttp.UnixConnector(path=str(path))) as s:
+        async with s.get(f"http://varpd{url}") as resp:
+            return resp.status, await resp.json()
+
+
+def _leave_stale_socket(path) -> None:
+    """What a daemon killed with -9 leaves: a socket file nobody listens on."""
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.bind(str(path))
+    s.close()
+    assert stat.S_ISSOCK(os.stat(path).st_mode)
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        probe.connect(str(path))
+        raise AssertionError("the stale socket should refuse connections")
+    except ConnectionRefusedError:
+        pass
+    finally:
+        probe.close()
+
+
+async def test_unix_socket_lifecycle_replaces_a_leftover_regular_file(service, sock_dir):
+    path = sock_dir / "run" / "varpd.sock"
     path.parent.mkdir()
     path.write_text("stale")
-    server = AdminServer(seeded(), str(path))
+    server = AdminServer(service, str(path))
     await server.start()
     try:
         assert stat.S_ISSOCK(os.stat(path).st_mode) and stat.S_IMODE(os.stat(path).st_mode) == 0o660
-        async with aiohttp.ClientSession(connector=aiohttp.UnixConnector(path=str(path))) as s:
-            async with s.get("http://varpd/v1/health") as resp:
-                assert resp.status == 200 and (await resp.json())["overlays"] == 2
+        status, body = await _get(path, "/v1/health")
+        assert status == 200 and body["overlays"] == 2
     finally:
         await server.stop()
     assert not path.exists()
     await server.stop()  # twice is fine
 
 
-async def test_tcp_only_when_configured(tmp_path):
+async def test_start_replaces_stale_socket_serves_and_stop_removes_it(service, sock_dir):
+    path = sock_dir / "varpd.sock"
+    _leave_stale_socket(path)
+    server = AdminServer(service, str(path))
+    await server.start()
+    try:
+        st = os.stat(path)
+        assert stat.S_ISSOCK(st.st_mode)
+        assert stat.S_IMODE(st.st_mode) == 0o660
+        status, body = await _get(path, "/v1/health")
+        assert status == 200 and body["overlays"] == 2 and body["degraded"] == ["vx42"]
+        status, body = await _get(path, "/v1/overlays/nope")
+        assert status == 404 and body == {"error": "overlay 'nope' not found"}
+    finally:
+        await server.stop()
+    assert not path.exists()
+
+
+async def test_start_creates_the_socket_directory(service, sock_dir):
+    path = sock_dir / "run" / "varpd" / "s"
+    server = AdminServer(service, str(path))
+    await server.start()
+    try:
+        assert stat.S_IMODE(os.stat(path).st_mode) == 0o660
+        assert (await _get(path, "/v1/overlays"))[0] == 200
+    finally:
+        await server.stop()
+    assert not path.exists()
+    for d in (path.parent, path.parent.parent):
+        d.rmdir()  # and nothing else was left in them
+
+
+async def test_stop_is_idempotent_and_safe_before_start(service, sock_dir):
+    path = sock_dir / "varpd.sock"
+    server = AdminServer(service, str(path))
+    await server.stop()  # never started: nothing to do, no error
+    await server.start()
+    await server.stop()
+    await server.stop()
+    assert not path.exists()
+
+
+async def test_tcp_only_when_configured(service, sock_dir):
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    server = AdminServer(seeded(), str(tmp_path / "s"), tcp=("127.0.0.1", port))
+    server = AdminServer(service, str(sock_dir / "s"), tcp=("127.0.0.1", port))
     await server.start()
     try:
         async with aiohttp.ClientSession() as s:

@@ -1,27 +1,20 @@
 from __future__ import annotations
 
 import sys
-import tempfile
 from pathlib import Path
 
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "admin"))  # fake_service.py
 
-from fake_service import ThreadedAdminServer, seeded  # noqa: E402
+from fake_service import ThreadedAdminServer, service, sock_dir  # noqa: E402, F401  (shared fixtures)
 from varpd.cli.main import main  # noqa: E402
 
 
 @pytest.fixture
-def sock_dir():
-    """A short directory: pytest's tmp_path can overflow sun_path (108 bytes)."""
-    with tempfile.TemporaryDirectory(prefix="varpd-cli-") as d:
-        yield Path(d)
-
-
-@pytest.fixture
-def daemon(sock_dir):
-    with ThreadedAdminServer(seeded(), sock_dir / "varpd.sock") as server:
+def daemon(service, sock_dir):  # noqa: F811
+    """A real AdminServer around the seeded FakeService (see .service, .socket_path)."""
+    with ThreadedAdminServer(service, sock_dir / "varpd.sock") as server:
         yield server
 
 
