@@ -93,6 +93,10 @@ if [ "$ATTACH" = 1 ]; then
         done
     fi
     run ip link set "$VNIC" master "$BRIDGE"
+    # port security (illumos: protection=mac-nospoof): the guest's MAC is pinned to its port,
+    # which drops frames from any other source MAC and learns nothing
+    run bridge fdb replace "$MAC" dev "$VNIC" master static sticky
+    run bridge link set dev "$VNIC" learning off locked on
 fi
 where=$VNIC; [ "$ATTACH" = 1 ] && where="$VNIC on $BRIDGE"
 [ "$DRY" = 1 ] || echo "add-guest.sh: guest namespace $NS: eth0 $MAC mtu $MTU ${IP4:+$IP4/24 }${IP6:+$IP6/64 }(host end $where)"

@@ -216,6 +216,7 @@ class Lab:
         self.guest_mtu = guest_mtu
         self.underlay = f"{prefix}underlay"
         self._made: list[str] = []
+        self._vnic_macs: dict[tuple[str, str], str] = {}  # (host, vnic) → the guest MAC behind it
         self._procs: list[subprocess.Popen] = []
         self.daemons: dict[str, _Daemon] = {}
 
@@ -261,6 +262,7 @@ class Lab:
         """A guest namespace whose eth0 has `mac`; its peer `vnic` stays (up, unbridged) in the host."""
         hns, gns, mtu = self.host_ns(host), self.guest_ns(host, tag), str(self.guest_mtu)
         self._add_ns(gns)
+        self._vnic_macs[(host.name, vnic)] = mac
         run("ip", "-n", hns, "link", "add", vnic, "mtu", mtu, "type", "veth",
             "peer", "name", "eth0", "address", mac, "mtu", mtu, "netns", gns)
         self.exec(hns, "sysctl", "-qw", f"net.ipv6.conf.{vnic}.disable_ipv6=1")  # a bridge port needs no address
@@ -282,13 +284,21 @@ class Lab:
             self._made.remove(gns)
 
     def attach_guest(self, host: HostSpec, vnic: str = "vnic0", bridge: str = "br0", timeout: float = 20.0) -> None:
-        """Wait for the daemon to create `bridge` in the host namespace, then enslave `vnic` to it."""
+        """Wait for the daemon to create `bridge` in the host namespace, then enslave `vnic` to it
+        with port security (illumos: `protection=mac-nospoof`): the guest's MAC is pinned to the
+        port (static, sticky: a frame forged elsewhere cannot move it) and the port is locked with
+        learning off, so frames whose source is any other MAC are dropped where they enter."""
+        mac = self._vnic_macs.get((host.name, vnic))
+        if mac is None:
+            raise LabError(f"{self.host_ns(host)}: {vnic} was not made by add_guest: its guest MAC is unknown")
         hns, deadline = self.host_ns(host), time.monotonic() + timeout
         while run("ip", "-n", hns, "link", "show", "dev", bridge, check=False).returncode != 0:
             if time.monotonic() > deadline:
                 raise LabError(f"{hns}: bridge {bridge} did not appear within {timeout}s\n{self.log_tail(host)}")
             time.sleep(0.05)
         run("ip", "-n", hns, "link", "set", vnic, "master", bridge)
+        run("bridge", "-n", hns, "fdb", "replace", mac, "dev", vnic, "master", "static", "sticky")
+        run("bridge", "-n", hns, "link", "set", "dev", vnic, "learning", "off", "locked", "on")
 
     def down(self) -> None:
         for d in self.daemons.values():

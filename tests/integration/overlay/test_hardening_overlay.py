@@ -1,18 +1,21 @@
 """Hardening of a running push-mode overlay: a TCP stream survives `kill -9` + restart of the
-daemons with no kernel entry ever missing, and guests cannot poison the mapping with ARP, NDP
-or DHCP frames that claim someone else's address. One 3-host lab for the module.
+daemons with no kernel entry ever missing, guests cannot poison the mapping with ARP, NDP
+or DHCP frames that claim someone else's address, nor take over another guest's MAC in the
+bridges with forged Ethernet sources. One 3-host lab for the module.
 """
 from __future__ import annotations
 
 import ipaddress
+import json
 import signal
 import struct
+import subprocess
 import sys
 import time
 
 import pytest
 
-from _overlay_helpers import fdb, neigh, overlay_lab, ping, remote_fdb_ok, remote_neigh_ok, wait_for
+from _overlay_helpers import fdb, neigh, overlay_lab, ping, ping_stats, remote_fdb_ok, remote_neigh_ok, wait_for
 
 
 @pytest.fixture(scope="module")
@@ -215,3 +218,54 @@ def test_guest_cannot_poison_the_mapping(ov):
         assert resolved_mac(ov, lab_ns, victim.guest_ip4) == victim.guest_mac
         assert resolved_mac(ov, lab_ns, victim.guest_ip6) == victim.guest_mac
     assert {h.name: tables(ov, h) for h in ov.hosts} == before
+
+
+# -- Ethernet source forging (port security) ---------------------------------------------------
+_FORGE = r"""
+import socket, sys, time
+s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW); s.bind((sys.argv[1], 0))
+frames = [bytes.fromhex(f) for f in sys.argv[3:]]
+end = time.monotonic() + float(sys.argv[2])
+while time.monotonic() < end:
+    for f in frames:
+        s.send(f)
+    time.sleep(0.005)
+"""
+
+
+def bridge_port_of(ov, host, mac: str) -> str | None:
+    """The bridge port `host`'s br0 forwards `mac` to (None: unknown, would be flooded)."""
+    out = ov.lab.exec(ov.lab.host_ns(host), "bridge", "-j", "fdb", "show", "br", "br0").stdout
+    ports = [e["ifname"] for e in json.loads(out) if e.get("mac") == mac and "self" not in e.get("flags", [])]
+    return ports[0] if ports else None
+
+
+def test_a_guest_cannot_take_over_another_guests_mac(ov):
+    """Frames with another guest's Ethernet source MAC move no bridge entry. From a guest (unicast
+    across the overlay to the victim, broadcast on its own bridge) its port drops them (locked,
+    learning off); from a host without such a port (sent straight into its VXLAN device) the
+    victim's host keeps the victim's MAC where it is pinned (static, sticky). Without that, the
+    victim's own bridge learns the victim behind the VXLAN port and drops all traffic to it."""
+    attacker, other, victim = ov.h1, ov.h2, ov.h3
+    ping(ov.lab, ov.g(other), victim.guest_ip4)  # the victim has sent: even a learning bridge knows its port
+    assert bridge_port_of(ov, victim, victim.guest_mac) == "vnic0"
+    v = _mac(victim.guest_mac)
+    unicast, broadcast = v + v + b"\x88\xb5" + bytes(46), b"\xff" * 6 + v + b"\x88\xb5" + bytes(46)
+    senders = [subprocess.Popen(["ip", "netns", "exec", ns, sys.executable, "-c", _FORGE, dev, "4",
+                                 *(f.hex() for f in frames)], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+               for ns, dev, frames in ((ov.g(attacker), "eth0", (unicast, broadcast)),
+                                       (ov.lab.host_ns(attacker), "vx23", (unicast,)))]
+    try:
+        time.sleep(0.5)
+        res = ov.lab.exec(ov.g(other), "ping", "-n", "-c", "10", "-i", "0.2", "-W", "1", victim.guest_ip4,
+                          check=False, timeout=20)
+        seen = {h.name: bridge_port_of(ov, h, victim.guest_mac) for h in (attacker, victim)}
+    finally:
+        for p in senders:
+            p.wait(10)
+    for p in senders:
+        assert p.returncode == 0, p.stderr.read()
+    assert seen[victim.name] == "vnic0", "a forged frame moved the victim's MAC on its own host"
+    assert seen[attacker.name] != "vnic0", "the attacker's bridge learned the victim's MAC on the attacker's port"
+    sent, received = ping_stats(res.stdout)
+    assert received == sent, f"the victim lost traffic while its MAC was forged:\n{res.stdout}"

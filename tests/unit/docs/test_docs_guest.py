@@ -50,8 +50,8 @@ def _normalise(cmds: list[list[str]], host_ns: str | None, guest_ns: str) -> lis
     """The host namespace becomes "this namespace", the guest namespace GUEST; queries are dropped."""
     out = []
     for cmd in cmds:
-        if host_ns is not None and cmd[:3] == ["ip", "-n", host_ns]:
-            cmd = ["ip", *cmd[3:]]
+        if host_ns is not None and cmd[:1] in (["ip"], ["bridge"]) and cmd[1:3] == ["-n", host_ns]:
+            cmd = [cmd[0], *cmd[3:]]
         elif host_ns is not None and cmd[:4] == ["ip", "netns", "exec", host_ns]:
             cmd = cmd[4:]
         cmd = ["GUEST" if word == guest_ns else word for word in cmd]
@@ -81,6 +81,9 @@ def test_the_guest_has_the_seed_settings(monkeypatch):
     assert f"ip -n GUEST addr add {HOST.guest_ip4}/24 dev eth0" in flat
     assert f"ip -n GUEST addr add {HOST.guest_ip6}/64 dev eth0 nodad" in flat
     assert "ip link set vnic0 master br-overlay0" in flat
+    # port security: the guest's MAC pinned to its port, which accepts no other source MAC
+    assert f"bridge fdb replace {HOST.guest_mac} dev vnic0 master static sticky" in flat
+    assert "bridge link set dev vnic0 learning off locked on" in flat
     # addrgenmode none before the link goes up, else the kernel makes an EUI-64 link-local
     assert flat.index("ip -n GUEST link set eth0 addrgenmode none") < flat.index("ip -n GUEST link set eth0 up")
 
@@ -131,7 +134,13 @@ def _vnic_state(hns: str) -> dict:
     link = _ip_json("-n", hns, "link", "show", "dev", "vnic0")[0]
     v6 = subprocess.run(["ip", "netns", "exec", hns, "cat", "/proc/sys/net/ipv6/conf/vnic0/disable_ipv6"],
                         capture_output=True, text=True, check=True).stdout.strip()
-    return {"mtu": link["mtu"], "master": link.get("master"), "up": "UP" in link["flags"], "disable_ipv6": v6}
+    port = json.loads(subprocess.run(["bridge", "-n", hns, "-j", "-d", "link", "show", "dev", "vnic0"],
+                                     capture_output=True, text=True, check=True).stdout)[0]
+    pinned = json.loads(subprocess.run(["bridge", "-n", hns, "-j", "fdb", "show", "dev", "vnic0"],
+                                       capture_output=True, text=True, check=True).stdout)
+    return {"mtu": link["mtu"], "master": link.get("master"), "up": "UP" in link["flags"], "disable_ipv6": v6,
+            "learning": port.get("learning"), "locked": port.get("locked"),
+            "pinned": sorted(e["mac"] for e in pinned if e.get("state") == "static" and "sticky" in e.get("flags", []))}
 
 
 @pytest.mark.skipif(os.geteuid() != 0 or shutil.which("ip") is None or shutil.which("nsenter") is None,
@@ -164,7 +173,9 @@ def test_real_run_makes_the_same_guest_as_the_lab():
         assert want["addrs"] == sorted([(HOST.guest_ip4, 24), (HOST.guest_ip6, 64)])
         assert _guest_state(script_gns) == want
         assert _vnic_state(script_hns) == _vnic_state(lab.host_ns(lab_host))
-        assert _vnic_state(script_hns)["master"] == "br-overlay0"
+        vnic = _vnic_state(script_hns)
+        assert vnic["master"] == "br-overlay0"
+        assert (vnic["learning"], vnic["locked"], vnic["pinned"]) == (False, True, [HOST.guest_mac])
 
         # re-running replaces the guest
         res = subprocess.run([*enter, "bash", str(SCRIPT), "--ns", script_gns,
