@@ -84,7 +84,7 @@ def main(argv=None) -> int:
         ("fig2", lambda: _miss.bench_miss(100 if q else 1000)),
         ("fig3", lambda: _micro.bench_lookups(10_000, 100_000 if q else 1_000_000)),
         ("fig4", lambda: _micro.bench_hosts(20_000 if q else 100_000, 1 if q else 3)),
-        ("fig5", lambda: _iperf.bench_iperf(1 if q else 3, 1 if q else 5)),
+        ("fig5", lambda: _iperf.bench_iperf(2 if q else 6, 1 if q else 3)),
         ("fig6", lambda: _etcd.bench_etcd(10 if q else 50)),
         ("fig7", lambda: _backends.bench_backends(1000, 300 if q else 3000, 100_000 if q else 1_000_000, 1 if q else 3)),
     ]
