@@ -177,7 +177,10 @@ class FrameTap:
     """Raw Ethernet capture/injection on one interface (optionally in a netns).
 
     ``ifname=None`` captures on every interface of the namespace (capture only:
-    such a tap has no interface to send on, and its ``ifindex`` is 0)."""
+    such a tap has no interface to send on, and its ``ifindex`` is 0).
+    ``capture=False`` makes a send-only tap: bound with protocol 0, it is not one of
+    the device's packet taps, so the frames crossing the device are not cloned and
+    filtered for it (a capturing tap on a VXLAN port costs every bridged frame that)."""
 
     def __init__(
         self,
@@ -186,10 +189,14 @@ class FrameTap:
         *,
         bpf: list[BpfInsn] | None = None,
         direction: Literal["in", "out", "both"] = "both",
+        capture: bool = True,
     ) -> None:
         if direction not in ("in", "out", "both"):
             raise ValueError(f"direction must be 'in', 'out' or 'both', not {direction!r}")
+        if not capture and (ifname is None or bpf is not None):
+            raise ValueError("a send-only tap needs an interface and takes no filter")
         self.ifname = ifname
+        self.capture = capture
         self.netns = netns
         self.direction = direction
 
@@ -228,6 +235,9 @@ class FrameTap:
             # protocol 0: receives nothing until bind(), so the filter is in place first
             s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW | socket.SOCK_NONBLOCK | socket.SOCK_CLOEXEC, 0)
             try:
+                if not capture:
+                    s.bind((ifname, 0))  # protocol 0: never registered as a tap, receives nothing
+                    return s, ifindex
                 if bpf is not None:
                     _attach_filter(s, bpf)
                 if direction == "in":
@@ -268,6 +278,8 @@ class FrameTap:
     async def recv(self) -> CapturedFrame:
         if self.closed:
             raise KmodError("FrameTap is closed")
+        if not self.capture:
+            raise KmodError(f"the tap on {self.ifname!r} is send-only")
         loop = asyncio.get_running_loop()
         want_out = self.direction != "in"
         want_in = self.direction != "out"

@@ -466,7 +466,8 @@ class OverlayRuntime:
         # on-demand: also see ARP/NS, to answer the first request before any entry exists
         bpf = BPF_ARP_NDP_DHCP if self.mode == "on-demand" else BPF_DHCP4
         self._bridge_tap = FrameTap(self.cfg.bridge, bpf=bpf, direction="in")
-        self._vxlan_tap = FrameTap(self.name, bpf=BPF_DHCP4, direction="out")
+        # only sends (DHCP proxied to a remote MAC): a capturing tap here would clone and filter every frame
+        self._vxlan_tap = FrameTap(self.name, capture=False)
         self._taps += [self._bridge_tap, self._vxlan_tap]
         self._spawn(self._frame_loop())
 

@@ -8,6 +8,7 @@ import pytest
 
 from varpd_kmod import (
     BPF_ARP_NDP_DHCP,
+    BPF_DHCP4,
     FdbEntry,
     FrameTap,
     KernelTables,
@@ -111,7 +112,7 @@ async def test_inject_on_vxlan_is_encapsulated(topo):
     sh("ping", "-c", "1", "-W", "1", "192.0.2.2", ns=topo.host)  # resolve the underlay neighbour
     frame = mac_bytes(remote_mac) + mac_bytes("02:00:00:00:00:98") + b"\x88\xb5" + b"varpd-kmod-test".ljust(46, b"\x00")
     with FrameTap("ul0", topo.host, direction="out") as ul, FrameTap("vx0", topo.host, direction="out") as vxo, \
-            FrameTap("vx0", topo.host) as vx_send:
+            FrameTap("vx0", topo.host, capture=False) as vx_send:
         await vx_send.send(frame)
         fr = await recv_until(vxo, lambda f: f.data == frame)
         assert fr.outgoing
@@ -124,6 +125,29 @@ async def test_inject_on_vxlan_is_encapsulated(topo):
         vxlan_hdr = enc.data[42:50]
         assert vxlan_hdr[0] & 0x08 and int.from_bytes(vxlan_hdr[4:7], "big") == 42
         assert enc.data[50:] == frame
+
+
+def _packet_sockets(ns: str) -> list[dict]:
+    """/proc/net/packet of `ns`: one dict per packet socket (Proto, Iface, R = registered as a tap)."""
+    lines = sh("cat", "/proc/net/packet", ns=ns).splitlines()
+    head = lines[0].split()
+    return [dict(zip(head, line.split())) for line in lines[1:]]
+
+
+async def test_send_only_tap_is_not_a_tap_of_the_device(topo):
+    """A send-only tap receives nothing and is not registered with the device, so frames crossing
+    the VXLAN port are not cloned and filtered for it; a capturing tap is registered."""
+    before = _packet_sockets(topo.host)
+    with FrameTap("vx0", topo.host, capture=False) as send_only:
+        added = [s for s in _packet_sockets(topo.host) if s not in before]
+        assert [(s["Proto"], s["R"]) for s in added] == [("0000", "0")]
+        with pytest.raises(KmodError, match="send-only"):
+            await send_only.recv()
+    with FrameTap("vx0", topo.host, direction="out"):
+        added = [s for s in _packet_sockets(topo.host) if s not in before]
+        assert [(s["Proto"], s["R"]) for s in added] == [("0003", "1")]  # ETH_P_ALL, running
+    with pytest.raises(ValueError, match="send-only"):
+        FrameTap("vx0", topo.host, capture=False, bpf=BPF_DHCP4)
 
 
 async def test_tap_errors():
