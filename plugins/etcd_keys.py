@@ -24,7 +24,7 @@ from typing import Any, Iterable
 
 from pydantic import ValidationError
 
-from varpd.config.hosts import HostRecordModel, describe_validation_error
+from varpd.config.hosts import HostRecordModel, describe_validation_error, record_body
 from varpd.model import Mapping, MappingChange, MappingRecord
 from varpd.packet.errors import PacketError
 from varpd.packet.mac import normalize_mac
@@ -97,14 +97,7 @@ def parse_value(key: str, mac: str, value: bytes | str) -> MappingRecord:
 
 def encode_value(rec: MappingRecord) -> str:
     """A record as the JSON value the backend reads (what `varpd register` writes)."""
-    body: dict[str, Any] = {"ip": str(rec.dest.ip), "port": rec.dest.port}
-    if rec.arp is not None:
-        body["arp"] = str(rec.arp)
-    if rec.ndp is not None:
-        body["ndp"] = str(rec.ndp)
-    if rec.dhcp_proxy:
-        body["dhcp-proxy"] = rec.dhcp_proxy
-    return json.dumps(body, sort_keys=True)
+    return json.dumps(record_body(rec), sort_keys=True)
 
 
 @dataclass(frozen=True, slots=True)

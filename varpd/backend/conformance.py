@@ -33,6 +33,7 @@ from typing import Any
 import pytest
 
 from varpd.backend.base import Backend, OverlayContext, PluginMode
+from varpd.config.hosts import record_body
 from varpd.model import Destination, Mapping, MappingChange, MappingRecord
 
 __all__ = ["BackendConformance", "ChangeRecorder", "CONTEXT", "hosts_json", "seed_mapping", "updated_mapping"]
@@ -70,17 +71,7 @@ def updated_mapping(base: Mapping) -> Mapping:
 
 def hosts_json(mapping: Mapping) -> dict[str, Any]:
     """A mapping as the hosts.json object (what a files/etcd/http source would hold)."""
-    out: dict[str, Any] = {}
-    for mac, rec in mapping.by_mac.items():
-        body: dict[str, Any] = {"ip": str(rec.dest.ip), "port": rec.dest.port}
-        if rec.arp is not None:
-            body["arp"] = str(rec.arp)
-        if rec.ndp is not None:
-            body["ndp"] = str(rec.ndp)
-        if rec.dhcp_proxy is not None:
-            body["dhcp-proxy"] = rec.dhcp_proxy
-        out[mac] = body
-    return out
+    return {mac: record_body(rec) for mac, rec in mapping.by_mac.items()}
 
 
 class ChangeRecorder:

@@ -48,7 +48,8 @@ except ImportError:  # pragma: no cover - only while varpd.packet is being writt
     _packet_normalize_mac = None
     _MacError = ValueError
 
-__all__ = ["FIELDS", "HostRecordModel", "describe_validation_error", "load_hosts", "normalize_mac", "parse_hosts"]
+__all__ = ["FIELDS", "HostRecordModel", "describe_validation_error", "load_hosts", "normalize_mac", "parse_hosts",
+           "record_body"]
 
 FIELDS = ("ip", "port", "arp", "ndp", "dhcp-proxy")
 _FIELD_SET = frozenset(FIELDS)
@@ -218,6 +219,19 @@ class HostRecordModel(BaseModel):
     def to_record(self, mac: str) -> MappingRecord:
         """The model as the backend-neutral record of `mac` (already normalised by the caller)."""
         return MappingRecord(mac, Destination(self.ip, self.port), self.arp, self.ndp, self.dhcp_proxy)
+
+
+def record_body(rec: MappingRecord) -> dict[str, Any]:
+    """`rec` as the hosts.json record its MAC is the key of (absent fields left out): the one
+    form the etcd values, the mapping API and test fixtures write, so all of them read back alike."""
+    body: dict[str, Any] = {"ip": str(rec.dest.ip), "port": rec.dest.port}
+    if rec.arp is not None:
+        body["arp"] = str(rec.arp)
+    if rec.ndp is not None:
+        body["ndp"] = str(rec.ndp)
+    if rec.dhcp_proxy is not None:
+        body["dhcp-proxy"] = rec.dhcp_proxy
+    return body
 
 
 def describe_validation_error(err: dict[str, Any]) -> tuple[str, str]:

@@ -14,7 +14,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from varpd.config.hosts import HostRecordModel, describe_validation_error
+from varpd.config.hosts import HostRecordModel, describe_validation_error, record_body
 from varpd.model import MappingRecord
 from varpd.packet.errors import PacketError
 from varpd.packet.mac import normalize_mac
@@ -25,14 +25,7 @@ class WireError(ValueError):
 
 
 def record_to_json(rec: MappingRecord) -> dict[str, Any]:
-    body: dict[str, Any] = {"mac": rec.mac, "ip": str(rec.dest.ip), "port": rec.dest.port}
-    if rec.arp is not None:
-        body["arp"] = str(rec.arp)
-    if rec.ndp is not None:
-        body["ndp"] = str(rec.ndp)
-    if rec.dhcp_proxy is not None:
-        body["dhcp-proxy"] = rec.dhcp_proxy
-    return body
+    return {"mac": rec.mac, **record_body(rec)}
 
 
 def parse_mac(text: str) -> str:
