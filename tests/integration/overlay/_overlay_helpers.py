@@ -203,6 +203,12 @@ class Overlay:
     def remotes(self, host: HostSpec) -> list[HostSpec]:
         return [h for h in self.hosts if h.underlay_ip != host.underlay_ip]
 
+    def wait_pushed(self, timeout: float = 5) -> None:
+        """Until every host has every other host's FDB and neighbour entries (push mode: no traffic needed)."""
+        for h in self.hosts:
+            wait_for(lambda: remote_fdb_ok(self.lab, h, self.remotes(h)) and remote_neigh_ok(self.lab, h, self.remotes(h)),
+                     timeout, f"{h.name}: pushed entries")
+
     def write_hosts(self, extra=(), only: HostSpec | None = None) -> None:
         """(Re)write every host's hosts.json (atomic rename) with the lab's hosts + `extra`."""
         for h in self.hosts:

@@ -15,15 +15,13 @@ import time
 
 import pytest
 
-from _overlay_helpers import fdb, neigh, overlay_lab, ping, ping_stats, remote_fdb_ok, remote_neigh_ok, wait_for
+from _overlay_helpers import fdb, neigh, overlay_lab, ping, ping_stats, wait_for
 
 
 @pytest.fixture(scope="module")
 def ov(tmp_path_factory):
     with overlay_lab(tmp_path_factory.mktemp("hard"), tag="ho", mode="push") as ov:
-        for h in ov.hosts:
-            wait_for(lambda: remote_fdb_ok(ov.lab, h, ov.remotes(h)) and remote_neigh_ok(ov.lab, h, ov.remotes(h)),
-                     5, f"{h.name}: pushed entries")
+        ov.wait_pushed()
         yield ov
 
 

@@ -9,8 +9,7 @@ from __future__ import annotations
 import pytest
 
 from _overlay_helpers import (
-    LEAK, UnderlayCapture, fdb, is_permanent_fdb, is_permanent_neigh, neigh, overlay_lab, ping,
-    remote_fdb_ok, remote_neigh_ok, tcp_transfer, wait_for,
+    LEAK, UnderlayCapture, fdb, is_permanent_fdb, is_permanent_neigh, neigh, overlay_lab, ping, tcp_transfer,
 )
 
 
@@ -21,9 +20,7 @@ def ov(request, tmp_path_factory):
     # on-demand: let one reconcile pass (1 s) run before the "no entries yet" snapshot
     with overlay_lab(workdir, tag=f"c{mode[0]}", mode=mode, settle=1.5 if mode == "on-demand" else 0) as ov:
         if mode == "push":  # push is done by the daemon, without traffic; give it its reconcile period
-            for h in ov.hosts:
-                wait_for(lambda: remote_fdb_ok(ov.lab, h, ov.remotes(h)) and remote_neigh_ok(ov.lab, h, ov.remotes(h)),
-                         5, f"{h.name}: pushed entries")
+            ov.wait_pushed()
             ov.initial_fdb = {h.name: fdb(ov.lab, h) for h in ov.hosts}
             ov.initial_neigh = {h.name: neigh(ov.lab, h) for h in ov.hosts}
         ov.capture = UnderlayCapture(ov.lab, workdir).start()

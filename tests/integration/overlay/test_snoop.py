@@ -12,15 +12,13 @@ import sys
 
 import pytest
 
-from _overlay_helpers import overlay_lab, ping, remote_fdb_ok, remote_neigh_ok, wait_for
+from _overlay_helpers import overlay_lab, ping
 
 
 @pytest.fixture(scope="module")
 def ov(tmp_path_factory):
     with overlay_lab(tmp_path_factory.mktemp("snoop"), tag="sn", mode="push") as ov:
-        for h in ov.hosts:
-            wait_for(lambda: remote_fdb_ok(ov.lab, h, ov.remotes(h)) and remote_neigh_ok(ov.lab, h, ov.remotes(h)),
-                     5, f"{h.name}: pushed entries")
+        ov.wait_pushed()
         yield ov
 
 
