@@ -52,7 +52,7 @@ def add_parsers(sub) -> None:
                     "(MAC → underlay) and VL3 (overlay IP → MAC and underlay) lookups for one VNI from a "
                     "hosts.json (re-read when it changes) or an etcd cluster (followed by its watch), and keeps "
                     "each host's shootdown log: a VL2 record when a MAC moves or disappears, a VL3 record when an "
-                    "overlay IP changes owner.")
+                    "overlay IP changes owner (or is given a new one within 10 minutes of losing its last).")
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--hosts", metavar="FILE", help="hosts.json to serve (overlay_files(5) format)")
     src.add_argument("--etcd", metavar="ENDPOINTS",

@@ -7,7 +7,13 @@ its LOG_REQ, the backend's `svp/underlay_ip`).  When the mapping changes from
 - VL2 record for a MAC whose destination changed or that disappeared: the host
   withdraws what it knows of that MAC and looks it up again on the next miss;
 - VL3 record for an overlay IP whose owning MAC changed or that disappeared:
-  the host looks the IP up again (and should announce the new owner).
+  the host looks the IP up again (and should announce the new owner);
+- VL3 record, too, for an IP that gets an owner again within `RELEASED_FOR`
+  seconds of losing one.  Guests still hold the old owner in their ARP/NDP
+  caches, and the source may have folded the release and the reassignment
+  into one change (a file rewritten twice between polls): either way it is a
+  move and must be announced.  An IP that never had an owner gets no record, so
+  growing the mapping does not make every host install and announce it.
 
 Every host that asked for its log so far, and every underlay IP of the old
 or new mapping, gets its own copy of each record, with its own 16-byte id, so
@@ -19,7 +25,9 @@ from __future__ import annotations
 
 import collections
 import logging
+import time
 import uuid
+from collections.abc import Container
 
 from varpd.model import IPAddress, Mapping, MappingChange
 from varpd_plugins.svp.wire import LogRecord, LogVl2, LogVl3, record_size
@@ -27,16 +35,19 @@ from varpd_plugins.svp.wire import LogRecord, LogVl2, LogVl3, record_size
 log = logging.getLogger(__name__)
 
 MAX_PER_HOST = 16384
+RELEASED_FOR = 600.0  # s: longer than a guest keeps a stale ARP/NDP entry (Linux: about a minute)
 
 
-def records_for(old: Mapping, new: Mapping, change: MappingChange | None = None) -> tuple[list[str], list[IPAddress]]:
+def records_for(old: Mapping, new: Mapping, change: MappingChange | None = None,
+                released: Container[IPAddress] = ()) -> tuple[list[str], list[IPAddress]]:
     """(MACs needing a VL2 record, IPs needing a VL3 record) for the change old → new.
 
     With the source's own `change` only the MACs and IPs it touches are compared (the source
-    already diffed the tables); without it, the whole of `old`.
+    already diffed the tables); without it, the whole of both.  `released`: IPs that lost their
+    owner lately; one of them owned again is a move.
     """
     if change is None:
-        macs_seen, ips_seen = list(old.by_mac), list(old.by_ip)
+        macs_seen, ips_seen = list(old.by_mac), list(dict.fromkeys([*old.by_ip, *new.by_ip]))
     else:
         touched = change.upserted + change.removed
         macs_seen = list(dict.fromkeys(r.mac for r in touched))
@@ -48,11 +59,11 @@ def records_for(old: Mapping, new: Mapping, change: MappingChange | None = None)
             and (mac not in new.by_mac or new.by_mac[mac].dest != rec.dest)]
     ips = []
     for ip in ips_seen:
-        rec = old.by_ip.get(ip)
+        rec, now = old.by_ip.get(ip), new.by_ip.get(ip)
         if rec is None:
-            continue
-        now = new.by_ip.get(ip)
-        if now is None or now.mac != rec.mac:
+            if now is not None and ip in released:
+                ips.append(ip)
+        elif now is None or now.mac != rec.mac:
             ips.append(ip)
     return macs, ips
 
@@ -64,6 +75,7 @@ class ShootdownLog:
         self.hosts: set[IPAddress] = set()  # requesters seen
         self._logs: dict[IPAddress, collections.OrderedDict[bytes, LogRecord]] = {}
         self._owner: dict[bytes, IPAddress] = {}
+        self._released: collections.OrderedDict[IPAddress, float] = collections.OrderedDict()  # ip -> when
         self.dropped = 0
 
     def seen(self, host: IPAddress) -> None:
@@ -72,7 +84,15 @@ class ShootdownLog:
     def changed(self, old: Mapping, new: Mapping, change: MappingChange | None = None) -> int:
         """Append the records of old → new (`change`: what the source says it touched) to every
         target's log; how many records were appended."""
-        macs, ips = records_for(old, new, change)
+        self._forget_released(time.monotonic() - RELEASED_FOR)
+        macs, ips = records_for(old, new, change, self._released)
+        for ip in ips:
+            if ip in new.by_ip:
+                self._released.pop(ip, None)
+            else:
+                self._released[ip] = time.monotonic()
+                self._released.move_to_end(ip)
+        self._forget_released(time.monotonic() - RELEASED_FOR)
         if not macs and not ips:
             return 0
         targets = set(self.hosts)
@@ -89,6 +109,12 @@ class ShootdownLog:
         log.info("svp-server vni=%d event=shootdown vl2=%d vl3=%d hosts=%d", self.vnetid, len(macs), len(ips),
                  len(targets))
         return n
+
+    def _forget_released(self, before: float) -> None:
+        """Drop released IPs older than `before`, and the oldest beyond the per-host log cap."""
+        while self._released and (len(self._released) > self.max_per_host
+                                  or next(iter(self._released.values())) < before):
+            self._released.popitem(last=False)
 
     def _append(self, host: IPAddress, rec: LogRecord) -> None:
         entries = self._logs.setdefault(host, collections.OrderedDict())
