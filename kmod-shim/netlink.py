@@ -15,7 +15,7 @@ import os
 import socket
 import struct
 from ipaddress import IPv4Address, IPv6Address, ip_address
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Iterator
 
 from ._netns import run_in_netns
 from .types import FdbEntry, KmodError, NeighEntry, OpFailure
@@ -237,6 +237,20 @@ def encode_neigh(ifindex: int, entry: NeighEntry, seq: int, *, add: bool = True)
         return NLH.pack(NLH.size + len(body), RTM_NEWNEIGH, ADD_FLAGS, seq, 0) + body
     body = NDMSG.pack(family, ifindex, 0, 0, 0) + _attr(NDA_DST, ip.packed)
     return NLH.pack(NLH.size + len(body), RTM_DELNEIGH, DEL_FLAGS, seq, 0) + body
+
+
+def _messages(view: memoryview, n: int) -> Iterator[tuple[int, int, int, int, int]]:
+    """(offset, length, type, flags, seq) of each whole netlink message in the first `n` bytes.
+
+    The miss listener keeps its own inline walk: it is the per-miss hot path.
+    """
+    off = 0
+    while off + NLH.size <= n:
+        mlen, mtype, mflags, seq, _pid = NLH.unpack_from(view, off)
+        if mlen < NLH.size or off + mlen > n:
+            return
+        yield off, mlen, mtype, mflags, seq
+        off += _align(mlen)
 
 
 def _parse_error(buf: memoryview, off: int, mlen: int, mflags: int) -> tuple[int, str]:
@@ -524,18 +538,13 @@ class KernelTables:
                     ignore: tuple[int, ...]) -> None:
         """Match the ACKs in the first `n` bytes of the receive buffer to pending entries by sequence."""
         view = self._view
-        off = 0
-        while off + NLH.size <= n:
-            mlen, mtype, mflags, seq, _pid = NLH.unpack_from(view, off)
-            if mlen < NLH.size or off + mlen > n:
-                break
+        for off, mlen, mtype, mflags, seq in _messages(view, n):
             if mtype == NLMSG_ERROR:
                 entry = pending.pop(seq, None)
                 if entry is not None:
                     code, text = _parse_error(view, off, mlen, mflags)
                     if code and code not in ignore:
                         failures.append(OpFailure(entry, code, text or os.strerror(code)))
-            off += _align(mlen)
 
     async def _dump(self, mtype: int, payload: bytes, on_msg, *, reset: Callable[[], None], retries: int = 5) -> None:
         loop = asyncio.get_running_loop()
@@ -549,25 +558,21 @@ class KernelTables:
             done = False
             while not done:
                 n = await loop.sock_recv_into(sock, buf)
-                off = 0
-                while off + NLH.size <= n:
-                    mlen, t, mflags, mseq, _pid = NLH.unpack_from(view, off)
-                    if mlen < NLH.size or off + mlen > n:
+                for off, mlen, t, mflags, mseq in _messages(view, n):
+                    if mseq != seq:
+                        continue
+                    if mflags & NLM_F_DUMP_INTR:
+                        interrupted = True
+                    if t == NLMSG_DONE:
+                        done = True
                         break
-                    if mseq == seq:
-                        if mflags & NLM_F_DUMP_INTR:
-                            interrupted = True
-                        if t == NLMSG_DONE:
-                            done = True
-                            break
-                        if t == NLMSG_ERROR:
-                            code, text = _parse_error(view, off, mlen, mflags)
-                            if code:
-                                raise KmodError(f"netlink dump failed: {os.strerror(code)} {text}".strip())
-                            done = True
-                            break
-                        on_msg(view, off, mlen, t)
-                    off += _align(mlen)
+                    if t == NLMSG_ERROR:
+                        code, text = _parse_error(view, off, mlen, mflags)
+                        if code:
+                            raise KmodError(f"netlink dump failed: {os.strerror(code)} {text}".strip())
+                        done = True
+                        break
+                    on_msg(view, off, mlen, t)
             if not interrupted:
                 return
             reset()
@@ -582,25 +587,21 @@ class KernelTables:
         buf, view = self._buf, self._view
         while True:
             n = await loop.sock_recv_into(self._sock, buf)
-            off = 0
-            while off + NLH.size <= n:
-                mlen, t, mflags, mseq, _pid = NLH.unpack_from(view, off)
-                if mlen < NLH.size or off + mlen > n:
-                    break
-                if mseq == seq:
-                    if t == NLMSG_ERROR:
-                        code, text = _parse_error(view, off, mlen, mflags)
-                        raise KmodError(f"RTM_GETLINK ifindex {self.ifindex}: {os.strerror(code)} {text}".strip())
-                    if t == RTM_NEWLINK:
-                        attrs = parse_attrs(view, off + NLH.size + IFINFOMSG.size, off + mlen)
-                        li = attrs.get(IFLA_LINKINFO)
-                        if li is None:
-                            return None
-                        info = parse_attrs(li, 0, len(li))
-                        data = info.get(IFLA_INFO_DATA)
-                        if data is None:
-                            return None
-                        vx = parse_attrs(data, 0, len(data))
-                        p = vx.get(IFLA_VXLAN_PORT)
-                        return _BE16.unpack(p)[0] if p is not None and len(p) == 2 else None
-                off += _align(mlen)
+            for off, mlen, t, mflags, mseq in _messages(view, n):
+                if mseq != seq:
+                    continue
+                if t == NLMSG_ERROR:
+                    code, text = _parse_error(view, off, mlen, mflags)
+                    raise KmodError(f"RTM_GETLINK ifindex {self.ifindex}: {os.strerror(code)} {text}".strip())
+                if t == RTM_NEWLINK:
+                    attrs = parse_attrs(view, off + NLH.size + IFINFOMSG.size, off + mlen)
+                    li = attrs.get(IFLA_LINKINFO)
+                    if li is None:
+                        return None
+                    info = parse_attrs(li, 0, len(li))
+                    data = info.get(IFLA_INFO_DATA)
+                    if data is None:
+                        return None
+                    vx = parse_attrs(data, 0, len(data))
+                    p = vx.get(IFLA_VXLAN_PORT)
+                    return _BE16.unpack(p)[0] if p is not None and len(p) == 2 else None
