@@ -47,6 +47,7 @@ from yarl import URL
 from varpd.backend.base import Backend, OverlayContext
 from varpd.backend.errors import BackendError, PropertyError
 from varpd.backend.properties import PropertySpec, PropType, Protection, parse_seconds
+from varpd.config.secrets import read_token_file
 from varpd.mapping_server.wire import WireError, record_from_json
 from varpd.model import Destination, IPAddress, MappingChange, MappingRecord
 from varpd_plugins.http_client import NOT_FOUND, FetchError, RateLimitedLog, backoff, get_json, sse_events
@@ -133,12 +134,9 @@ class HttpBackend(Backend):
 
     def _read_token_file(self) -> str:
         try:
-            token = Path(self.token_file).read_text().strip()
-        except OSError as exc:
-            raise BackendError(f"http/token_file {self.token_file}: cannot read: {exc.strerror or exc}") from None
-        if not token:
-            raise BackendError(f"http/token_file {self.token_file}: empty")
-        return token
+            return read_token_file(self.token_file)
+        except ValueError as exc:
+            raise BackendError(f"http/token_file {self.token_file}: {exc}") from None
 
     async def start(self) -> None:
         if self.token_file:

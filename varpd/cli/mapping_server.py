@@ -5,10 +5,10 @@ from __future__ import annotations
 import argparse
 import logging
 import ssl
-from pathlib import Path
 
 from varpd.cli.client import CliError
 from varpd.cli.serving import listen_address, serve_until_signalled, server_tls, setup_logging, until_signalled
+from varpd.config.secrets import read_token_file
 
 
 async def _serve(args: argparse.Namespace, token: str | None, ssl_ctx: ssl.SSLContext | None) -> None:
@@ -46,11 +46,9 @@ def run(args: argparse.Namespace) -> int:
     token = args.token
     if args.token_file:
         try:
-            token = Path(args.token_file).read_text().strip()
-        except OSError as exc:
-            raise CliError(f"--token-file {args.token_file}: {exc.strerror or exc}") from None
-        if not token:
-            raise CliError(f"--token-file {args.token_file}: empty")
+            token = read_token_file(args.token_file)
+        except ValueError as exc:
+            raise CliError(f"--token-file {args.token_file}: {exc}") from None
     ssl_ctx = server_tls(args.cert, args.key)
     return serve_until_signalled(_serve(args, token, ssl_ctx), args.listen)
 
