@@ -16,9 +16,13 @@ log = logging.getLogger("varpd")
 
 
 def _setup_logging(level: str, fmt: str = "kv") -> None:
+    """`level` for varpd's loggers; pyroute2 never below INFO: its DEBUG is one line per netlink
+    message of every periodic device check, which would bury varpd's own debug output."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(make_formatter(fmt))
-    logging.basicConfig(level=getattr(logging, level.upper()), handlers=[handler])
+    value = getattr(logging, level.upper())
+    logging.basicConfig(level=value, handlers=[handler])
+    logging.getLogger("pyroute2").setLevel(max(value, logging.INFO))
 
 
 async def serve(config: DaemonConfig) -> None:

@@ -95,3 +95,18 @@ def test_daemon_settings_take_a_log_format_and_the_daemon_command_a_flag():
         DaemonSettings(log_format="xml")
     assert build_parser().parse_args(["daemon", "--log-format", "json"]).log_format == "json"
     assert build_parser().parse_args(["daemon"]).log_format is None
+
+
+@pytest.mark.parametrize("level,pyroute2_level", [("debug", logging.INFO), ("warning", logging.WARNING)])
+def test_the_daemons_debug_level_leaves_pyroute2_at_info(level, pyroute2_level):
+    from varpd.daemon.main import _setup_logging
+
+    lib, root = logging.getLogger("pyroute2"), logging.getLogger()
+    saved = lib.level, root.level, list(root.handlers)
+    try:
+        _setup_logging(level)
+        assert lib.getEffectiveLevel() == pyroute2_level
+    finally:
+        lib.setLevel(saved[0])
+        root.setLevel(saved[1])
+        root.handlers[:] = saved[2]
