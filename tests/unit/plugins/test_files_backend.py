@@ -10,7 +10,7 @@ from ipaddress import IPv4Address, IPv6Address
 from pathlib import Path
 
 import pytest
-from _waiting import wait_until
+from _waiting import LoopTicker, wait_until
 
 from varpd.backend.conformance import CONTEXT, BackendConformance, ChangeRecorder, hosts_json
 from varpd.backend.errors import ConfigError, PropertyError
@@ -353,21 +353,12 @@ async def test_big_file_reload_runs_off_the_loop(tmp_path):
     write(path, data)
     b = make(path, interval=0)
     await b.start()
-    ticks = 0
-
-    async def ticker():
-        nonlocal ticks
-        while True:
-            await asyncio.sleep(0.001)
-            ticks += 1
-
-    t = asyncio.get_running_loop().create_task(ticker())
-    data["02:00:00:00:00:00"]["port"] = 4790
-    write(path, data)
-    change = await b.reload()
-    t.cancel()
+    async with LoopTicker(0.001) as ticker:
+        data["02:00:00:00:00:00"]["port"] = 4790
+        write(path, data)
+        change = await b.reload()
     assert [r.mac for r in change.upserted] == ["02:00:00:00:00:00"] and change.removed == ()
-    assert ticks > 3
+    assert ticker.ticks > 3
     await b.stop()
 
 

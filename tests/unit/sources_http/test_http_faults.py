@@ -10,6 +10,7 @@ import tracemalloc
 import pytest
 from aiohttp import web
 
+from _waiting import LoopTicker
 from test_http_support import MAC1, VNI, Served, free_port, make_backend
 
 GOOD = {"ip": "192.0.2.9", "port": 4789}
@@ -128,25 +129,16 @@ async def test_500_is_retried_then_unknown_and_degraded_until_a_success(bad, cap
 async def test_slow_server_times_out_without_blocking_the_loop(bad, caplog):
     caplog.set_level(logging.WARNING)
     b = await _backend(f"{bad.url}/slow", timeout="0.3", retries="1")
-    ticks = 0
-
-    async def ticker():
-        nonlocal ticks
-        while True:
-            await asyncio.sleep(0.01)
-            ticks += 1
-
-    t = asyncio.get_running_loop().create_task(ticker())
     try:
-        t0 = time.monotonic()
-        assert await b.lookup(MAC1) is None
-        elapsed = time.monotonic() - t0
+        async with LoopTicker(0.01) as ticker:
+            t0 = time.monotonic()
+            assert await b.lookup(MAC1) is None
+            elapsed = time.monotonic() - t0
         assert 0.6 <= elapsed < 1.5, elapsed  # 2 attempts of 0.3 s + a short backoff
-        assert ticks > elapsed / 0.01 * 0.5, (ticks, elapsed)  # the loop kept running meanwhile
+        assert ticker.ticks > elapsed / 0.01 * 0.5, (ticker.ticks, elapsed)  # the loop kept running meanwhile
         assert len(_lines(caplog, f"{bad.url}/slow/v1/overlays", "timeout")) == 1, caplog.text
         assert b.degraded and "timeout" in b.degraded
     finally:
-        t.cancel()
         await b.stop()
 
 
