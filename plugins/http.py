@@ -50,6 +50,7 @@ from varpd.backend.properties import PropertySpec, PropType, Protection, parse_s
 from varpd.config.secrets import read_token_file
 from varpd.mapping_server.wire import WireError, record_from_json
 from varpd.model import Destination, IPAddress, MappingChange, MappingRecord
+from varpd.tasks import TaskSet
 from varpd_plugins.http_client import NOT_FOUND, FetchError, RateLimitedLog, backoff, get_json, sse_events
 
 log = logging.getLogger(__name__)
@@ -111,7 +112,7 @@ class HttpBackend(Backend):
             raise PropertyError("http/insecure", "http/ca and http/insecure contradict each other")
         self.events = bool(props.get("http/events", True))
         self._session: aiohttp.ClientSession | None = None
-        self._tasks: set[asyncio.Task] = set()
+        self._tasks = TaskSet()
         self._events_task: asyncio.Task | None = None
         self._unreachable = False
         self._known: collections.OrderedDict[str, MappingRecord] = collections.OrderedDict()
@@ -152,22 +153,13 @@ class HttpBackend(Backend):
         log.info("http=%s event=started vni=%d timeout=%gs retries=%d events=%s", self.base, self.ctx.vni,
                  self.timeout, self.retries, self.events)
         if self.events:
-            self._events_task = self._spawn(self._events_loop())
+            self._events_task = self._tasks.spawn(self._events_loop())
 
     async def stop(self) -> None:
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        self._tasks.clear()
+        await self._tasks.cancel_all()
         if self._session is not None:
             await self._session.close()
             self._session = None
-
-    def _spawn(self, coro) -> asyncio.Task:
-        task = asyncio.get_running_loop().create_task(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-        return task
 
     def _headers(self, **extra: str) -> dict[str, str]:
         headers = dict(extra)
@@ -363,7 +355,7 @@ class HttpBackend(Backend):
 
     def _start_resync(self) -> None:
         if self._resync_task is None or self._resync_task.done():
-            self._resync_task = self._spawn(self._resync())
+            self._resync_task = self._tasks.spawn(self._resync())
 
     async def _resync(self) -> None:
         """Fetch every record answered so far again and emit what differs (the events we missed)."""

@@ -33,6 +33,7 @@ from varpd.backend.base import Backend, OverlayContext
 from varpd.backend.errors import BackendError, PropertyError
 from varpd.backend.properties import PropertySpec, PropType, Protection, parse_seconds
 from varpd.model import Destination, IPAddress, MappingChange, MappingRecord
+from varpd.tasks import TaskSet
 from varpd_plugins.http_client import RateLimitedLog
 from varpd_plugins.svp import wire
 from varpd_plugins.svp.client import SvpClient, SvpError, SvpUnavailable
@@ -95,7 +96,7 @@ class SvpBackend(Backend):
         self._owner: collections.OrderedDict[IPAddress, str] = collections.OrderedDict()
         self._ips_of: dict[str, dict[IPAddress, None]] = {}  # MAC → the IPs _owner gives it, in _owner's order
         self._hint: dict[str, tuple[Destination, float]] = {}
-        self._tasks: set[asyncio.Task] = set()
+        self._tasks = TaskSet()
         self._resync_task: asyncio.Task | None = None
         self._poll_lock = asyncio.Lock()
         self._lost = False  # a connection failed or broke since the last good one
@@ -120,27 +121,18 @@ class SvpBackend(Backend):
         _SERVED[self._key].add(self.ctx.vni)
         log.info("svp=%s event=started vni=%d underlay=%s tls=%s log_interval=%s", self.server, self.ctx.vni,
                  self.underlay_ip, self.tls, "5-10" if self.log_interval is None else f"{self.log_interval:g}")
-        self._spawn(self._log_loop())
+        self._tasks.spawn(self._log_loop())
 
     async def stop(self) -> None:
         _SERVED[self._key].discard(self.ctx.vni)
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        self._tasks.clear()
+        await self._tasks.cancel_all()
         if self.client is not None:
             await self.client.close()
             self.client = None
 
-    def _spawn(self, coro) -> asyncio.Task:
-        task = asyncio.get_running_loop().create_task(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-        return task
-
     def _on_state(self, reason: str | None) -> None:
         if reason is None:
-            self._spawn(self._poll_now())  # (re)introduce ourselves: the server logs only for hosts it knows
+            self._tasks.spawn(self._poll_now())  # (re)introduce ourselves: the server logs only for hosts it knows
             if self._lost:  # the server may have restarted (its log lost) or changed while we were away
                 self._lost = False
                 self._start_resync()
@@ -379,7 +371,7 @@ class SvpBackend(Backend):
     # -- after a reconnection ---------------------------------------------------------------
     def _start_resync(self) -> None:
         if (self._dest or self._owner) and (self._resync_task is None or self._resync_task.done()):
-            self._resync_task = self._spawn(self._resync())
+            self._resync_task = self._tasks.spawn(self._resync())
 
     async def _resync(self) -> None:
         """The server may have restarted (its log lost): check every MAC and IP answered so far."""

@@ -36,6 +36,7 @@ from varpd.model.overrides import Override, apply_overrides, format_override
 from varpd.packet import (ArpRequest, NeighborSolicitation, PacketError, build_arp_reply,
                           build_gratuitous_arp, build_neighbor_advertisement, build_unsolicited_na, classify)
 from varpd.packet.dhcp import DhcpFrame
+from varpd.tasks import TaskSet
 from varpd_kmod import device as kdev
 from varpd_kmod.frames import BPF_ARP_NDP_DHCP, BPF_DHCP4, FrameTap
 from varpd_kmod.netlink import KernelTables
@@ -80,7 +81,7 @@ class OverlayRuntime:
         self.installed_at: dict[Any, float] = {}
         self.origin: dict[Any, str] = {}
         self._lock = asyncio.Lock()
-        self._tasks: set[asyncio.Task] = set()
+        self._tasks = TaskSet(on_failure=self._task_failed)
         self._taps: list[FrameTap] = []
         self._server_mac = "02:00:00:00:00:01"
         self._adopted = False
@@ -129,7 +130,7 @@ class OverlayRuntime:
         self.backend.add_status_listener(self._on_backend_status)
         await self._ensure_device()
         await self.reconcile(adopt=True)
-        self._spawn(self._reconcile_loop())
+        self._tasks.spawn(self._reconcile_loop())
         if self.cfg.bridge:
             self._open_taps()
         self._set_status(self.backend.degraded)
@@ -168,9 +169,7 @@ class OverlayRuntime:
                 pass
 
     async def stop(self, *, delete_device: bool) -> None:
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._tasks.cancel_all()
         for tap in self._taps:
             tap.close()
         self._taps.clear()
@@ -183,17 +182,9 @@ class OverlayRuntime:
             await kdev.delete_overlay(self.handle)
         self.status = "STOPPED"
 
-    def _spawn(self, coro) -> asyncio.Task:
-        task = asyncio.get_running_loop().create_task(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._task_done)
-        return task
-
-    def _task_done(self, task: asyncio.Task) -> None:
-        self._tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            self.counters["errors"] += 1
-            log.error("overlay=%s task failed: %r", self.name, task.exception(), exc_info=task.exception())
+    def _task_failed(self, exc: BaseException) -> None:
+        self.counters["errors"] += 1
+        log.error("overlay=%s task failed: %r", self.name, exc, exc_info=exc)
 
     # -- status -------------------------------------------------------------------------
     def _set_status(self, reason: str | None) -> None:
@@ -326,7 +317,7 @@ class OverlayRuntime:
     # -- mapping changes ---------------------------------------------------------------
     def _on_change(self, change: MappingChange) -> None:
         self.counters["mapping_changes"] += 1
-        self._spawn(self._apply_change(change))
+        self._tasks.spawn(self._apply_change(change))
 
     async def _apply_change(self, change: MappingChange) -> None:
         async with self._lock:
@@ -469,7 +460,7 @@ class OverlayRuntime:
         # only sends (DHCP proxied to a remote MAC): a capturing tap here would clone and filter every frame
         self._vxlan_tap = FrameTap(self.name, capture=False)
         self._taps += [self._bridge_tap, self._vxlan_tap]
-        self._spawn(self._frame_loop())
+        self._tasks.spawn(self._frame_loop())
 
     async def _frame_loop(self) -> None:
         while True:

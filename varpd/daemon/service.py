@@ -21,6 +21,7 @@ from varpd.backend.properties import Protection
 from varpd.daemon.state import StateStore
 from varpd.model.overrides import format_override, parse_destination
 from varpd.packet.mac import normalize_mac
+from varpd.tasks import TaskSet
 from varpd_kmod import device as kdev
 from varpd_kmod.misses import MissListener
 from varpd_kmod.types import EventsLost, L2Miss, L3Miss
@@ -36,7 +37,7 @@ class Varpd:
         self._by_ifindex: dict[int, OverlayRuntime] = {}
         self._pending: dict[str, OverlayConfig] = {}  # could not start yet: retried
         self._listener: MissListener | None = None
-        self._tasks: set[asyncio.Task] = set()
+        self._tasks = TaskSet()
         self.ready = False
         self.started_at = time.time()
 
@@ -53,7 +54,7 @@ class Varpd:
     # -- lifecycle ----------------------------------------------------------------------
     async def start(self, configured: tuple[OverlayConfig, ...]) -> None:
         self._listener = MissListener()
-        self._spawn(self._miss_loop())
+        self._tasks.spawn(self._miss_loop())
         wanted: dict[str, OverlayConfig] = {c.name: c for c in self.store.load_all()}
         wanted.update({c.name: c for c in configured})  # the config file wins over saved state
         for cfg in wanted.values():
@@ -64,7 +65,7 @@ class Varpd:
                 self._pending[cfg.name] = cfg
                 self._overlays[cfg.name] = _failed_runtime(cfg, self.settings, exc)
         await self._find_orphans(set(wanted))
-        self._spawn(self._retry_loop())
+        self._tasks.spawn(self._retry_loop())
         self.ready = True
         log.info("event=ready overlays=%d", len(self._overlays))
 
@@ -93,18 +94,11 @@ class Varpd:
 
     async def stop(self) -> None:
         """SIGTERM: stop serving but leave devices and entries in the kernel, so traffic flows on."""
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._tasks.cancel_all()
         for rt in self.overlays():
             await rt.stop(delete_device=False)
         if self._listener is not None:
             self._listener.close()
-
-    def _spawn(self, coro) -> None:
-        task = asyncio.get_running_loop().create_task(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
 
     async def _start_overlay(self, cfg: OverlayConfig) -> OverlayRuntime:
         for other in self._overlays.values():
@@ -219,7 +213,7 @@ class Varpd:
             if isinstance(ev, EventsLost):
                 for rt in self.overlays():
                     if rt.handle is not None:
-                        self._spawn(rt.on_events_lost())
+                        self._tasks.spawn(rt.on_events_lost())
                 continue
             if isinstance(ev, (L2Miss, L3Miss)):
                 rt = self._by_ifindex.get(ev.ifindex)
@@ -230,7 +224,7 @@ class Varpd:
                 if rt.answers_inline:
                     await rt.on_miss(ev)
                 else:
-                    self._spawn(rt.on_miss(ev))
+                    self._tasks.spawn(rt.on_miss(ev))
 
     def _refresh_ifindex(self, ifindex: int) -> OverlayRuntime | None:
         """A device re-created by the reconciler has a new ifindex."""
