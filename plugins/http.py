@@ -343,15 +343,9 @@ class HttpBackend(Backend):
             else:
                 self._known.pop(rec.mac, None)
                 change = MappingChange(removed=(rec,))
-            self._emit_safely(change)
+            self.emit(change)
         if ev.id:
             self._last_id = ev.id
-
-    def _emit_safely(self, change: MappingChange) -> None:
-        try:
-            self.emit(change)
-        except Exception:  # a listener's bug must not stop the stream
-            log.exception("http=%s event=listener-failed", self.base)
 
     def _start_resync(self) -> None:
         if self._resync_task is None or self._resync_task.done():
@@ -372,4 +366,4 @@ class HttpBackend(Backend):
         removed = tuple(before[mac] for mac, r in results if r is None)
         log.info("http=%s event=resynced records=%d upserted=%d removed=%d", self.base, len(before),
                  len(upserted), len(removed))
-        self._emit_safely(MappingChange(upserted=upserted, removed=removed))
+        self.emit(MappingChange(upserted=upserted, removed=removed))

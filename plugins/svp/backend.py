@@ -336,7 +336,7 @@ class SvpBackend(Backend):
                 done.append(rec.id)
         log.info("svp=%s event=shootdown records=%d removed=%d upserted=%d", self.server, len(ack.records),
                  len(removed), len(upserted))
-        self._emit_safely(MappingChange(upserted=tuple(upserted.values()), removed=tuple(removed.values()),
+        self.emit(MappingChange(upserted=tuple(upserted.values()), removed=tuple(removed.values()),
                                         moved_ips=tuple(moved)))
         if done:
             rm = await self._ask(wire.LogRm(tuple(done)))
@@ -361,12 +361,6 @@ class SvpBackend(Backend):
         if old is not None and (got is None or got[0] != old) and old in self._dest:
             out.append(self._record(old, self._dest[old]))
         return out
-
-    def _emit_safely(self, change: MappingChange) -> None:
-        try:
-            self.emit(change)
-        except Exception:  # a listener's bug must not stop the poller
-            log.exception("svp=%s event=listener-failed", self.server)
 
     # -- after a reconnection ---------------------------------------------------------------
     def _start_resync(self) -> None:
@@ -399,4 +393,4 @@ class SvpBackend(Backend):
         upserted = tuple(self._record(m, self._dest[m]) for m in changed if m in self._dest and m not in removed)
         log.info("svp=%s event=resynced macs=%d ips=%d upserted=%d removed=%d", self.server, len(before),
                  len(self._owner), len(upserted), len(removed))
-        self._emit_safely(MappingChange(upserted=upserted, removed=tuple(removed.values()), moved_ips=tuple(moved)))
+        self.emit(MappingChange(upserted=upserted, removed=tuple(removed.values()), moved_ips=tuple(moved)))

@@ -12,12 +12,15 @@ from __future__ import annotations
 
 import abc
 import enum
+import logging
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv6Address
 from typing import Any, Callable, ClassVar
 
 from varpd.backend.properties import PropertySpec
 from varpd.model import Destination, IPAddress, Mapping, MappingChange, MappingRecord
+
+log = logging.getLogger(__name__)
 
 
 class PluginMode(enum.Enum):
@@ -113,10 +116,14 @@ class Backend(abc.ABC):
         self._status_listeners.append(listener)
 
     def emit(self, change: MappingChange) -> None:
-        """Tell the daemon the mapping changed; subclasses call this."""
+        """Tell the daemon the mapping changed; subclasses call this.  A listener's bug is logged and
+        goes no further: it must neither stop the backend's watcher nor keep the change from the others."""
         if change:
             for listener in list(self._listeners):
-                listener(change)
+                try:
+                    listener(change)
+                except Exception:
+                    log.exception("backend=%s overlay=%s event=listener-failed", self.name, self.ctx.name)
 
     def set_degraded(self, reason: str | None) -> None:
         """Record (or clear, with None) why this backend is not fully serving."""
