@@ -27,8 +27,10 @@ def _setup_logging(level: str, fmt: str = "kv") -> None:
 
 async def serve(config: DaemonConfig) -> None:
     from varpd.admin.runner import AdminServer
+    from varpd.daemon.sdnotify import Notifier
     from varpd.daemon.service import Varpd
 
+    notifier = Notifier()
     service = Varpd(config.daemon)
     admin = AdminServer(service, str(config.daemon.socket), tcp=config.daemon.admin_tcp_address,
                         allow=config.daemon.admin_allow)
@@ -39,11 +41,22 @@ async def serve(config: DaemonConfig) -> None:
     await admin.start()
     try:
         await service.start(config.overlays)
+        # READY only now: the socket answers and every saved overlay has been programmed (or
+        # marked DEGRADED), so `systemctl restart varpd` returns when the CLI can be used
+        notifier.ready(_status(service))
         await stop.wait()
+        notifier.stopping("stopping: devices and entries stay in the kernel")
         log.info("event=shutdown reason=signal")
     finally:
         await service.stop()
         await admin.stop()
+        notifier.close()
+
+
+def _status(service) -> str:
+    overlays = service.overlays()
+    online = sum(1 for rt in overlays if rt.status == "ONLINE")
+    return f"serving {len(overlays)} overlay{'' if len(overlays) == 1 else 's'} ({online} online)"
 
 
 def run(config_path: str | None, socket_override: str | None = None, state_dir_override: str | None = None,

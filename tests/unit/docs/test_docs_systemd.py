@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from varpd.lab.vagrant import DEFAULT_UNDERLAY, HOSTS as HOST_NAMES, parse_underlay, write_host
+
 ROOT = Path(__file__).resolve().parents[3]
 UNIT = ROOT / "configs" / "varpd.service"
 PROVISION = ROOT / "scripts" / "provision-host.sh"
@@ -49,14 +51,14 @@ def test_execstart_is_the_provisioned_venv():
     assert argv == [f"{venv}/bin/varpd", "daemon", "--config", f"{etc}/varpd.toml"]
     text = PROVISION.read_text()
     assert 'python3 -m venv "$VENV"' in text
-    assert re.search(r'install -m 0644 "\$SRC/configs/\$HOST\.toml" "\$ETC/varpd\.toml"', text)
+    assert re.search(r'-m varpd\.lab\.vagrant .*--etc "\$ETC"', text)  # writes $ETC/varpd.toml
     assert re.search(r'install -m 0644 "\$SRC/configs/varpd\.service" /etc/systemd/system/varpd\.service', text)
 
 
 def test_hardening_and_restart_policy():
     d = _directives()
     want = {
-        "Type": "simple", "Restart": "on-failure", "RuntimeDirectory": "varpd", "StateDirectory": "varpd",
+        "Type": "notify", "NotifyAccess": "main", "Restart": "on-failure", "RuntimeDirectory": "varpd", "StateDirectory": "varpd",
         "CapabilityBoundingSet": "CAP_NET_ADMIN CAP_NET_RAW", "AmbientCapabilities": "CAP_NET_ADMIN CAP_NET_RAW",
         "NoNewPrivileges": "yes", "ProtectSystem": "strict", "ProtectHome": "yes", "PrivateTmp": "yes",
         "ReadWritePaths": "/var/lib/varpd /run/varpd",
@@ -70,10 +72,11 @@ def test_hardening_and_restart_policy():
     assert re.search(r"SIGTERM.*leaves", UNIT.read_text())
 
 
-@pytest.mark.parametrize("host", ["zlan", "zlan2", "zlan3"])
-def test_daemon_paths_are_writable_under_the_unit(host):
-    """ProtectSystem=strict: the config's state_dir and socket must be in ReadWritePaths."""
-    cfg = tomllib.loads((ROOT / "configs" / f"{host}.toml").read_text())["daemon"]
+@pytest.mark.parametrize("host", HOST_NAMES)
+def test_daemon_paths_are_writable_under_the_unit(host, tmp_path):
+    """ProtectSystem=strict: the generated config's state_dir and socket must be in ReadWritePaths."""
+    write_host(host, parse_underlay(DEFAULT_UNDERLAY), tmp_path)
+    cfg = tomllib.loads((tmp_path / "varpd.toml").read_text())["daemon"]
     writable = _one(_directives(), "ReadWritePaths").split()
     assert cfg["state_dir"] in writable
     assert str(Path(cfg["socket"]).parent) in writable
