@@ -99,15 +99,18 @@ def test_script_without_addresses_and_without_attach(monkeypatch):
     assert _normalise(script, None, "guest") == _normalise(calls, lab.host_ns(host), lab.guest_ns(host))
 
 
-def test_vagrant_guests_come_from_hosts_vagrant_json():
-    """provision-host.sh picks the record whose ip is the host's listen_ip: one per Vagrant host."""
+def test_vagrant_guests_are_the_generated_hosts_records(tmp_path):
+    """provision-host.sh adds the guest of the record whose ip is the host's listen_ip: one per Vagrant host."""
     import tomllib
 
-    data = json.loads((ROOT / "configs" / "hosts-vagrant.json").read_text())
-    for name in ("zlan", "zlan2", "zlan3"):
-        cfg = tomllib.loads((ROOT / "configs" / f"{name}.toml").read_text())
+    from varpd.lab.vagrant import DEFAULT_UNDERLAY, HOSTS, parse_underlay, write_host
+
+    for name in HOSTS:
+        write_host(name, parse_underlay(DEFAULT_UNDERLAY), tmp_path / name)
+        data = json.loads((tmp_path / name / "hosts.json").read_text())
+        cfg = tomllib.loads((tmp_path / name / "varpd.toml").read_text())
         me = cfg["overlays"][0]["properties"]["vxlan/listen_ip"]
-        assert [mac for mac, rec in data.items() if rec["ip"] == me], f"{name}: no record with ip {me}"
+        assert len([mac for mac, rec in data.items() if rec["ip"] == me]) == 1, f"{name}: no record with ip {me}"
     text = (ROOT / "scripts" / "provision-host.sh").read_text()
     assert "scripts/add-guest.sh\" --ns guest --vnic vnic0" in text and "--mtu 1400" in text
 
