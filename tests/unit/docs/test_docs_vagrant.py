@@ -114,7 +114,7 @@ def test_the_generator_says_what_is_wrong_in_one_line(tmp_path, capsys):
     assert err.count("\n") == 1 and "VARPD_UNDERLAY" in err
 
 
-@pytest.mark.parametrize("script", ["provision-host.sh", "add-guest.sh"])
+@pytest.mark.parametrize("script", ["provision-host.sh", "add-guest.sh", "vagrant-check.sh"])
 def test_scripts_parse_and_are_executable(script):
     path = ROOT / "scripts" / script
     assert os.access(path, os.X_OK)
