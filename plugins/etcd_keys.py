@@ -24,6 +24,7 @@ from typing import Any, Iterable
 
 from pydantic import ValidationError
 
+from varpd import json_input
 from varpd.config.hosts import HostRecordModel, describe_validation_error, record_body
 from varpd.model import Mapping, MappingChange, MappingRecord
 from varpd.packet.errors import PacketError
@@ -83,7 +84,7 @@ def parse_value(key: str, mac: str, value: bytes | str) -> MappingRecord:
         except UnicodeDecodeError:
             raise ValueError(f"key {key}: the value is not UTF-8") from None
     try:
-        body = json.loads(value)
+        body = json_input.loads(value)
     except json.JSONDecodeError as exc:
         raise ValueError(f"key {key}: invalid JSON: {exc.msg} (line {exc.lineno} column {exc.colno})") from None
     if not isinstance(body, dict):

@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import json
 import logging
 import ssl
 from ipaddress import IPv4Address, IPv6Address
@@ -44,6 +43,7 @@ from typing import Any
 import aiohttp
 from yarl import URL
 
+from varpd import json_input
 from varpd.backend.base import Backend, OverlayContext
 from varpd.backend.errors import BackendError, PropertyError
 from varpd.backend.properties import PropertySpec, PropType, Protection, parse_seconds
@@ -330,7 +330,7 @@ class HttpBackend(Backend):
         if ev.kind not in ("upsert", "remove"):
             return  # unknown kinds are for newer clients
         try:
-            rec = record_from_json(json.loads(ev.data))
+            rec = record_from_json(json_input.loads(ev.data))
         except (ValueError, WireError) as exc:
             self._say(logging.WARNING, "events:bad", "http=%s event=bad-event url=%s kind=%s error=%s; resyncing",
                       self.base, self._root / "events", ev.kind, exc)

@@ -8,7 +8,6 @@ reason and whether trying again may help; nothing here raises anything else.
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import random
 import time
@@ -16,6 +15,8 @@ from dataclasses import dataclass
 from typing import Any, AsyncIterator
 
 import aiohttp
+
+from varpd import json_input
 
 MAX_BODY = 64 * 1024  # a record is ~200 bytes; anything near this is garbage
 MAX_EVENT = 64 * 1024
@@ -91,7 +92,7 @@ async def get_json(session: aiohttp.ClientSession, url: str, headers: dict[str, 
         raise FetchError(_transport_reason(exc, timeout), retry=True, unreachable=True,
                          kind=type(exc).__name__) from None
     try:
-        return json.loads(body)
+        return json_input.loads(body)
     except (ValueError, UnicodeDecodeError) as exc:
         head = body[:40].decode(errors="replace")
         raise FetchError(f"malformed JSON ({exc}; body starts {head!r})", retry=False, kind="json") from None

@@ -26,6 +26,7 @@ from varpd.backend.errors import BackendError, PropertyError
 from varpd.backend.properties import PropertySpec, resolve
 from varpd.config.daemon import DaemonSettings, OverlayConfig
 from varpd.daemon import dhcp_responder
+from varpd.daemon.change_log import ChangeLog
 from varpd.daemon.desired import DesiredState, fdb_for, neighs_for
 from varpd.daemon.overlay_props import DAEMON_PROPERTIES, native_dhcp
 from varpd.daemon.reconciler import plan
@@ -82,6 +83,7 @@ class OverlayRuntime:
         self.origin: dict[Any, str] = {}
         self._lock = asyncio.Lock()
         self._tasks = TaskSet(on_failure=self._task_failed)
+        self._change_log = ChangeLog(log, cfg.name)
         self._taps: list[FrameTap] = []
         self._server_mac = "02:00:00:00:00:01"
         self._adopted = False
@@ -170,6 +172,7 @@ class OverlayRuntime:
 
     async def stop(self, *, delete_device: bool) -> None:
         await self._tasks.cancel_all()
+        self._change_log.close()
         for tap in self._taps:
             tap.close()
         self._taps.clear()
@@ -335,8 +338,7 @@ class OverlayRuntime:
                     self.origin[e.mac] = "push"
             elif self.mode == "on-demand":
                 await self._apply_change_on_demand(change)
-        log.info("overlay=%s event=mapping-change upserted=%d removed=%d",
-                 self.name, len(change.upserted), len(change.removed))
+        self._change_log.add(change)
 
     async def _apply_change_on_demand(self, change: MappingChange) -> None:
         """Withdraw or update only what misses installed; an overlay IP that local guests resolved and

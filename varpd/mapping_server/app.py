@@ -22,6 +22,7 @@ from typing import Any
 
 from aiohttp import web
 
+from varpd import json_input
 from varpd.mapping_server.store import Conflict, Event, MappingStore, ReadOnly
 from varpd.mapping_server.wire import WireError, parse_mac, record_from_json, record_to_json
 
@@ -80,7 +81,7 @@ async def get_mac(request: web.Request) -> web.Response:
 async def put_mac(request: web.Request) -> web.Response:
     store, mac = _store(request), _mac(request)
     try:
-        body = await request.json()
+        body = await request.json(loads=json_input.loads)
     except ValueError as exc:
         return _error(400, f"invalid JSON: {exc}")
     try:

@@ -92,7 +92,9 @@ def test_bad_values_have_the_hosts_json_message(body, words):
 
 
 @pytest.mark.parametrize("raw,words", [(b"{", "invalid JSON"), (b"[1]", "must be an object"),
-                                       (b"\xff", "not UTF-8"), (b"", "invalid JSON")])
+                                       (b"\xff", "not UTF-8"), (b"", "invalid JSON"),
+                                       (b"[" * 5000, "invalid JSON: nested too deeply")],
+                         ids=["unclosed", "list", "not-utf8", "empty", "nested-5000-deep"])
 def test_unparseable_values(raw, words):
     with pytest.raises(ValueError, match=words):
         parse_value("/varpd/23/x", M1, raw)

@@ -11,9 +11,10 @@ import pytest
 from aiohttp import web
 
 from _waiting import LoopTicker
-from test_http_support import MAC1, VNI, Served, free_port, make_backend
+from test_http_support import MAC1, VNI, Served, free_port, make_backend, wait_until
 
 GOOD = {"ip": "192.0.2.9", "port": 4789}
+DEEP = "[" * 5000 + "]" * 5000
 
 
 class Bad:
@@ -47,6 +48,8 @@ class Bad:
             return web.json_response({"port": 4789})
         if mode == "list":
             return web.json_response([GOOD])
+        if mode == "deep":  # 10 KiB, within the body cap, nested deeper than json's recursion limit
+            return web.Response(text=DEEP, content_type="application/json")
         if mode in ("huge", "huge-chunked"):
             resp = web.StreamResponse(headers={"Content-Type": "application/json"})
             if mode == "huge":
@@ -92,6 +95,7 @@ def _lines(caplog, *words: str) -> list[str]:
     ("port-x", "field 'port'"),
     ("no-ip", "missing required field 'ip'"),
     ("list", "expected a JSON object"),
+    ("deep", "nested too deeply"),
 ])
 async def test_garbage_is_unknown_and_logged_once(bad, caplog, mode, problem):
     caplog.set_level(logging.WARNING)
@@ -190,3 +194,34 @@ async def test_events_stream_failure_never_crashes(bad, caplog):
         assert b.degraded is None
     finally:
         await b.stop()
+
+
+async def test_deeply_nested_event_is_a_bad_event_not_a_crash(caplog):
+    """An events stream carrying JSON nested past the parser's recursion limit: the event is refused
+    in one line and a resync started, with no traceback and no reconnection."""
+    async def events(request):
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await resp.prepare(request)
+        await resp.write(b"event: hello\nid: 1\ndata: {}\n\n")
+        await resp.write(f"event: upsert\nid: 2\ndata: {DEEP}\n\n".encode())
+        await asyncio.sleep(30)
+        return resp
+
+    def app():
+        a = web.Application()
+        a.router.add_get("/v1/overlays/{vni}/events", events)
+        return a
+
+    caplog.set_level(logging.INFO)
+    served = await Served(app).start()
+    b = make_backend(served.url)
+    await b.start()
+    try:
+        await wait_until(lambda: b.stats["events_upsert"] >= 1, 5, "the deep event")
+        await asyncio.sleep(0.2)
+        assert len(_lines(caplog, "bad-event", "nested too deeply")) == 1, caplog.text
+        assert not [r for r in caplog.records if r.exc_info], caplog.text
+        assert b.stats["events_disconnects"] == 0 and b.stats["resyncs"] == 1
+    finally:
+        await b.stop()
+        await served.stop()

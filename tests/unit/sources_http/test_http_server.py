@@ -85,6 +85,8 @@ async def test_get_put_delete_and_ips(server):
         assert r.status == 400 and "port" in (await r.json())["error"]
     async with s.put(f"{base}/macs/de:ad:be:ef:00:0a", data=b"{nope") as r:
         assert r.status == 400
+    async with s.put(f"{base}/macs/de:ad:be:ef:00:0a", data=b"[" * 5000 + b"]" * 5000) as r:
+        assert r.status == 400 and "nested too deeply" in (await r.json())["error"]
     async with s.delete(f"{base}/macs/de:ad:be:ef:00:09") as r:
         assert r.status == 204
     async with s.delete(f"{base}/macs/de:ad:be:ef:00:09") as r:
