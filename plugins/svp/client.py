@@ -8,14 +8,18 @@
 - A failed connection attempt, or a connection that breaks, puts the client in
   DOWN: requests then fail at once with `SvpUnavailable` (no pile-up of
   timeouts) while a background task reconnects with exponential backoff,
-  1 s doubling to 32 s (illumos svp_conn.c), reset by a successful connection.
+  1 s doubling to 32 s (illumos svp_conn.c), reset only by a connection on
+  which a request got its reply: a server that accepts and then breaks the
+  protocol every time is not hit every second forever.
 - Idle timeout (30 s): a connection on which nothing has been sent or received
   for that long is closed (and reopened by the next request); a connection with
   requests outstanding that receives nothing for that long is declared dead
   (SvpTimeout for its requests, then reconnect).  Each request is also bounded
   by its own `timeout`.
 - A frame that is not valid SVP (bad version, CRC, size, op) closes the
-  connection: the stream cannot be resynchronised.
+  connection: the stream cannot be resynchronised.  So does a reply larger
+  than its request allows (`wire.reply_limit`: a LOG_ACK no more than the
+  bytes its LOG_REQ asked for), before its payload is read.
 
 `on_state(reason)` is called with a one-line reason when a connection attempt
 fails or an open connection is lost (not on an idle close), and with None when
@@ -80,7 +84,9 @@ class SvpClient:
         self.peer: str | None = None  # "addr:port" of the current connection
         self.connections = 0  # successful connections so far
         self._next_id = random.randrange(1, 1 << 32)
-        self._pending: dict[int, tuple[int, asyncio.Future, float]] = {}
+        self._pending: dict[int, tuple[int, asyncio.Future, float, int]] = {}  # id → (op, future, sent, limit)
+        self._stray_limit = 0  # the largest reply allowed to any request sent so far (a late reply's bound)
+        self._exchanged = False  # a reply arrived on the current connection
         self._writer: asyncio.StreamWriter | None = None
         self._want = asyncio.Event()  # a connection is wanted
         self._changed = asyncio.Condition()
@@ -145,7 +151,9 @@ class SvpClient:
             raise SvpConnectionLost("connection closing")
         req_id = self._new_id()
         fut = asyncio.get_running_loop().create_future()
-        self._pending[req_id] = (reply_op, fut, time.monotonic())
+        limit = wire.reply_limit(msg)
+        self._stray_limit = max(self._stray_limit, limit)
+        self._pending[req_id] = (reply_op, fut, time.monotonic(), limit)
         try:
             writer.write(wire.encode(msg, req_id))
             self._last_io = time.monotonic()
@@ -166,7 +174,7 @@ class SvpClient:
                 return self._next_id
 
     def _drop(self, exc: SvpError) -> None:
-        for _, fut, _ in self._pending.values():
+        for _, fut, _, _ in self._pending.values():
             if not fut.done():
                 fut.set_exception(exc)
         self._pending.clear()
@@ -214,7 +222,7 @@ class SvpClient:
                 await asyncio.sleep(backoff_delay(attempt, *self.backoff))
                 attempt += 1
                 continue  # _want stays set: keep trying until a connection is made
-            attempt = 0
+            self._exchanged = False
             self._writer, self.peer = writer, peer
             self.connections += 1
             self._last_io = self._last_rx = time.monotonic()
@@ -222,6 +230,8 @@ class SvpClient:
             log.debug("svp=%s:%d event=connected peer=%s", self.host, self.port, peer)
             self._notify(None)
             why = await self._serve(reader, writer)
+            if self._exchanged:
+                attempt = 0  # the server answered: it is not one that breaks every connection
             self._writer = None
             writer.close()
             try:
@@ -266,7 +276,7 @@ class SvpClient:
             await asyncio.sleep(tick)
             now = time.monotonic()
             if self._pending:
-                oldest = min(sent for _, _, sent in self._pending.values())
+                oldest = min(sent for _, _, sent, _ in self._pending.values())
                 if now - max(self._last_rx, oldest) > self.idle_timeout:
                     return f"connection silent for {self.idle_timeout:g}s with requests outstanding"
             elif now - max(self._last_io, self._last_rx) > self.idle_timeout:
@@ -277,6 +287,11 @@ class SvpClient:
             while True:
                 head = await reader.readexactly(wire.HEADER_SIZE)
                 header = wire.Header.unpack(head)
+                entry = self._pending.get(header.id)
+                limit = entry[3] if entry is not None else self._stray_limit
+                if header.size > limit:
+                    raise wire.SvpProtocolError(
+                        "size", f"reply of {header.size} bytes to request {header.id}, which allows {limit}")
                 payload = await reader.readexactly(header.size)
                 self._last_rx = time.monotonic()
                 msg = wire.decode_payload(header, payload)
@@ -285,10 +300,11 @@ class SvpClient:
                     log.debug("svp=%s:%d event=stray-reply id=%d op=0x%02x", self.host, self.port, header.id,
                               header.op)
                     continue
-                want_op, fut, _ = entry
+                want_op, fut, _, _ = entry
                 if header.op != want_op:
                     raise wire.SvpProtocolError(
                         "op", f"reply op 0x{header.op:02x} to request {header.id}, expected 0x{want_op:02x}")
+                self._exchanged = True
                 if not fut.done():
                     fut.set_result(msg)
         except asyncio.IncompleteReadError as exc:

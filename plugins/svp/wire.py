@@ -523,6 +523,14 @@ REPLIES: dict[int, int] = {Op.PING: Op.PONG, Op.VL2_REQ: Op.VL2_ACK, Op.VL3_REQ:
                            Op.LOG_REQ: Op.LOG_ACK, Op.LOG_RM: Op.LOG_RM_ACK}
 
 
+def reply_limit(msg: Message) -> int:
+    """The largest payload a reply to request `msg` may have: a LOG_ACK its status and the byte
+    count the LOG_REQ asked for, the others their fixed size (a client reads no more)."""
+    if isinstance(msg, LogReq):
+        return 4 + msg.count
+    return {Op.PING: 0, Op.VL2_REQ: Vl2Ack._S.size, Op.VL3_REQ: Vl3Ack._S.size, Op.LOG_RM: 4}[msg.OP]
+
+
 # -- frames ----------------------------------------------------------------------------------
 def encode(msg: Message, req_id: int) -> bytes:
     """Header (with its CRC) ‖ payload."""

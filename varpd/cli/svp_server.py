@@ -28,7 +28,8 @@ async def _serve(args: argparse.Namespace, source: tuple[str, dict[str, str]], s
     from varpd.svp_server import SvpServer
     from varpd.svp_server.server import make_source
 
-    server = SvpServer(args.vni, source=make_source(args.vni, *source), ssl=ssl_ctx)
+    server = SvpServer(args.vni, source=make_source(args.vni, *source), ssl=ssl_ctx,
+                       max_connections=args.max_connections, idle_timeout=args.idle_timeout)
     await server.start(*args.listen)
     try:
         await until_signalled()
@@ -40,6 +41,10 @@ def run(args: argparse.Namespace) -> int:
     setup_logging(args.log_level)
     if not 0 < args.vni < (1 << 24):
         raise CliError(f"--vni {args.vni}: a VNI is 1-16777215")
+    if args.max_connections < 1:
+        raise CliError(f"--max-connections {args.max_connections}: at least 1")
+    if not args.idle_timeout > 0:
+        raise CliError(f"--idle-timeout {args.idle_timeout:g}: more than 0 seconds")
     ssl_ctx = server_tls(args.cert, args.key)
     source = _source_props(args)  # a bad command line is refused before anything starts
     return serve_until_signalled(_serve(args, source, ssl_ctx), args.listen)
@@ -67,6 +72,10 @@ def add_parsers(sub) -> None:
                    help="address and port to listen on (default 127.0.0.1:1296)")
     p.add_argument("--reload-interval", type=int, default=1, metavar="SECONDS",
                    help="how often --hosts is checked for changes, whole seconds (default 1, 0: never)")
+    p.add_argument("--max-connections", type=int, default=1024, metavar="N",
+                   help="connections open at once; more are closed at once (default 1024)")
+    p.add_argument("--idle-timeout", type=float, default=120.0, metavar="SECONDS",
+                   help="close a connection that sends no request for this long (default 120)")
     p.add_argument("--cert", metavar="PEM", help="serve over TLS with this certificate chain")
     p.add_argument("--key", metavar="PEM", help="the private key of --cert")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])

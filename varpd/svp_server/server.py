@@ -5,7 +5,15 @@ VL3_REQ → VL3_ACK (BADL3TYPE for an unknown type); LOG_REQ → LOG_ACK with th
 requester's shootdown records that fit its byte count; LOG_RM → LOG_RM_ACK.
 A request for another vnetid is NOTFOUND.  A frame that is not valid SVP, or
 an op the server does not serve (BULK_REQ, replies), closes that connection
-with one log line.  The source is the same backend code the daemon uses, so
+with one log line.
+
+Connections are bounded so that clients cannot pin memory: at most
+`max_connections` at once (more are closed at once, logged at most every 10 s); one
+that starts no request for `idle_timeout` seconds is closed (a client closes its own
+after 30 s idle); a frame, once begun, must arrive whole within `frame_timeout`
+seconds and a reply be taken within as long; a request payload over
+`MAX_REQUEST` bytes (no request comes near it: a LOG_RM of 4096 ids) closes the
+connection before anything is buffered.  The source is the same backend code the daemon uses, so
 a hosts.json is re-read and checked exactly as `-s files` does (a bad edit
 keeps the last good mapping) and etcd is followed by its watch; each change
 the source emits feeds the shootdown log (varpd.svp_server.shootdown).
@@ -23,10 +31,16 @@ from varpd.backend.properties import resolve
 from varpd.backend.registry import load as load_backend
 from varpd.model import Mapping, MappingChange
 from varpd.svp_server.shootdown import ShootdownLog
+from varpd_plugins.http_client import RateLimitedLog
 from varpd_plugins.svp import wire
 from varpd_plugins.svp.wire import L3Type, Status
 
 log = logging.getLogger(__name__)
+
+MAX_CONNECTIONS = 1024
+IDLE_TIMEOUT = 120.0
+FRAME_TIMEOUT = 10.0
+MAX_REQUEST = 64 * 1024
 
 
 def make_source(vni: int, backend: str, props: dict[str, str]) -> Backend:
@@ -42,12 +56,19 @@ def make_source(vni: int, backend: str, props: dict[str, str]) -> Backend:
 
 class SvpServer:
     def __init__(self, vni: int, *, source: Backend | None = None, mapping: Mapping | None = None,
-                 ssl: ssl_mod.SSLContext | None = None) -> None:
+                 ssl: ssl_mod.SSLContext | None = None, max_connections: int = MAX_CONNECTIONS,
+                 idle_timeout: float = IDLE_TIMEOUT, frame_timeout: float = FRAME_TIMEOUT) -> None:
         self.vni = vni
         self.source = source
         self.mapping = mapping if mapping is not None else Mapping()
         self.ssl = ssl
+        self.max_connections = max_connections
+        self.idle_timeout = idle_timeout
+        self.frame_timeout = frame_timeout
         self.shootdown = ShootdownLog(vni)
+        self.shootdown.serving(self.mapping)
+        self._say = RateLimitedLog(log)
+        self.refused = 0  # connections closed at once: the cap was reached
         self.requests = 0
         self._server: asyncio.base_events.Server | None = None
         self._conns: set[asyncio.Task] = set()
@@ -60,6 +81,7 @@ class SvpServer:
         if self.source is not None:
             await self.source.start()
             self.mapping = self.source.snapshot() or Mapping()
+            self.shootdown.serving(self.mapping)
             self.source.add_listener(self._on_change)
             self.source.add_status_listener(self._on_status)
             log.info("svp-server vni=%d event=loaded source=%s records=%d", self.vni, self.source.name,
@@ -107,26 +129,45 @@ class SvpServer:
 
     # -- connections ------------------------------------------------------------------------
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        peer = writer.get_extra_info("peername")
+        peer = f"{peer[0]}:{peer[1]}" if peer else "?"
+        if len(self._conns) >= self.max_connections:
+            self.refused += 1
+            self._say(logging.WARNING, "cap", "svp-server event=connection-refused peer=%s reason=%d connections "
+                      "open, the cap", peer, len(self._conns))
+            writer.close()
+            return
         task = asyncio.current_task()
         self._conns.add(task)
         self._writers.add(writer)
-        peer = writer.get_extra_info("peername")
-        peer = f"{peer[0]}:{peer[1]}" if peer else "?"
         log.debug("svp-server event=connected peer=%s", peer)
         try:
             while True:
-                head = await reader.readexactly(wire.HEADER_SIZE)
-                header = wire.Header.unpack(head)
-                payload = await reader.readexactly(header.size)
+                try:
+                    async with asyncio.timeout(self.idle_timeout):
+                        first = await reader.readexactly(1)
+                except TimeoutError:
+                    log.debug("svp-server event=idle-close peer=%s idle=%gs", peer, self.idle_timeout)
+                    break
+                async with asyncio.timeout(self.frame_timeout):
+                    header = wire.Header.unpack(first + await reader.readexactly(wire.HEADER_SIZE - 1))
+                    if header.size > MAX_REQUEST:
+                        raise wire.SvpProtocolError("size", f"request payload of {header.size} bytes exceeds "
+                                                    f"{MAX_REQUEST}")
+                    payload = await reader.readexactly(header.size)
                 msg = wire.decode_payload(header, payload)
                 reply = self.answer(msg)
                 if reply is None:
                     raise wire.SvpProtocolError("op", f"op 0x{header.op:02x} is not a request this server serves")
                 self.requests += 1
                 writer.write(wire.encode(reply, header.id))
-                await writer.drain()
+                async with asyncio.timeout(self.frame_timeout):
+                    await writer.drain()
         except asyncio.IncompleteReadError:
             pass
+        except TimeoutError:
+            self._say(logging.WARNING, "slow", "svp-server event=slow-peer peer=%s a frame not sent or a reply not "
+                      "taken within %gs; closing", peer, self.frame_timeout)
         except wire.SvpProtocolError as exc:
             log.warning("svp-server event=protocol-error peer=%s kind=%s error=%s; closing", peer, exc.kind, exc)
         except (OSError, ConnectionError, ssl_mod.SSLError) as exc:

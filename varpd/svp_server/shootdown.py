@@ -15,10 +15,17 @@ its LOG_REQ, the backend's `svp/underlay_ip`).  When the mapping changes from
   move and must be announced.  An IP that never had an owner gets no record, so
   growing the mapping does not make every host install and announce it.
 
-Every host that asked for its log so far, and every underlay IP of the old
-or new mapping, gets its own copy of each record, with its own 16-byte id, so
-LOG_RM (which carries only ids) removes exactly one host's copy.  Each log is
-capped; the oldest records are dropped first (logged).
+Every underlay IP of the old or new mapping (a VTEP), and every other host that
+sent a LOG_REQ within `REQUESTER_TTL`, gets its own copy of each record, with its
+own 16-byte id, so LOG_RM (which carries only ids) removes exactly one host's copy.
+Each log is capped; the oldest records are dropped first (logged).
+
+The requesters that are not VTEPs are bounded, since anyone can send a LOG_REQ for
+any address: at most `MAX_REQUESTERS` of them (the one heard from longest ago is
+forgotten first, with its log), each forgotten with its log `REQUESTER_TTL` after
+its last LOG_REQ (a client polls every 5-10 s), each log capped at
+`MAX_PER_REQUESTER` records.  150k LOG_REQs from made-up addresses thus cost at
+most 256 small logs, not a copy of every later record for each of them.
 """
 
 from __future__ import annotations
@@ -35,6 +42,9 @@ from varpd_plugins.svp.wire import LogRecord, LogVl2, LogVl3, record_size
 log = logging.getLogger(__name__)
 
 MAX_PER_HOST = 16384
+MAX_REQUESTERS = 256  # hosts outside the mapping that get a log
+MAX_PER_REQUESTER = 1024
+REQUESTER_TTL = 600.0  # s without a LOG_REQ before such a host and its log are forgotten
 RELEASED_FOR = 600.0  # s: longer than a guest keeps a stale ARP/NDP entry (Linux: about a minute)
 
 
@@ -68,18 +78,57 @@ def records_for(old: Mapping, new: Mapping, change: MappingChange | None = None,
     return macs, ips
 
 
+def vteps(mapping: Mapping) -> frozenset[IPAddress]:
+    """The underlay IPs of `mapping`'s records: the hosts that always get a log."""
+    return frozenset(rec.dest.ip for rec in mapping.by_mac.values())
+
+
 class ShootdownLog:
-    def __init__(self, vnetid: int, max_per_host: int = MAX_PER_HOST) -> None:
+    def __init__(self, vnetid: int, max_per_host: int = MAX_PER_HOST, *, max_requesters: int = MAX_REQUESTERS,
+                 max_per_requester: int = MAX_PER_REQUESTER, requester_ttl: float = REQUESTER_TTL,
+                 clock=time.monotonic) -> None:
         self.vnetid = vnetid
         self.max_per_host = max_per_host
-        self.hosts: set[IPAddress] = set()  # requesters seen
+        self.max_requesters = max_requesters
+        self.max_per_requester = max_per_requester
+        self.requester_ttl = requester_ttl
+        self.clock = clock
+        self.vteps: frozenset[IPAddress] = frozenset()  # of the mapping served now
+        # requesters that are not VTEPs → when last heard from, oldest first
+        self.hosts: collections.OrderedDict[IPAddress, float] = collections.OrderedDict()
         self._logs: dict[IPAddress, collections.OrderedDict[bytes, LogRecord]] = {}
         self._owner: dict[bytes, IPAddress] = {}
         self._released: collections.OrderedDict[IPAddress, float] = collections.OrderedDict()  # ip -> when
         self.dropped = 0
+        self.forgotten = 0  # requesters forgotten (expired or evicted)
+
+    def serving(self, mapping: Mapping) -> None:
+        """The mapping served from now on (its VTEPs always have a log, and are no requesters)."""
+        self.vteps = vteps(mapping)
+        for host in self.vteps & self.hosts.keys():
+            del self.hosts[host]
+        self._forget_requesters()
 
     def seen(self, host: IPAddress) -> None:
-        self.hosts.add(host)
+        """`host` sent a LOG_REQ."""
+        if host in self.vteps:
+            return
+        self.hosts[host] = self.clock()
+        self.hosts.move_to_end(host)
+        self._forget_requesters()
+
+    def _forget_requesters(self) -> None:
+        """Forget the requesters not heard from within requester_ttl, and the ones heard from longest
+        ago beyond the cap, each with its log."""
+        limit = self.clock() - self.requester_ttl
+        while self.hosts:
+            host, when = next(iter(self.hosts.items()))
+            if when >= limit and len(self.hosts) <= self.max_requesters:
+                return
+            del self.hosts[host]
+            self.forgotten += 1
+            for rid in self._logs.pop(host, {}):
+                self._owner.pop(rid, None)
 
     def changed(self, old: Mapping, new: Mapping, change: MappingChange | None = None) -> int:
         """Append the records of old → new (`change`: what the source says it touched) to every
@@ -93,11 +142,10 @@ class ShootdownLog:
                 self._released[ip] = time.monotonic()
                 self._released.move_to_end(ip)
         self._forget_released(time.monotonic() - RELEASED_FOR)
+        self.serving(new)
         if not macs and not ips:
             return 0
-        targets = set(self.hosts)
-        for m in (old, new):
-            targets.update(rec.dest.ip for rec in m.by_mac.values())
+        targets = set(self.hosts) | vteps(old) | self.vteps
         n = 0
         for host in targets:
             for mac in macs:
@@ -120,7 +168,8 @@ class ShootdownLog:
         entries = self._logs.setdefault(host, collections.OrderedDict())
         entries[rec.id] = rec
         self._owner[rec.id] = host
-        while len(entries) > self.max_per_host:
+        cap = self.max_per_host if host in self.vteps else self.max_per_requester
+        while len(entries) > cap:
             rid, _ = entries.popitem(last=False)
             self._owner.pop(rid, None)
             self.dropped += 1
