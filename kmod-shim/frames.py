@@ -33,6 +33,7 @@ __all__ = [
     "BPF_ACCEPT_ALL",
     "MAX_FRAME",
     "PACKET_OUTGOING",
+    "PACKET_OTHERHOST",
 ]
 
 ETH_P_ALL = 0x0003
@@ -41,7 +42,18 @@ ETH_P_ARP = 0x0806
 ETH_P_IPV6 = 0x86DD
 SOL_PACKET = 263
 PACKET_IGNORE_OUTGOING = 23
+PACKET_OTHERHOST = 3
 PACKET_OUTGOING = 4
+PACKET_AUXDATA = 8
+SO_TIMESTAMPNS = 35  # also the cmsg type (SCM_TIMESTAMPNS)
+# struct tpacket_auxdata: tp_status, tp_len, tp_snaplen, tp_mac, tp_net, tp_vlan_tci, tp_vlan_tpid
+_AUXDATA = struct.Struct("=IIIHHHH")
+_TIMESPEC = struct.Struct("=qq")
+TP_STATUS_CSUMNOTREADY = 1 << 3
+TP_STATUS_VLAN_VALID = 1 << 4
+TP_STATUS_VLAN_TPID_VALID = 1 << 6
+ETH_P_8021Q = 0x8100
+_CMSG_SPACE = socket.CMSG_SPACE(_AUXDATA.size) + socket.CMSG_SPACE(_TIMESPEC.size)
 SO_ATTACH_FILTER = 26
 MAX_FRAME = 1518
 MIN_FRAME = 14
@@ -163,6 +175,30 @@ BPF_ACCEPT_ALL: list[BpfInsn] = [(BPF_RET_K, 0, 0, SNAPLEN)]
 BPF_DROP_ALL: list[BpfInsn] = [(BPF_RET_K, 0, 0, 0)]
 
 
+def _want_metadata(sock: socket.socket) -> None:
+    """Ask for PACKET_AUXDATA (partial checksum, stripped VLAN tag) and the receive timestamp."""
+    sock.setsockopt(SOL_PACKET, PACKET_AUXDATA, 1)
+    sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+
+
+def _frame_from(data: bytes, ancdata, pkttype: int, ifindex: int) -> CapturedFrame:
+    """The frame as it was on the wire: the VLAN tag the kernel stripped goes back in (as libpcap does)."""
+    vlan, partial, stamp = None, False, 0.0
+    for level, kind, value in ancdata:
+        if level == SOL_PACKET and kind == PACKET_AUXDATA and len(value) >= _AUXDATA.size:
+            status, _, _, _, _, tci, tpid = _AUXDATA.unpack_from(value)
+            partial = bool(status & TP_STATUS_CSUMNOTREADY)
+            if status & TP_STATUS_VLAN_VALID or tci:
+                tpid = tpid if status & TP_STATUS_VLAN_TPID_VALID and tpid else ETH_P_8021Q
+                data = data[:12] + struct.pack("!HH", tpid, tci) + data[12:]
+                vlan = tci & 0x0FFF
+        elif level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS and len(value) >= _TIMESPEC.size:
+            sec, nsec = _TIMESPEC.unpack_from(value)
+            stamp = sec + nsec / 1e9
+    return CapturedFrame(data=data, outgoing=pkttype == PACKET_OUTGOING, ifindex=ifindex,
+                         pkttype=pkttype, vlan=vlan, csum_partial=partial, timestamp=stamp)
+
+
 def _attach_filter(sock: socket.socket, prog: Sequence[BpfInsn]) -> None:
     if not prog or len(prog) > 4096:
         raise KmodError("BPF program must have 1..4096 instructions")
@@ -215,6 +251,7 @@ class FrameTap:
                         except BlockingIOError:
                             break
                     _attach_filter(s, bpf)
+                _want_metadata(s)
                 if direction == "in":
                     try:
                         s.setsockopt(SOL_PACKET, PACKET_IGNORE_OUTGOING, 1)
@@ -240,6 +277,7 @@ class FrameTap:
                     return s, ifindex
                 if bpf is not None:
                     _attach_filter(s, bpf)
+                _want_metadata(s)
                 if direction == "in":
                     try:
                         s.setsockopt(SOL_PACKET, PACKET_IGNORE_OUTGOING, 1)
@@ -276,19 +314,33 @@ class FrameTap:
         self.close()
 
     async def recv(self) -> CapturedFrame:
+        """The next frame; returns at once while frames are queued (the caller decides when to yield)."""
         if self.closed:
             raise KmodError("FrameTap is closed")
         if not self.capture:
             raise KmodError(f"the tap on {self.ifname!r} is send-only")
-        loop = asyncio.get_running_loop()
         want_out = self.direction != "in"
         want_in = self.direction != "out"
         while True:
-            data, addr = await loop.sock_recvfrom(self._sock, 65536)
+            try:
+                data, ancdata, _, addr = self._sock.recvmsg(65536, _CMSG_SPACE)
+            except (BlockingIOError, InterruptedError):
+                await self._readable()
+                continue
             # addr = (ifname, proto, pkttype, hatype, hwaddr)
             outgoing = addr[2] == PACKET_OUTGOING
             if (outgoing and want_out) or (not outgoing and want_in):
-                return CapturedFrame(data=data, outgoing=outgoing, ifindex=self.ifindex)
+                return _frame_from(data, ancdata, addr[2], self.ifindex)
+
+    async def _readable(self) -> None:
+        loop = asyncio.get_running_loop()
+        ready = loop.create_future()
+        fd = self._sock.fileno()
+        loop.add_reader(fd, lambda: ready.done() or ready.set_result(None))
+        try:
+            await ready
+        finally:
+            loop.remove_reader(fd)
 
     async def send(self, frame: bytes) -> None:
         if self.closed:

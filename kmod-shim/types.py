@@ -100,9 +100,16 @@ class OpFailure:
 
 @dataclass(frozen=True, slots=True)
 class CapturedFrame:
+    """One frame as it was on the wire (a VLAN tag the kernel moved to metadata is put back in
+    `data`), with what PACKET_AUXDATA and the receive timestamp say about it."""
+
     data: bytes
     outgoing: bool
     ifindex: int
+    pkttype: int = 0  # PACKET_HOST, _BROADCAST, _MULTICAST, _OTHERHOST (only seen promiscuously), _OUTGOING
+    vlan: int | None = None  # 802.1Q VLAN id the frame carried (tag re-inserted in data)
+    csum_partial: bool = False  # TP_STATUS_CSUMNOTREADY: a local sender's offloaded, unfinished L4 checksum
+    timestamp: float = 0.0  # kernel receive time (time.time() clock), 0 if unknown
 
 
 class KmodError(Exception):

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import asyncio
 import struct
+import time
 from ipaddress import IPv4Address
 
 import pytest
@@ -155,3 +156,27 @@ async def test_tap_errors():
         FrameTap("nope0", "vk-missing-does-not-exist")
     with pytest.raises(ValueError):
         FrameTap("lo", direction="sideways")
+
+
+TAGGED_SEND = r"""
+import sys
+from scapy.all import ARP, Dot1Q, Ether, sendp
+sendp(Ether(src=sys.argv[1], dst="ff:ff:ff:ff:ff:ff") / Dot1Q(vlan=int(sys.argv[2]), prio=3) /
+      ARP(hwsrc=sys.argv[1], psrc="10.23.0.1", pdst="10.23.0.77"), iface="gv0", verbose=False)
+"""
+
+
+async def test_capture_puts_back_the_vlan_tag_and_says_which_checksums_are_partial(topo, python):
+    """PACKET_AUXDATA: the 802.1Q tag the kernel stripped is re-inserted where it was on the wire
+    (frame built by scapy), and a local UDP sender's offloaded checksum is reported partial."""
+    pytest.importorskip("scapy")
+    with FrameTap("br0", topo.host, bpf=BPF_ARP_NDP_DHCP, direction="in") as tap:
+        await ash(python, "-c", TAGGED_SEND, topo.guest_mac, "5", ns=topo.guest, check=True)
+        seen: list = []
+        fr = await recv_until(tap, lambda f: f.data[12:14] == b"\x81\x00", seen=seen)
+        assert fr.vlan == 5 and fr.data[14:16] == bytes((0x60, 5))  # PCP 3, VID 5
+        assert fr.data[16:18] == b"\x08\x06" and fr.pkttype == 1  # PACKET_BROADCAST
+        assert abs(fr.timestamp - time.time()) < 30
+        await ash(python, "-c", DHCP_SEND, "68", "67", ns=topo.guest, check=True)
+        fr = await recv_until(tap, lambda f: classify(f.data) == "udp 68->67")
+        assert fr.vlan is None and fr.csum_partial, "a UDP socket's datagram over veth carries a partial checksum"
