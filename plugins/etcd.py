@@ -14,6 +14,14 @@ with exponential backoff (0.25 s doubling up to ``etcd/retry_max``), rotating ov
 difference emitted, and the overlay is ONLINE again.  If etcd is unreachable at
 start, start() still succeeds with an empty mapping and DEGRADED status, so the
 daemon serves its other overlays; the mapping fills in when etcd comes.
+
+Freeze: a member that stops answering (SIGSTOP, a hung disk) keeps its TCP
+connection open, so the watch neither breaks nor delivers, and a cluster that lost
+quorum still serves watches that see no writes.  Whenever the watch has been silent
+for `etcd/timeout`, a linearizable read (which needs the member alive and a quorum)
+must answer within `etcd/timeout`; if not, the overlay is DEGRADED ("stopped
+answering") and the watch resumes on the next endpoint from the last revision + 1,
+so nothing is lost.  The next read that answers makes it ONLINE again.
 """
 
 from __future__ import annotations
@@ -212,6 +220,10 @@ class _Resync(Exception):
     """The watch cannot resume from our revision: read the whole range again."""
 
 
+class _Stalled(ConnectionError):
+    """The watched member did not answer a read in time (frozen, or no quorum): try the next endpoint."""
+
+
 def _short(exc: BaseException) -> str:
     """One short line for logs and the DEGRADED reason."""
     if grpc is not None and isinstance(exc, grpc.aio.AioRpcError):
@@ -236,7 +248,8 @@ class EtcdBackend(MappingBackend):
                      description="etcd password (never shown; etcd/password_file keeps it out of the config)"),
         PropertySpec("etcd/password_file", PropType.STRING, description="file holding the etcd password"),
         PropertySpec("etcd/timeout", PropType.UINT, Protection.WRITE, default=5, minimum=1, maximum=300,
-                     description="seconds for one etcd request (and to notice a dead connection)"),
+                     description="seconds for one etcd request, to notice a dead connection, and of "
+                                 "silence before a watched member is checked (DEGRADED if it does not answer)"),
         PropertySpec("etcd/retry_max", PropType.UINT, Protection.WRITE, default=5, minimum=1, maximum=300,
                      description="longest wait in seconds between reconnection attempts"),
     )
@@ -275,6 +288,7 @@ class EtcdBackend(MappingBackend):
         self._stopping = False
         self._call: Any = None
         self._outage_since: float | None = None
+        self._stalled = False  # DEGRADED because a read went unanswered; cleared by the next answer
         # counters, for tests and debugging
         self.loads = 0
         self.watches = 0
@@ -321,6 +335,7 @@ class EtcdBackend(MappingBackend):
             log.warning("etcd=%s event=reachable-again outage=%.1fs records=%d", self.session.endpoint,
                         time.monotonic() - self._outage_since, len(self.mapping))
             self._outage_since = None
+        self._stalled = False
         self.set_degraded(None)
 
     def _log_problems(self) -> None:
@@ -368,8 +383,16 @@ class EtcdBackend(MappingBackend):
             log.info("etcd=%s prefix=%s event=watching from=%d", self.session.endpoint, self.range_prefix,
                      self.revision + 1)
             self._handle(first)
+            reading = None
             while True:
-                resp = await self._read(call)
+                if self._stalled:
+                    await self._probe(client)  # the member we moved to must answer before we are current
+                if reading is None:
+                    reading = self._start_read(call)
+                if not await self._wait(call, reading, self.timeout):
+                    await self._probe(client)  # silent for etcd/timeout: is the member (and quorum) alive?
+                    continue
+                resp, reading = reading.result(), None
                 self._check(resp)
                 self._handle(resp)
         finally:
@@ -378,20 +401,53 @@ class EtcdBackend(MappingBackend):
             call.cancel()
 
     @staticmethod
-    async def _read(call: Any, timeout: float | None = None) -> Any:
-        """call.read(), but cancelling or timing out cancels the gRPC call first: a task blocked in
-        grpc.aio's read() may otherwise never finish cancelling."""
+    def _start_read(call: Any) -> asyncio.Future:
         fut = asyncio.ensure_future(call.read())
         fut.add_done_callback(lambda f: f.cancelled() or f.exception())
+        return fut
+
+    @staticmethod
+    async def _wait(call: Any, fut: asyncio.Future, timeout: float | None) -> bool:
+        """Wait for a pending call.read(); False on timeout (the read stays pending).  Cancelling
+        cancels the gRPC call first: a task blocked in grpc.aio's read() may otherwise never finish
+        cancelling."""
         try:
             done, _ = await asyncio.wait({fut}, timeout=timeout)
         except asyncio.CancelledError:
             call.cancel()
             raise
-        if not done:
+        return bool(done)
+
+    async def _read(self, call: Any, timeout: float | None = None) -> Any:
+        """call.read() within `timeout` (else the call is cancelled and TimeoutError raised)."""
+        fut = self._start_read(call)
+        if not await self._wait(call, fut, timeout):
             call.cancel()
             raise asyncio.TimeoutError(f"etcd did not answer the watch request within {timeout}s")
         return fut.result()
+
+    async def _probe(self, client: Any) -> None:
+        """A linearizable read within etcd/timeout, or _Stalled (DEGRADED, logged once)."""
+        try:
+            async with asyncio.timeout(self.timeout):
+                await client.get(self.range_prefix.encode())
+        except asyncio.CancelledError:
+            raise
+        except (TimeoutError, *_unreachable_errors()) as exc:
+            what = f"no answer within {self.timeout:g}s" if isinstance(exc, TimeoutError) else _short(exc)
+            reason = (f"etcd member {self.session.endpoint} stopped answering ({what}): frozen, or the cluster "
+                      f"lost quorum; serving the last known mapping ({len(self.mapping)} records), trying "
+                      f"{'the next endpoint' if len(self.session.endpoints) > 1 else 'again'}")
+            if not self._stalled and self._outage_since is None:
+                log.error("etcd prefix=%s event=stalled %s", self.range_prefix, reason)
+                self.set_degraded(reason)
+            self._stalled = True
+            raise _Stalled(reason) from None
+        if self._stalled:
+            self._stalled = False
+            log.warning("etcd=%s prefix=%s event=answering-again revision=%d", self.session.endpoint,
+                        self.range_prefix, self.revision)
+            self.set_degraded(None)
 
     def _check(self, resp: Any) -> None:
         if resp is grpc.aio.EOF:

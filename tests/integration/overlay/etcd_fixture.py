@@ -5,6 +5,8 @@ in a tmp dir, waits for it to be healthy and yields an `EtcdServer` (`endpoint`,
 `start()` on the same ports and data, `ctl(...)` for etcdctl); it is killed at the end.
 Lab tests use `EtcdServer(..., netns=<underlay ns>, host="192.0.2.254")` so the daemons in the
 host namespaces reach it over the lab's underlay bridge.
+`etcd_cluster` (module-scoped) is three members on loopback, for failover between endpoints;
+`freeze()`/`thaw()` SIGSTOP/SIGCONT a member (stop() thaws first, so cleanup always works).
 """
 from __future__ import annotations
 
@@ -44,8 +46,10 @@ def free_port() -> int:
 
 class EtcdServer:
     def __init__(self, data_dir: Path, *, host: str = "127.0.0.1", client_port: int | None = None,
-                 peer_port: int | None = None, netns: str | None = None) -> None:
+                 peer_port: int | None = None, netns: str | None = None, name: str = "default") -> None:
         self.data_dir = Path(data_dir)
+        self.name = name
+        self.initial_cluster: str | None = None  # name=peer-url,...: set by EtcdCluster
         self.host = host
         self.netns = netns
         self.client_port = client_port or free_port()
@@ -64,29 +68,47 @@ class EtcdServer:
     def _wrap(self, cmd: list[str]) -> list[str]:
         return ["ip", "netns", "exec", self.netns, *cmd] if self.netns else cmd
 
-    def start(self, timeout: float = 20.0) -> "EtcdServer":
+    @property
+    def peer_url(self) -> str:
+        return f"http://{self.host}:{self.peer_port}"
+
+    def start(self, timeout: float = 20.0, *, wait: bool = True) -> "EtcdServer":
         assert self.proc is None or self.proc.poll() is not None, "etcd is already running"
-        peer = f"http://{self.host}:{self.peer_port}"
-        cmd = [ETCD, "--name", "default", "--data-dir", str(self.data_dir),
+        peer = self.peer_url
+        cmd = [ETCD, "--name", self.name, "--data-dir", str(self.data_dir),
                "--listen-client-urls", self.url, "--advertise-client-urls", self.url,
                "--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
-               "--initial-cluster", f"default={peer}", "--initial-cluster-state", "new",
+               "--initial-cluster", self.initial_cluster or f"{self.name}={peer}", "--initial-cluster-state", "new",
                "--heartbeat-interval", "50", "--election-timeout", "300", "--log-level", "warn",
                "--logger", "zap"]
         with open(self.log, "ab") as logf:
             self.proc = subprocess.Popen(self._wrap(cmd), stdout=logf, stderr=subprocess.STDOUT,
                                          start_new_session=True, preexec_fn=_die_with_parent)
+        if wait:
+            self.wait_healthy(timeout)
+        return self
+
+    def wait_healthy(self, timeout: float = 20.0) -> None:
         deadline = time.monotonic() + timeout
         while True:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"etcd exited with {self.proc.returncode}:\n{self.log.read_text()[-2000:]}")
             if self.ctl("endpoint", "health", check=False, timeout=5).returncode == 0:
-                return self
+                return
             if time.monotonic() > deadline:
                 raise RuntimeError(f"etcd not healthy after {timeout}s:\n{self.log.read_text()[-2000:]}")
             time.sleep(0.1)
 
+    def freeze(self) -> None:
+        """SIGSTOP: the member keeps its sockets open but answers nothing (thaw() undoes it)."""
+        os.kill(self.proc.pid, signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGCONT)
+
     def stop(self, sig: int = signal.SIGTERM) -> None:
+        self.thaw()  # a frozen etcd would not act on SIGTERM
         if self.proc is not None and self.proc.poll() is None:
             try:
                 os.killpg(self.proc.pid, sig)
@@ -134,6 +156,41 @@ def etcd_server(tmp_path_factory):
         yield server
     finally:
         server.stop(signal.SIGKILL)
+
+
+class EtcdCluster:
+    """Three etcd members on loopback forming one cluster (for failover between endpoints)."""
+
+    def __init__(self, base: Path, size: int = 3) -> None:
+        self.members = [EtcdServer(base / f"m{i}", name=f"m{i}") for i in range(size)]
+        cluster = ",".join(f"{m.name}={m.peer_url}" for m in self.members)
+        for m in self.members:
+            m.initial_cluster = cluster
+
+    @property
+    def endpoints(self) -> str:
+        return ",".join(m.endpoint for m in self.members)
+
+    def start(self) -> "EtcdCluster":
+        for m in self.members:  # all at once: a member waits for the others to form the cluster
+            m.start(wait=False)
+        for m in self.members:
+            m.wait_healthy(60.0)  # the first election of three members can be slow on a loaded machine
+        return self
+
+    def stop(self) -> None:
+        for m in self.members:
+            m.stop(signal.SIGKILL)
+
+
+@pytest.fixture(scope="module")
+def etcd_cluster(tmp_path_factory):
+    require_etcd()
+    cluster = EtcdCluster(tmp_path_factory.mktemp("etcd-cluster"))
+    try:
+        yield cluster.start()
+    finally:
+        cluster.stop()
 
 
 class TcpProxy:

@@ -14,7 +14,7 @@ from varpd.backend.base import OverlayContext
 from varpd.backend.properties import resolve
 from varpd.model import Mapping
 
-from etcd_fixture import TcpProxy, etcd_server  # noqa: F401  (fixture)
+from etcd_fixture import TcpProxy, etcd_cluster, etcd_server  # noqa: F401  (fixtures)
 
 aetcd = pytest.importorskip("aetcd")
 from varpd_plugins.etcd import EtcdBackend  # noqa: E402
@@ -218,4 +218,93 @@ async def test_unreachable_at_start_starts_empty_and_degraded_then_fills_in(etcd
         await h.wait(lambda: h.macs() == {mac(1)}, what="fill in from the second endpoint")
         assert h.backend.degraded is None
     finally:
+        await h.backend.stop()
+
+
+# -- a frozen member (SIGSTOP): the connection stays open, nothing answers -----------------------
+# etcd/timeout is 2 s here: a silent watch is probed after 2 s, the probe gives up after 2 s more.
+FREEZE_BOUND = 10.0  # s until DEGRADED: 2 × etcd/timeout plus slack for a loaded machine
+
+
+def put_retrying(member, key: str, value: str, timeout: float = 20.0) -> None:
+    """A put through `member`, retried while the cluster elects a leader to replace a frozen one."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return member.put(key, value)
+        except RuntimeError:
+            if time.monotonic() > deadline:
+                raise
+
+
+async def started_then_frozen(h: Harness, *members) -> float:
+    """Start the backend, wait for its watch, SIGSTOP `members`; the monotonic time of the freeze."""
+    await h.backend.start()
+    await h.wait(lambda: h.backend.watches == 1, what="watch")
+    for m in members:
+        m.freeze()
+    return time.monotonic()
+
+
+async def wait_degraded(h: Harness, t0: float, what: str) -> None:
+    await h.wait(lambda: h.status and h.status[0] is not None, timeout=FREEZE_BOUND, what=f"DEGRADED ({what})")
+    print(f"{what}: DEGRADED after {time.monotonic() - t0:.1f}s")
+
+
+async def test_a_frozen_single_etcd_degrades_and_recovers_after_sigcont(etcd_server, prefix):
+    etcd = etcd_server
+    etcd.put(f"{prefix}/{VNI}/{mac(1)}", rec(1))
+    h = Harness(etcd.endpoint, prefix)
+    try:
+        t0 = await started_then_frozen(h, etcd)
+        await wait_degraded(h, t0, "frozen single etcd")
+        assert etcd.endpoint in h.backend.degraded
+        assert (await h.backend.lookup(mac(1))) is not None  # still serving what it knew
+        etcd.thaw()
+        etcd.put(f"{prefix}/{VNI}/{mac(2)}", rec(2))
+        await h.wait(lambda: h.backend.degraded is None and mac(2) in h.macs(), timeout=20,
+                     what="ONLINE and current after SIGCONT")
+    finally:
+        etcd.thaw()
+        await h.backend.stop()
+
+
+async def test_a_frozen_member_fails_over_to_a_healthy_one(etcd_cluster, prefix):
+    m0, m1, _ = etcd_cluster.members
+    m1.put(f"{prefix}/{VNI}/{mac(1)}", rec(1))
+    h = Harness(etcd_cluster.endpoints, prefix)  # watches through m0, the first endpoint
+    try:
+        t0 = await started_then_frozen(h, m0)
+        await asyncio.to_thread(put_retrying, m1, f"{prefix}/{VNI}/{mac(2)}", rec(2))  # through a healthy member
+        await wait_degraded(h, t0, "frozen member")
+        assert m0.endpoint in h.status[0] and "stopped answering" in h.status[0]
+        await h.wait(lambda: mac(2) in h.macs(), timeout=10, what="the put through the healthy member")
+        print(f"frozen member: put reached the backend after {time.monotonic() - t0:.1f}s")
+        await h.wait(lambda: h.backend.degraded is None, timeout=10, what="ONLINE on the healthy member")
+        assert h.backend.session.endpoint != m0.endpoint
+        m0.thaw()
+        await asyncio.to_thread(put_retrying, m1, f"{prefix}/{VNI}/{mac(3)}", rec(3))
+        await h.wait(lambda: mac(3) in h.macs() and h.backend.degraded is None, timeout=10, what="after SIGCONT")
+        assert h.backend.loads == 1, "resumed from the last revision: no reload"
+    finally:
+        m0.thaw()
+        await h.backend.stop()
+
+
+async def test_lost_quorum_degrades_and_recovers(etcd_cluster, prefix):
+    m0, m1, m2 = etcd_cluster.members
+    m0.put(f"{prefix}/{VNI}/{mac(1)}", rec(1))
+    h = Harness(etcd_cluster.endpoints, prefix)
+    try:
+        t0 = await started_then_frozen(h, m1, m2)  # m0 answers but has no quorum: no writes, reads time out
+        await wait_degraded(h, t0, "lost quorum")
+        assert (await h.backend.lookup(mac(1))) is not None
+        m1.thaw()
+        m2.thaw()
+        await h.wait(lambda: h.backend.degraded is None, timeout=30, what="ONLINE with quorum back")
+        await asyncio.to_thread(put_retrying, m2, f"{prefix}/{VNI}/{mac(2)}", rec(2))
+        await h.wait(lambda: mac(2) in h.macs(), timeout=10, what="a put after quorum came back")
+    finally:
+        m1.thaw()
+        m2.thaw()
         await h.backend.stop()
