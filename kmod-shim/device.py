@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import contextlib
 import errno as _errno
+from socket import AF_INET6
 from ipaddress import IPv4Address, IPv6Address, ip_address
 from typing import AsyncIterator
 
 from pyroute2 import AsyncIPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
+from .isolation import isolate_link
 from .types import DeviceConflict, DeviceHandle, DeviceSpec, KmodError
 
 __all__ = ["ensure_overlay", "delete_overlay", "find_overlay", "link_index"]
@@ -76,6 +78,21 @@ async def _create_link(ipr: AsyncIPRoute, label: str, **kw):
     if link is None:
         raise KmodError(f"{label} {kw['ifname']!r} vanished after creation")
     return link, created
+
+
+async def _isolate(ipr: AsyncIPRoute, link, netns: str | None) -> None:
+    """No host address on a tenant segment (see isolation.py): set before the device is up, and on
+    adoption (a device an older varpd made), where the link-local it already got is deleted too.
+    A bridge also stops multicast snooping: with it on, the bridge joins the all-snoopers groups
+    (224.0.0.106, ff02::6a) and sends IGMP/MLD reports from the host onto the segment."""
+    index, name = link["index"], link.get("IFLA_IFNAME")
+    isolate_link(index, name, netns)
+    if _kind(link) == "bridge":
+        await ipr.link("set", index=index, kind="bridge", br_mcast_snooping=0)
+    for addr in [m async for m in await ipr.addr("dump", family=AF_INET6)]:
+        if addr["index"] == index:
+            with contextlib.suppress(NetlinkError):
+                await ipr.addr("del", index=index, address=addr.get("IFA_ADDRESS"), prefixlen=addr["prefixlen"])
 
 
 def _kind(link) -> str | None:
@@ -172,6 +189,7 @@ async def ensure_overlay(spec: DeviceSpec, netns: str | None = None) -> DeviceHa
         bridge_ifindex = None
         created_bridge = False
         try:
+            await _isolate(ipr, link, netns)
             if spec.bridge is not None:
                 br = await _get_link(ipr, ifname=spec.bridge)
                 if br is None:
@@ -179,6 +197,7 @@ async def ensure_overlay(spec: DeviceSpec, netns: str | None = None) -> DeviceHa
                 elif _kind(br) != "bridge":
                     raise DeviceConflict(f"device {spec.bridge!r} exists but is of kind {_kind(br)!r}, not 'bridge'")
                 bridge_ifindex = br["index"]
+                await _isolate(ipr, br, netns)
                 master = link.get("IFLA_MASTER")
                 if master not in (None, 0, bridge_ifindex):
                     raise DeviceConflict(

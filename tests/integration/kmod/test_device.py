@@ -160,3 +160,39 @@ async def test_missing_netns_is_an_error():
     with pytest.raises(KmodError):
         await link_index("lo", netns=name)
     assert not os.path.exists(f"/var/run/netns/{name}")
+
+
+def _host_presence(ns: str, dev: str) -> tuple[list[str], str, str, str]:
+    """(IPv6 addresses, addr_gen_mode, rp_filter, arp_ignore) of `dev` as iproute2 and sysctl see them."""
+    addrs = [a["local"] for i in __import__("json").loads(sh("ip", "-n", ns, "-j", "-6", "addr", "show", "dev", dev))
+             for a in i.get("addr_info", [])]
+    mode = link_json(dev, ns).get("inet6_addr_gen_mode", "")
+    rp = sh("sysctl", "-n", f"net.ipv4.conf.{dev}.rp_filter", ns=ns).strip()
+    ai = sh("sysctl", "-n", f"net.ipv4.conf.{dev}.arp_ignore", ns=ns).strip()
+    return addrs, mode, rp, ai
+
+
+async def test_created_devices_carry_no_host_address(make_netns):
+    """The bridge and VXLAN device varpd makes never get an IPv6 link-local, and the host's IPv4
+    stack neither answers ARP nor accepts packets through them (issue #11, 6)."""
+    ns = make_netns("iso")
+    await ensure_overlay(DeviceSpec("vx0", 4242, V4, bridge="br0"), netns=ns)
+    for dev in ("vx0", "br0"):
+        assert _host_presence(ns, dev) == ([], "none", "1", "8"), dev
+    assert link_json("br0", ns)["linkinfo"]["info_data"]["mcast_snooping"] == 0  # no all-snoopers reports
+
+
+async def test_adopting_devices_of_an_older_varpd_removes_their_link_local(make_netns):
+    ns = make_netns("isoa")
+    sh("ip", "-n", ns, "link", "add", "br0", "type", "bridge")
+    sh("ip", "-n", ns, "link", "add", "vx0", "type", "vxlan", "id", "4242", "local", str(V4), "dstport", "4789",
+       "nolearning", "proxy", "l2miss", "l3miss")
+    sh("ip", "-n", ns, "link", "set", "vx0", "master", "br0")
+    for dev in ("vx0", "br0"):
+        sh("ip", "-n", ns, "link", "set", dev, "up")
+    sh("sysctl", "-qw", "net.ipv6.conf.br0.accept_dad=0", ns=ns)
+    assert any(a.startswith("fe80:") for a in _host_presence(ns, "br0")[0])  # what an older varpd left
+    await ensure_overlay(DeviceSpec("vx0", 4242, V4, bridge="br0"), netns=ns)
+    for dev in ("vx0", "br0"):
+        assert _host_presence(ns, dev) == ([], "none", "1", "8"), dev
+    assert link_json("br0", ns)["linkinfo"]["info_data"]["mcast_snooping"] == 0  # no all-snoopers reports
