@@ -377,6 +377,9 @@ class OverlayRuntime:
                     self.installed_neigh[ip] = n
                     add_n.append(n)
         await self._program(add_f, add_n, del_f, del_n)
+        now = time.monotonic()  # programmed by this overlay on demand, as a miss would: show-overlay -t says so
+        for key in [e.mac for e in add_f] + [n.ip for n in add_n]:
+            self.origin[key], self.installed_at[key] = "on-demand", now
         await self._announce(add_n)
 
     # -- misses (on-demand resolution) -------------------------------------------------

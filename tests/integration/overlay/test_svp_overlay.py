@@ -186,6 +186,9 @@ def test_vl3_shootdown_moves_an_ip_and_announces_it_to_guests(sl, released_first
     wait_for(lambda: neigh(sl.lab, h1).get(h3.guest_ip4, {}).get("lladdr") == new_mac, 8,
              "h1's neighbour entry to follow the IP to its new MAC (VL3 log record)")
     assert fdb(sl.lab, h1).get(new_mac, {}).get("dst") == h3.underlay_ip, "the new owner's FDB entry is programmed"
+    code, entries = sl.lab.api(h1, "/v1/overlays/vx23/entries")
+    origins = {e["target"]: e["origin"] for e in entries}
+    assert origins[new_mac] == origins[h3.guest_ip4] == "on-demand", origins  # varpd's own, not "other"
     wait_for(lambda: guest_arp() == new_mac, 5, "guest1's ARP cache updated by the gratuitous ARP")
     assert sl.overlay(h1)["counters"].get("announcements", 0) > announced
     sl.write()
