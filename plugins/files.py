@@ -3,8 +3,8 @@
 Properties:
 
 - ``files/config`` (string, required): absolute path of the hosts.json.
-- ``files/reload_interval`` (uint seconds, default 1; 0 disables reloading): how
-  often the file is checked for changes.
+- ``files/reload_interval`` (seconds, fractions allowed, default 1; 0 disables
+  reloading): how often the file is checked for changes.
 
 Better than the original, which never reloads: the file is polled (inode,
 mtime_ns, size: robust to editors that write a new file and rename it over, and
@@ -82,7 +82,7 @@ class FilesBackend(MappingBackend):
     properties = (
         PropertySpec("files/config", PropType.STRING, Protection.REQUIRED,
                      description="absolute path of the hosts.json mapping"),
-        PropertySpec("files/reload_interval", PropType.UINT, Protection.WRITE, default=1, maximum=3600,
+        PropertySpec("files/reload_interval", PropType.SECONDS, Protection.WRITE, default=1, maximum=3600,
                      description="seconds between checks of the file for changes (0: never reload)"),
     )
 
@@ -95,10 +95,7 @@ class FilesBackend(MappingBackend):
         if not path.is_absolute():
             raise PropertyError("files/config", f"{raw!r} is not an absolute path")
         self.path = path
-        interval = props.get("files/reload_interval", 1)
-        if interval is None or int(interval) < 0:
-            raise PropertyError("files/reload_interval", f"{interval!r} is not a number of seconds >= 0")
-        self.interval: float = int(interval)  # tests may lower it below a second
+        self.interval: float = self.properties[1].parse(props.get("files/reload_interval", 1))
         self._stamp: Stamp = None
         self._racy = False
         self._task: asyncio.Task | None = None

@@ -22,10 +22,12 @@ class PropType(enum.Enum):
     IP = "ip"
     STRING = "string"
     BOOL = "bool"
+    SECONDS = "seconds"  # a duration, fractions allowed ("0.5"), never negative
 
 
 class Protection(enum.Enum):
-    """REQUIRED must be given at create; WRITE may change on a live overlay; READ never changes."""
+    """REQUIRED must be given at create (and may change later); WRITE may change on a live overlay;
+    READ never changes. The values are show-overlay's PERM column."""
 
     READ = "r-"
     WRITE = "rw"
@@ -79,7 +81,20 @@ class PropertySpec:
         if self.type in (PropType.INT, PropType.UINT):
             if isinstance(raw, bool):
                 raise ValueError("a boolean is not a number")
-            return int(str(raw).strip(), 0)
+            try:
+                return int(str(raw).strip(), 0)
+            except ValueError:
+                raise ValueError("expected a whole number") from None
+        if self.type is PropType.SECONDS:
+            if isinstance(raw, bool):
+                raise ValueError("a boolean is not a number")
+            try:
+                value = float(str(raw).strip())
+            except ValueError:
+                raise ValueError("expected a number of seconds, fractions allowed") from None
+            if value != value or value in (float("inf"), float("-inf")):
+                raise ValueError("expected a finite number of seconds")
+            return value
         if self.type is PropType.IP:
             return ipaddress.ip_address(str(raw).strip())
         text = str(raw)
@@ -88,24 +103,46 @@ class PropertySpec:
         return text
 
     def _check_bounds(self, value: Any) -> None:
-        if self.type is PropType.UINT and value < 0:
-            raise PropertyError(self.name, f"{value} is negative")
+        if self.type in (PropType.UINT, PropType.SECONDS) and value < 0:
+            raise PropertyError(self.name, f"{format_value(value)} is negative")
         if self.minimum is not None and value < self.minimum:
-            raise PropertyError(self.name, f"{value} is below the minimum {self.minimum}")
+            raise PropertyError(self.name, f"{format_value(value)} is below the minimum {self.minimum}")
         if self.maximum is not None and value > self.maximum:
-            raise PropertyError(self.name, f"{value} is above the maximum {self.maximum}")
+            raise PropertyError(self.name, f"{format_value(value)} is above the maximum {self.maximum}")
         if self.choices and str(value) not in self.choices:
             raise PropertyError(self.name, f"{value!r} is not one of {', '.join(self.choices)}")
 
     def possible(self) -> str:
-        """The POSSIBLE column of show-overlay."""
+        """The POSSIBLE column of show-overlay: choices, or a range `lo-hi` (unsigned and durations start at 0)."""
         if self.choices:
             return ",".join(self.choices)
+        if self.type is PropType.BOOL:
+            return "true,false"
         if self.minimum is not None or self.maximum is not None:
-            lo = "" if self.minimum is None else self.minimum
-            hi = "" if self.maximum is None else self.maximum
-            return f"{lo}-{hi}"
+            lo = self.minimum
+            if lo is None and self.type in (PropType.UINT, PropType.SECONDS):
+                lo = 0
+            if lo is None:
+                return f"<={format_value(self.maximum)}"  # "-5" would read as minus five
+            if self.maximum is None:
+                return f">={format_value(lo)}"
+            return f"{format_value(lo)}-{format_value(self.maximum)}"
         return "--"
+
+    def show(self, value: Any) -> str:
+        """A value as show-overlay prints it (and the docs write it): booleans `true`/`false`."""
+        if value is None:
+            return "--"
+        return "********" if self.secret else format_value(value)
+
+
+def format_value(value: Any) -> str:
+    """true/false for booleans, 0.5 (not 0.5000) for durations, str() for the rest."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value)
 
 
 def resolve(specs: Iterable[PropertySpec], given: Mapping[str, Any], *, known: Iterable[str] = ()) -> dict[str, Any]:

@@ -19,14 +19,21 @@ LOOKUP_FIELDS = ["LINK", "TARGET", "ANSWER", "ORIGIN", "AGE", "TTL", "BACKEND", 
 
 
 def parse_props(groups: list[str]) -> dict[str, str]:
-    """-p a=b,c=d -p e=f → {a: b, c: d, e: f}. As in dladm a value cannot hold a comma; it may hold '='."""
+    """-p a=b,c=d -p e=f → {a: b, c: d, e: f}. A comma starts the next property only when what follows
+    it holds '='; otherwise it belongs to the value, so lists stay whole (dhcp/dns=10.77.0.53,10.77.0.54).
+    A value may hold '='."""
     props: dict[str, str] = {}
     for group in groups:
-        for pair in group.split(","):
-            name, sep, value = pair.partition("=")
-            if not sep or not name.strip():
-                raise CliError(f"-p {pair!r}: expected property=value")
-            props[name.strip()] = value.strip()
+        name = None
+        for piece in group.split(","):
+            key, sep, value = piece.partition("=")
+            if not sep and name is not None and piece.strip():
+                props[name] += "," + piece.strip()
+                continue
+            if not sep or not key.strip():
+                raise CliError(f"-p {piece!r}: expected property=value")
+            name = key.strip()
+            props[name] = value.strip()
     return props
 
 
@@ -53,9 +60,8 @@ async def modify(client: AdminClient, args: argparse.Namespace) -> str:
     if args.flush:
         await client.request("DELETE", api_path("v1", "overlays", args.name, "cache"))
         return ""
-    mac, sep, dest = args.set.partition("=")
-    if not sep or not mac or not dest:
-        raise CliError(f"-s {args.set!r}: expected mac=ip:port or mac=drop")
+    check_modify(args)
+    mac, _, dest = args.set.partition("=")
     answer = await client.request("PUT", api_path("v1", "overlays", args.name, "cache", mac),
                                   {"destination": dest})
     return f"{answer['mac']} → {answer['destination']}"
@@ -74,17 +80,39 @@ async def reconcile(client: AdminClient, args: argparse.Namespace) -> str:
     return " ".join(f"{k}={v}" for k, v in report.items())
 
 
-async def show(client: AdminClient, args: argparse.Namespace) -> str:
+def check_show(args: argparse.Namespace):
+    """What show-overlay can refuse without the daemon (-p without -o, a field the view has not):
+    (the view's row builder, the fields). The docs test runs every documented example through it."""
     if args.parseable and not args.output:
         raise CliError("-p requires -o field,...")
     if args.status:
-        view, fields = _status_rows, pick_fields(args.output, STATUS_FIELDS)
-    elif args.target:
-        view, fields = _target_rows, pick_fields(args.output, TARGET_FIELDS)
-    elif args.cache:
-        view, fields = _cache_rows, pick_fields(args.output, CACHE_FIELDS)
-    else:
-        view, fields = _property_rows, pick_fields(args.output, PROP_FIELDS)
+        return _status_rows, pick_fields(args.output, STATUS_FIELDS)
+    if args.target:
+        return _target_rows, pick_fields(args.output, TARGET_FIELDS)
+    if args.cache:
+        return _cache_rows, pick_fields(args.output, CACHE_FIELDS)
+    return _property_rows, pick_fields(args.output, PROP_FIELDS)
+
+
+def check_lookup(args: argparse.Namespace) -> list[str]:
+    if args.parseable and not args.output:
+        raise CliError("-p requires -o field,...")
+    return pick_fields(args.output, LOOKUP_FIELDS)
+
+
+def check_modify(args: argparse.Namespace) -> None:
+    if args.set is not None:
+        mac, sep, dest = args.set.partition("=")
+        if not sep or not mac or not dest:
+            raise CliError(f"-s {args.set!r}: expected mac=ip:port or mac=drop")
+
+
+def check_props(args: argparse.Namespace) -> dict[str, str]:
+    return parse_props(args.prop)
+
+
+async def show(client: AdminClient, args: argparse.Namespace) -> str:
+    view, fields = check_show(args)
     if args.name:
         overlays = [await client.request("GET", api_path("v1", "overlays", args.name))]
     else:
@@ -126,9 +154,7 @@ def _is_ip(text: str) -> bool:
 
 async def lookup(client: AdminClient, args: argparse.Namespace) -> str:
     """The answer a kernel miss for MAC or IP would get now, and where it comes from."""
-    if args.parseable and not args.output:
-        raise CliError("-p requires -o field,...")
-    fields = pick_fields(args.output, LOOKUP_FIELDS)
+    fields = check_lookup(args)
     param = "ip" if _is_ip(args.target) else "mac"  # the daemon says what is wrong with a bad MAC
     path = api_path("v1", "overlays", args.name, "lookup") + "?" + urlencode(
         {param: args.target, **({"fresh": "1"} if args.fresh else {})})
@@ -159,14 +185,15 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                    help="the virtual network id (VXLAN VNI, 0-16777215)")
     p.add_argument("-p", "--prop", action="append", default=[], metavar="PROP=VALUE[,...]",
                    help="set properties, e.g. vxlan/listen_ip=192.0.2.1,files/config=/etc/varpd/hosts.json; "
-                        "repeatable; a value cannot contain a comma")
+                        "repeatable; a list value keeps its commas (dhcp/dns=10.77.0.53,10.77.0.54): a comma "
+                        "starts the next property only if '=' follows it")
     p.add_argument("-m", "--mode", default="auto", choices=["auto", "push", "on-demand"],
                    help="push: program every known entry ahead of traffic; on-demand: resolve kernel misses "
                         "as they come; auto (default): what the backend prefers")
     p.add_argument("-b", "--bridge", metavar="BRIDGE",
                    help="a Linux bridge to create (if missing) and attach the VXLAN device to")
     p.add_argument("name", help="the overlay's name, also its VXLAN netdev name (at most 15 characters)")
-    p.set_defaults(func=run_with_client(create))
+    p.set_defaults(func=run_with_client(create), check=check_props)
 
     p = sub.add_parser(
         "delete-overlay", help="delete an overlay and the devices it created",
@@ -188,7 +215,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                       help="send MAC's frames to IP:PORT (or [IPv6]:PORT; the port defaults to the overlay's), "
                            "or drop them")
     p.add_argument("name", help="the overlay")
-    p.set_defaults(func=run_with_client(modify))
+    p.set_defaults(func=run_with_client(modify), check=check_modify)
 
     p = sub.add_parser(
         "set-overlayprop", help="change writable properties of a live overlay",
@@ -196,14 +223,18 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                     "disturbed: the overlay's runtime restarts and adopts its device and entries. The change "
                     "is saved; for overlays defined in the config file, edit the file too, as it wins at start.")
     p.add_argument("-p", "--prop", action="append", default=[], required=True, metavar="PROP=VALUE[,...]",
-                   help="properties to set, e.g. files/config=/etc/varpd/other.json; repeatable")
+                   help="properties to set, e.g. files/config=/etc/varpd/other.json; repeatable; commas as in "
+                        "create-overlay -p")
     p.add_argument("name", help="the overlay")
-    p.set_defaults(func=run_with_client(set_props))
+    p.set_defaults(func=run_with_client(set_props), check=check_props)
 
     p = sub.add_parser(
         "show-overlay", help="show overlays: properties, status (-f), kernel entries (-t) or lookup cache (-c)",
         description="Show overlays, one table. Without -f, -t or -c: one row per property (LINK PROPERTY PERM "
-                    "VALUE DEFAULT POSSIBLE); '--' marks no value. Exits 1 if the name is not an overlay.")
+                    "VALUE DEFAULT POSSIBLE); PERM is r- (fixed at create), rw (set-overlayprop changes it on "
+                    "the live overlay) or rw* (required at create-overlay, and changeable as rw); POSSIBLE is "
+                    "the values or range lo-hi accepted; booleans are true or false; '--' marks no value. "
+                    "Exits 1 if the name is not an overlay.")
     view = p.add_mutually_exclusive_group()
     view.add_argument("-f", "--status", action="store_true",
                       help="status view: LINK STATUS MODE PLUGIN VNI DETAILS (STATUS is ONLINE or DEGRADED, "
@@ -222,7 +253,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("-o", "--output", metavar="FIELD,...",
                    help="the columns to print, in this order, case-insensitive (or 'all')")
     p.add_argument("name", nargs="?", help="one overlay (default: all of them)")
-    p.set_defaults(func=run_with_client(show))
+    p.set_defaults(func=run_with_client(show), check=check_show)
 
     p = sub.add_parser(
         "lookup-overlay", help="show the answer a kernel miss for a MAC or IP would get, and where it comes from",
@@ -244,7 +275,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                         "origin, age, ttl, backend, kernel")
     p.add_argument("name", help="the overlay")
     p.add_argument("target", metavar="MAC|IP", help="a MAC (aa:bb:cc:dd:ee:ff) or an overlay IPv4/IPv6 address")
-    p.set_defaults(func=run_with_client(lookup))
+    p.set_defaults(func=run_with_client(lookup), check=check_lookup)
 
     p = sub.add_parser(
         "reconcile", help="compare the kernel with the mapping now and repair the differences",

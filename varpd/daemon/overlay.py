@@ -23,7 +23,7 @@ from typing import Any
 from varpd.backend import registry
 from varpd.backend.base import Backend, DestType, OverlayContext, PluginMode
 from varpd.backend.errors import BackendError, PropertyError
-from varpd.backend.properties import PropertySpec, resolve
+from varpd.backend.properties import PropertySpec, format_value, resolve
 from varpd.config.daemon import DaemonSettings, OverlayConfig
 from varpd.daemon import dhcp_responder
 from varpd.daemon.change_log import ChangeLog
@@ -535,8 +535,8 @@ class OverlayRuntime:
             props.append({
                 "property": spec.name,
                 "perm": spec.protection.value,
-                "value": "--" if value is None else ("********" if spec.secret else str(value)),
-                "default": "--" if spec.default is None else str(spec.default),
+                "value": spec.show(value),
+                "default": "--" if spec.default is None else format_value(spec.parse(spec.default)),
                 "possible": spec.possible(),
             })
         counters = dict(self.counters)

@@ -44,7 +44,9 @@ def test_ranges():
     with pytest.raises(PropertyError, match="^property test/p: 65536 is above the maximum 65535$"):
         s.parse("65536")
     assert s.possible() == "1-65535"
-    assert spec(PropType.INT, maximum=5).possible() == "-5"  # no minimum
+    assert spec(PropType.INT, maximum=5).possible() == "<=5"  # no minimum; "-5" would read as minus five
+    assert spec(PropType.INT, minimum=-5).possible() == ">=-5"
+    assert spec(PropType.UINT, maximum=3600).possible() == "0-3600"  # was "-3600" (issue #11, 14)
     assert spec(PropType.INT).possible() == "--"
 
 
@@ -155,3 +157,32 @@ def test_secret_values_are_never_shown():
     shown = {p["property"]: p["value"] for p in rt.describe()["properties"]}
     assert shown["http/token"] == "********" and "s3cret" not in str(rt.describe())
     assert shown["http/url"] == "http://192.0.2.254:8080"
+
+
+@pytest.mark.parametrize("raw,value", [("0.5", 0.5), ("2", 2.0), (3, 3.0), (" 0 ", 0.0), (0.25, 0.25)])
+def test_seconds_take_fractions(raw, value):
+    assert spec(PropType.SECONDS, maximum=3600).parse(raw) == value
+
+
+@pytest.mark.parametrize("raw,message", [
+    ("x", "'x' is not a valid seconds (expected a number of seconds, fractions allowed)"),
+    ("-1", "-1 is negative"), ("3600.5", "3600.5 is above the maximum 3600"), ("nan", "expected a finite"),
+    (True, "a boolean is not a number")])
+def test_seconds_refused_in_words(raw, message):
+    with pytest.raises(PropertyError, match="^property test/p: ") as info:
+        spec(PropType.SECONDS, maximum=3600).parse(raw)
+    assert message in str(info.value) and "literal" not in str(info.value)
+
+
+def test_a_whole_number_is_asked_for_in_words():
+    with pytest.raises(PropertyError) as info:
+        spec(PropType.UINT).parse("0.5")
+    assert str(info.value) == "property test/p: '0.5' is not a valid uint (expected a whole number)"
+
+
+def test_values_are_shown_as_the_docs_write_them():
+    b = spec(PropType.BOOL, default=False)
+    assert (b.show(False), b.show(True), b.show(None), b.possible()) == ("false", "true", "--", "true,false")
+    assert spec(PropType.SECONDS).show(0.5) == "0.5" and spec(PropType.SECONDS).show(1.0) == "1"
+    assert spec(PropType.SECONDS, maximum=3600).possible() == "0-3600"
+    assert spec(PropType.STRING, secret=True).show("hunter2") == "********"

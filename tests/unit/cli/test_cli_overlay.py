@@ -35,6 +35,17 @@ def test_create_overlay_sends_the_config(varpd, daemon):
     assert "vx7" in [o.name for o in daemon.service.overlays()]
 
 
+def test_a_comma_separated_list_value_stays_whole(varpd, daemon):
+    """-p dhcp/dns=A,B is one property whose value is the list (the docs call it comma-separated)."""
+    rc, out, err = varpd("create-overlay", "-s", "files", "-v", "9",
+                         "-p", "vxlan/listen_ip=192.0.2.1,dhcp/dns=10.77.0.53,10.77.0.54,files/config=/h.json",
+                         "-p", "dhcp/subnet=10.77.0.0/24", "vx9")
+    assert (rc, err) == (0, ""), err
+    assert dict(daemon.service.created[-1].properties) == {
+        "vxlan/listen_ip": "192.0.2.1", "dhcp/dns": "10.77.0.53,10.77.0.54", "files/config": "/h.json",
+        "dhcp/subnet": "10.77.0.0/24"}
+
+
 def test_create_overlay_defaults_persistent_auto_no_bridge(varpd, daemon):
     rc, out, err = varpd("create-overlay", "-s", "direct", "-v", "8",
                          "-p", "vxlan/listen_ip=192.0.2.1,direct/dest_ip=192.0.2.9", "vx8")
@@ -56,7 +67,7 @@ def test_create_overlay_errors_are_one_line(varpd, args, message):
     assert varpd("create-overlay", *args) == (1, "", f"varpd: create-overlay: {message}\n")
 
 
-@pytest.mark.parametrize("bad", ["vxlan/listen_ip", "a=b,c", "=x", "a=b,"])
+@pytest.mark.parametrize("bad", ["vxlan/listen_ip", "c,a=b", "=x", "a=b,", "a=b,,c"])
 def test_create_overlay_prop_without_equals_is_not_sent(varpd, daemon, bad):
     rc, out, err = varpd("create-overlay", "-s", "files", "-v", "7", "-p", bad, "vx7")
     assert rc == 1 and out == ""
