@@ -211,7 +211,7 @@ _EXAMPLES = [
       "      -p files/config=/etc/varpd/hosts.json -b br-overlay0 overlay0",
       "varpd show-overlay -f",
       "varpd show-overlay -t overlay0",
-      "varpd show-overlay -p -o link,status"]),
+      "varpd show-overlay -f -p -o link,status"]),
     ("Run the daemon as systemd does:", ["varpd daemon --config /etc/varpd/varpd.toml"]),
     ("A three-host lab of network namespaces on this machine:",
      ["varpd lab up --hosts 3", "varpd lab exec host1-guest ping -c3 10.55.55.3", "varpd lab down"]),
