@@ -138,19 +138,25 @@ def tcp_transfer(lab: Lab, src_ns: str, dst_ns: str, dst_ip: str, size: int, por
 
 
 class UnderlayCapture:
-    """tcpdump on each host's underlay eth0 of everything that is not VXLAN (`-e`: link headers too)."""
+    """tcpdump on each host's underlay eth0 of everything that is not VXLAN (`-e`: link headers too);
+    or, given `namespaces` (name → namespace) and `bpf`, on eth0 of those (guests, say: `promiscuous`
+    sees frames to multicast groups the guest did not join, MLD reports among them)."""
 
     FILTER = f"not (udp port {4789})"
 
-    def __init__(self, lab: Lab, workdir: Path):
-        self.lab, self.workdir, self.procs = lab, workdir, {}
+    def __init__(self, lab: Lab, workdir: Path, namespaces: dict[str, str] | None = None, bpf: str | None = None,
+                 promiscuous: bool = False):
+        self.lab, self.workdir, self.procs, self.promiscuous = lab, workdir, {}, promiscuous
+        self.namespaces = namespaces or {h.name: lab.host_ns(h) for h in lab.hosts}
+        self.bpf = self.FILTER if bpf is None else bpf
 
     def start(self) -> "UnderlayCapture":
-        for h in self.lab.hosts:
-            out, err = self.workdir / f"cap-{h.name}.txt", self.workdir / f"cap-{h.name}.err"
+        for name, ns in self.namespaces.items():
+            out, err = self.workdir / f"cap-{name}.txt", self.workdir / f"cap-{name}.err"
             with open(out, "w") as o, open(err, "w") as e:
-                self.procs[h.name] = (self.lab.popen(self.lab.host_ns(h), "tcpdump", "-i", "eth0", "-n", "-e", "-l",
-                                                     "-p", "-Z", "root", self.FILTER, stdout=o, stderr=e), out, err)
+                self.procs[name] = (self.lab.popen(ns, "tcpdump", "-i", "eth0", "-n", "-e", "-l", "-Z", "root",
+                                                   *([] if self.promiscuous else ["-p"]),
+                                                   *([self.bpf] if self.bpf else []), stdout=o, stderr=e), out, err)
         for name, (_, _, err) in self.procs.items():
             wait_for(lambda: "listening on" in err.read_text(), 10, f"tcpdump on {name} to start")
         return self

@@ -12,11 +12,10 @@ from __future__ import annotations
 import ipaddress
 import json
 import signal
-import subprocess
 import sys
 import time
 
-from _overlay_helpers import require, wait_for
+from _overlay_helpers import UnderlayCapture, require
 
 from varpd.lab import HostSpec, Lab, seed_hosts, session_prefix, write_hosts_json, write_varpd_config
 
@@ -62,17 +61,13 @@ def test_guests_see_and_reach_nothing_of_the_host(tmp_path):
     hosts = seed_hosts(2)
     h1 = hosts[0]
     lab = Lab(hosts, prefix=session_prefix("vt-", "iso"))
-    captures: dict[str, tuple[subprocess.Popen, object]] = {}
+    capture = None
     try:
         lab.up()
         g23 = lab.guest_ns(h1)
         g24 = lab.add_guest(h1, mac=G24.guest_mac, ip4=G24.guest_ip4, ip6=G24.guest_ip6, vnic="vnic1", tag="g24")
-        for gns in (g23, g24):
-            out, err = tmp_path / f"{gns}.txt", tmp_path / f"{gns}.err"
-            proc = lab.popen(gns, "tcpdump", "-i", "eth0", "-n", "-e", "-l", "-Z", "root",
-                             stdout=open(out, "w"), stderr=open(err, "w"))
-            captures[gns] = (proc, out)
-            wait_for(lambda: "listening on" in err.read_text(), 10, f"tcpdump in {gns}")
+        capture = UnderlayCapture(lab, tmp_path, namespaces={g23: g23, g24: g24}, bpf="",
+                                  promiscuous=True).start()
         hns = lab.host_ns(h1)
         listener = lab.popen(hns, sys.executable, "-u", "-c", _LISTENER, str(PORT))
         assert listener.stdout.readline().strip() == "listening"
@@ -116,15 +111,7 @@ def test_guests_see_and_reach_nothing_of_the_host(tmp_path):
         accepted = listener.communicate(timeout=5)[0]
         assert "accepted" not in accepted, accepted
     finally:
-        lines = {}
-        for gns, (proc, out) in captures.items():
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGINT)
-                try:
-                    proc.wait(3)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-            lines[gns] = out.read_text().splitlines()
+        lines = capture.stop() if capture is not None else {}
         macs = _host_macs(lab, lab.host_ns(h1)) if lab.daemons else {}
         lab.down()
     assert any(G24.guest_mac in line for line in lines[g24]), "the capture in the VNI 24 guest saw nothing at all"
