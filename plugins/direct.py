@@ -23,6 +23,7 @@ from varpd.backend.base import Backend, OverlayContext, PluginMode
 from varpd.backend.errors import PropertyError
 from varpd.backend.properties import PropertySpec, PropType, Protection
 from varpd.model import Destination
+from varpd.model.addresses import check_vtep
 
 _SIX_TO_FOUR = IPv6Network("2002::/16")
 VXLAN_PORT = 4789
@@ -32,14 +33,12 @@ def check_dest_ip(ip: Any) -> None:
     """Raise PropertyError (with the reason) if `ip` cannot be a VTEP address."""
     name = "direct/dest_ip"
     if isinstance(ip, IPv6Address):
-        if ip.ipv4_mapped is not None:
-            raise PropertyError(name, f"{ip} is IPv4-mapped: use the IPv4 address {ip.ipv4_mapped}")
         if ip in _SIX_TO_FOUR:
             raise PropertyError(name, f"{ip} is a 6to4 address (2002::/16): use the IPv4 address or a native IPv6 one")
-    if ip.is_multicast:
-        raise PropertyError(name, f"{ip} is a multicast address, not a VTEP")
-    if ip.is_unspecified:
-        raise PropertyError(name, f"{ip} is the unspecified address, not a VTEP")
+    try:
+        check_vtep(ip)
+    except ValueError as exc:
+        raise PropertyError(name, str(exc)) from None
 
 
 class DirectBackend(Backend):

@@ -27,6 +27,7 @@ from pydantic import ValidationError
 from varpd import json_input
 from varpd.config.hosts import HostRecordModel, describe_validation_error, record_body
 from varpd.model import Mapping, MappingChange, MappingRecord
+from varpd.model.addresses import mac_problem
 from varpd.packet.errors import PacketError
 from varpd.packet.mac import normalize_mac
 
@@ -71,9 +72,13 @@ def parse_key(key: str | bytes, prefix: str, vni: int) -> str | None:
     if "/" in rest:
         raise KeyError_(f"key {key}: expected {base}<mac>, got extra path {rest!r}")
     try:
-        return normalize_mac(rest)
+        mac = normalize_mac(rest)
     except PacketError:
         raise KeyError_(f"key {key}: {rest!r} is not a MAC address") from None
+    problem = mac_problem(mac)
+    if problem is not None:
+        raise KeyError_(f"key {key}: {problem}")
+    return mac
 
 
 def parse_value(key: str, mac: str, value: bytes | str) -> MappingRecord:

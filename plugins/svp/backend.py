@@ -33,6 +33,7 @@ from varpd.backend.base import Backend, OverlayContext
 from varpd.backend.errors import BackendError, PropertyError
 from varpd.backend.properties import PropertySpec, PropType, Protection, parse_seconds
 from varpd.model import Destination, IPAddress, MappingChange, MappingRecord
+from varpd.model.addresses import check_unicast_mac, check_vtep
 from varpd.tasks import TaskSet
 from varpd_plugins.http_client import RateLimitedLog
 from varpd_plugins.svp import wire
@@ -81,8 +82,10 @@ class SvpBackend(Backend):
             raise PropertyError("svp/host", f"{props['svp/host']!r} is not a host name or IP address")
         self.port = int(props.get("svp/port", wire.DEFAULT_PORT))
         self.underlay_ip: IPAddress = props["svp/underlay_ip"]
-        if self.underlay_ip.is_multicast or self.underlay_ip.is_unspecified:
-            raise PropertyError("svp/underlay_ip", f"{self.underlay_ip} is not a unicast address")
+        try:
+            check_vtep(self.underlay_ip)
+        except ValueError as exc:
+            raise PropertyError("svp/underlay_ip", str(exc)) from None
         self.underlay_port = int(props.get("svp/underlay_port", wire.DEFAULT_UNDERLAY_PORT))
         self.ca = props.get("svp/ca") or None
         if self.ca and not Path(self.ca).is_absolute():
@@ -178,6 +181,8 @@ class SvpBackend(Backend):
         if ack.status != Status.OK or not ack.port:
             self._bad_status("VL2_REQ", ack.status)
             return _UNSET
+        if self._refused("VL2_ACK", mac, vtep=ack.addr):
+            return _UNSET
         self._recovered()
         dest = Destination(ack.addr, ack.port)
         self._remember_dest(mac, dest)
@@ -192,10 +197,25 @@ class SvpBackend(Backend):
         if ack.status != Status.OK or not ack.port:
             self._bad_status("VL3_REQ", ack.status)
             return _UNSET
+        if self._refused("VL3_ACK", str(ip), mac=ack.mac, vtep=ack.ip):
+            return _UNSET
         self._recovered()
         dest = Destination(ack.ip, ack.port)
         self._remember_dest(ack.mac, dest)
         return ack.mac, dest
+
+    def _refused(self, op: str, asked: str, *, vtep: IPAddress, mac: str | None = None) -> bool:
+        """Whether an answer names a MAC or VTEP that must never be programmed (counted, logged once)."""
+        try:
+            if mac is not None:
+                check_unicast_mac(mac)
+            check_vtep(vtep)
+        except ValueError as exc:
+            self.stats["refused"] += 1
+            self._say(logging.WARNING, f"refused:{op}:{exc}", "svp=%s event=answer-refused op=%s asked=%s error=%s; "
+                      "answered as unknown", self.server, op, asked, exc)
+            return True
+        return False
 
     def _recovered(self) -> None:
         if self.degraded is not None and self.client is not None and self.client.state == "up":

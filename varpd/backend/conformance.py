@@ -20,7 +20,8 @@ Checked: start/stop idempotence; lookup of every known MAC returns its
 destination; unknown MAC → None; arp/ndp by overlay IP; dhcp_proxy; record();
 snapshot() equals the mapping when the backend is enumerable; after an update
 the emitted changes add up to exactly the difference (added, changed, removed
-with its old record) and nothing else.
+with its old record) and nothing else; records of MACs that must never be
+programmed (all-zero, broadcast, multicast) are refused, never served.
 """
 
 from __future__ import annotations
@@ -33,10 +34,12 @@ from typing import Any
 import pytest
 
 from varpd.backend.base import Backend, OverlayContext, PluginMode
+from varpd.backend.errors import BackendError
 from varpd.config.hosts import record_body
 from varpd.model import Destination, Mapping, MappingChange, MappingRecord
 
-__all__ = ["BackendConformance", "ChangeRecorder", "CONTEXT", "hosts_json", "seed_mapping", "updated_mapping"]
+__all__ = ["BackendConformance", "ChangeRecorder", "CONTEXT", "NON_UNICAST_MACS", "hosts_json", "seed_mapping",
+           "updated_mapping"]
 
 CONTEXT = OverlayContext(name="vx23", vni=23, listen_ip=IPv4Address("192.0.2.1"), listen_port=4789)
 
@@ -51,6 +54,10 @@ def seed_mapping() -> Mapping:
         MappingRecord("de:ad:be:ef:00:02", Destination(IPv4Address("192.0.2.3"), 4789),
                       IPv4Address("10.55.55.4"), IPv6Address("fe80::5")),
     ])
+
+
+#: MACs no backend may ever answer: the VXLAN default entry, broadcast, IPv4 and IPv6 multicast.
+NON_UNICAST_MACS = ("00:00:00:00:00:00", "ff:ff:ff:ff:ff:ff", "01:00:5e:00:00:01", "33:33:00:00:00:01")
 
 
 def updated_mapping(base: Mapping) -> Mapping:
@@ -281,5 +288,26 @@ class BackendConformance:
             if backend.enumerable:
                 snap = backend.snapshot()
                 assert snap is not None and dict(snap.by_mac) == dict(newer.by_mac)
+        finally:
+            await backend.stop()
+
+    async def test_non_unicast_macs_are_never_served(self) -> None:
+        base = self.initial_mapping()
+        bad = [MappingRecord(mac, Destination(IPv4Address("192.0.2.77"), 4789), IPv4Address(f"10.55.55.{70 + i}"))
+               for i, mac in enumerate(NON_UNICAST_MACS)]
+        backend = await self.make_backend(Mapping.of([*base.by_mac.values(), *bad]))
+        if backend.mode is PluginMode.POINT:
+            pytest.skip("a POINT backend has no per-MAC records")
+        try:
+            await backend.start()
+        except BackendError:
+            return  # the source refused as a whole (a file is all-or-nothing)
+        try:
+            for rec in bad:
+                assert await backend.lookup(rec.mac) is None, rec.mac
+                assert await backend.arp(rec.arp) is None, rec.arp
+            snap = backend.snapshot()
+            if snap is not None:
+                assert not set(snap.by_mac) & set(NON_UNICAST_MACS)
         finally:
             await backend.stop()

@@ -40,6 +40,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from varpd.backend.errors import ConfigError
 from varpd.model import Destination, Mapping, MappingRecord
+from varpd.model.addresses import check_overlay_ip, check_unicast_mac, check_vtep, mac_problem
 
 try:  # the packet layer owns MAC parsing; fall back to a private copy if it is absent
     from varpd.packet.mac import normalize_mac as _packet_normalize_mac
@@ -96,13 +97,7 @@ def _underlay_ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
             addr = _parse_v6(text)
         except ValueError:
             raise ValueError(f"{text!r} is not an IPv4 or IPv6 address") from None
-    if addr.version == 6 and addr.ipv4_mapped is not None:
-        raise ValueError(f"{text} is IPv4-mapped: write the IPv4 address {addr.ipv4_mapped}")
-    if addr.is_multicast:
-        raise ValueError(f"{text} is a multicast address, not a VTEP")
-    if addr.is_unspecified:
-        raise ValueError(f"{text} is the unspecified address, not a VTEP")
-    return addr
+    return check_vtep(addr)
 
 
 def _kind(value: Any) -> str:
@@ -139,7 +134,7 @@ def _check_optional_ip(value: Any, version: int) -> Any:
         value = str(value)
     if not isinstance(value, str):
         raise ValueError(f"expected an IPv{version} address string, got {_kind(value)} {value!r}")
-    return _parse_v4(value) if version == 4 else _parse_v6(value)
+    return check_overlay_ip(_parse_v4(value) if version == 4 else _parse_v6(value))
 
 
 def _check_proxy(value: Any) -> str | None:
@@ -147,7 +142,7 @@ def _check_proxy(value: Any) -> str | None:
         return None
     if not isinstance(value, str):
         raise ValueError(f"expected a MAC address string, got {_kind(value)} {value!r}")
-    return normalize_mac(value)
+    return check_unicast_mac(normalize_mac(value))
 
 
 def _fast_record(mac: str, body: dict[str, Any]) -> MappingRecord:
@@ -164,11 +159,11 @@ def _fast_record(mac: str, body: dict[str, Any]) -> MappingRecord:
     arp, ndp, proxy = body.get("arp"), body.get("ndp"), body.get("dhcp-proxy")
     try:
         if arp:
-            arp = _IPv4(_from_bytes(_pton(_AF_INET, arp), "big"))  # TypeError if not a str
+            arp = check_overlay_ip(_IPv4(_from_bytes(_pton(_AF_INET, arp), "big")))  # TypeError if not a str
         elif arp is not None and arp != "":
             raise ValueError("arp: 0, false, [] or {} is not 'absent'")
         if ndp:
-            ndp = _IPv6(_from_bytes(_pton(_AF_INET6, ndp), "big"))
+            ndp = check_overlay_ip(_IPv6(_from_bytes(_pton(_AF_INET6, ndp), "big")))
         elif ndp is not None and ndp != "":
             raise ValueError("ndp: 0, false, [] or {} is not 'absent'")
     except OSError:
@@ -399,6 +394,9 @@ def _parse_hosts(text: str, source: str) -> Mapping:
             mac = normalize_mac(key)
         except ValueError:
             raise report.error(f"{key!r} is not a MAC address", index) from None
+        problem = mac_problem(mac)
+        if problem is not None:
+            raise report.error(problem, index)
         if mac in records:
             first = report.line(index_of[mac])
             raise ConfigError(f"{source}: duplicate MAC {mac} (lines {first} and {report.line(index)})")

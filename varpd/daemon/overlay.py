@@ -31,6 +31,7 @@ from varpd.daemon.desired import DesiredState, fdb_for, neighs_for
 from varpd.daemon.overlay_props import DAEMON_PROPERTIES, native_dhcp
 from varpd.daemon.reconciler import plan
 from varpd.model import Destination, MappingChange
+from varpd.model.addresses import check_vtep
 from varpd.model.cache import MISSING, LookupCache
 from varpd.model.latency import LatencyHistogram
 from varpd.model.overrides import Override, apply_overrides, format_override
@@ -101,8 +102,10 @@ class OverlayRuntime:
         self.specs = DAEMON_PROPERTIES + self.backend_cls.properties
         self.values = resolve(self.specs, self.cfg.properties)
         listen_ip = self.values["vxlan/listen_ip"]
-        if listen_ip.is_multicast or listen_ip.is_unspecified:
-            raise PropertyError("vxlan/listen_ip", f"{listen_ip} is not a unicast address")
+        try:
+            check_vtep(listen_ip)
+        except ValueError as exc:
+            raise PropertyError("vxlan/listen_ip", str(exc)) from None
         self.local = Destination(listen_ip, int(self.values["vxlan/listen_port"]))
         self.native = native_dhcp(self.values)
         point = self.backend_cls.mode is PluginMode.POINT

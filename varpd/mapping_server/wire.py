@@ -16,6 +16,7 @@ from pydantic import ValidationError
 
 from varpd.config.hosts import HostRecordModel, describe_validation_error, record_body
 from varpd.model import MappingRecord
+from varpd.model.addresses import mac_problem
 from varpd.packet.errors import PacketError
 from varpd.packet.mac import normalize_mac
 
@@ -29,10 +30,15 @@ def record_to_json(rec: MappingRecord) -> dict[str, Any]:
 
 
 def parse_mac(text: str) -> str:
+    """The canonical form of a VNIC's MAC; WireError for a non-MAC or a non-unicast MAC."""
     try:
-        return normalize_mac(str(text))
+        mac = normalize_mac(str(text))
     except PacketError as exc:
         raise WireError(f"{text!r} is not a MAC address ({exc})") from None
+    problem = mac_problem(mac)
+    if problem is not None:
+        raise WireError(problem)
+    return mac
 
 
 def record_from_json(body: Any, mac: str | None = None) -> MappingRecord:
@@ -44,6 +50,7 @@ def record_from_json(body: Any, mac: str | None = None) -> MappingRecord:
         raise WireError(f"expected a JSON object, got {type(body).__name__}")
     fields = dict(body)
     given = fields.pop("mac", None)
+    mac = parse_mac(mac) if mac is not None else None
     if given is not None:
         given = parse_mac(given)
         if mac is not None and given != mac:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import ipaddress
 from typing import Iterable, Mapping
 
+from varpd.model.addresses import check_vtep
 from varpd.model.mapping import Destination
 from varpd_kmod.types import FdbEntry, NeighEntry
 
@@ -37,8 +38,10 @@ def parse_destination(text: str, default_port: int = 4789) -> Override:
         raise ValueError(f"{text!r}: {host!r} is not an IP address") from None
     if not 1 <= port <= 65535:
         raise ValueError(f"{text!r}: the port must be 1-65535")
-    if ip.is_multicast or ip.is_unspecified:
-        raise ValueError(f"{text!r}: {ip} is not a unicast address")
+    try:
+        check_vtep(ip)
+    except ValueError as exc:
+        raise ValueError(f"{text!r}: {exc}") from None
     return Destination(ip, port)
 
 

@@ -348,3 +348,53 @@ def test_random_text_only_ever_raises_config_error(text):
     except ConfigError as exc:
         assert str(exc).startswith("fuzz.json")
         assert "\n" not in str(exc)
+
+
+# -- addresses that must never be programmed (issue #12, items 8-10) --------------------------
+
+@pytest.mark.parametrize("mac,reason", [
+    ("00:00:00:00:00:00", "00:00:00:00:00:00 is the all-zero MAC (the VXLAN default entry), not a VNIC"),
+    ("ff:ff:ff:ff:ff:ff", "ff:ff:ff:ff:ff:ff is the broadcast MAC, not a VNIC"),
+    ("01:00:5E:00:00:01", "01:00:5e:00:00:01 is a multicast MAC, not a VNIC"),
+    ("33-33-00-00-00-01", "33:33:00:00:00:01 is a multicast MAC, not a VNIC"),
+])
+def test_non_unicast_mac_keys_are_refused(mac, reason):
+    bad = SEED.replace('"de:ad:be:ef:00:01"', f'"{mac}"')
+    assert err(bad) == f"hosts.json:{L_MAC1}: {reason}"
+
+
+def test_non_unicast_dhcp_proxy_is_refused():
+    bad = SEED.replace('"dhcp-proxy": "de:ad:be:ef:00:00"', '"dhcp-proxy": "ff:ff:ff:ff:ff:ff"')
+    assert err(bad) == f"hosts.json:9: de:ad:be:ef:00:01: field 'dhcp-proxy': " \
+                       "ff:ff:ff:ff:ff:ff is the broadcast MAC, not a VNIC"
+
+
+@pytest.mark.parametrize("ip,reason", [
+    ("127.0.0.1", "127.0.0.1 is a loopback address, not a VTEP"),
+    ("::1", "::1 is a loopback address, not a VTEP"),
+    ("255.255.255.255", "255.255.255.255 is the broadcast address, not a VTEP"),
+    ("::ffff:127.0.0.1", "::ffff:127.0.0.1 is IPv4-mapped: write the IPv4 address 127.0.0.1"),
+])
+def test_vtep_loopback_and_broadcast_are_refused(ip, reason):
+    bad = SEED.replace('"ip": "192.0.2.2"', f'"ip": "{ip}"')
+    assert err(bad) == f"hosts.json:{L_MAC1_IP}: de:ad:be:ef:00:01: field 'ip': {reason}"
+
+
+@pytest.mark.parametrize("field,value,reason", [
+    ("arp", "224.0.0.1", "224.0.0.1 is a multicast address, not a VNIC's address"),
+    ("arp", "255.255.255.255", "255.255.255.255 is the broadcast address, not a VNIC's address"),
+    ("arp", "0.0.0.0", "0.0.0.0 is the unspecified address, not a VNIC's address"),
+    ("arp", "127.0.0.1", "127.0.0.1 is a loopback address, not a VNIC's address"),
+    ("ndp", "ff02::1", "ff02::1 is a multicast address, not a VNIC's address"),
+    ("ndp", "::", ":: is the unspecified address, not a VNIC's address"),
+    ("ndp", "::1", "::1 is a loopback address, not a VNIC's address"),
+])
+def test_non_unicast_overlay_addresses_are_refused(field, value, reason):
+    text = '{\n"de:ad:be:ef:00:01": {\n"ip": "192.0.2.1",\n"port": 4789,\n"%s": "%s"\n}\n}' % (field, value)
+    assert err(text) == f"hosts.json:5: de:ad:be:ef:00:01: field '{field}': {reason}"
+
+
+def test_link_local_ndp_stays_valid():
+    text = '{"de:ad:be:ef:00:01": {"ip": "192.0.2.1", "port": 4789, "ndp": "fe80::4", "arp": "169.254.0.9"}}'
+    rec = parse_hosts(text).by_mac[M1]
+    assert rec.ndp == IPv6Address("fe80::4") and rec.arp == IPv4Address("169.254.0.9")

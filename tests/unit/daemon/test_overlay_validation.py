@@ -30,8 +30,18 @@ def test_unknown_plugin_and_property_and_mode():
         runtime("nope").validate()
     with pytest.raises(PropertyError, match="files/nope: unknown property"):
         runtime("files", **{"files/config": "/h.json", "files/nope": "1"}).validate()
-    with pytest.raises(PropertyError, match="vxlan/listen_ip: 224.0.0.1 is not a unicast address"):
+    with pytest.raises(PropertyError, match="vxlan/listen_ip: 224.0.0.1 is a multicast address, not a VTEP"):
         runtime("files", **{"files/config": "/h.json", "vxlan/listen_ip": "224.0.0.1"}).validate()
+
+
+@pytest.mark.parametrize("ip, words", [
+    ("0.0.0.0", "is the unspecified address"), ("127.0.0.1", "is a loopback address"),
+    ("255.255.255.255", "is the broadcast address"), ("ff02::1", "is a multicast address"),
+    ("::1", "is a loopback address"), ("::ffff:192.0.2.1", "is IPv4-mapped: write the IPv4 address 192.0.2.1"),
+])
+def test_listen_ip_must_be_a_vtep_address(ip, words):
+    with pytest.raises(PropertyError, match=f"vxlan/listen_ip: .*{words}"):
+        runtime("files", **{"files/config": "/h.json", "vxlan/listen_ip": ip}).validate()
 
 
 def test_auto_mode_follows_the_backend():

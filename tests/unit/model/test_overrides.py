@@ -21,7 +21,9 @@ def test_parse_destination(text, want):
 
 @pytest.mark.parametrize("text, words", [
     ("nowhere", "not an IP address"), ("192.0.2.9:0", "1-65535"), ("192.0.2.9:x", "1-65535"),
-    ("224.0.0.1:4789", "not a unicast"), ("[2001:db8::9", r"\[IPv6\]:port"),
+    ("224.0.0.1:4789", "is a multicast address, not a VTEP"), ("[2001:db8::9", r"\[IPv6\]:port"),
+    ("127.0.0.1:4789", "is a loopback address"), ("255.255.255.255:4789", "is the broadcast address"),
+    ("[::ffff:192.0.2.9]:4789", "IPv4-mapped"),
 ])
 def test_bad_destinations_say_why(text, words):
     with pytest.raises(ValueError, match=words):

@@ -56,13 +56,15 @@ def test_dest_ip_is_required():
 
 
 @pytest.mark.parametrize("ip,ctx,reason", [
-    ("::ffff:192.0.2.2", CTX6, "is IPv4-mapped: use the IPv4 address 192.0.2.2"),
-    ("::ffff:192.0.2.2", CONTEXT, "is IPv4-mapped: use the IPv4 address 192.0.2.2"),  # before the family check
+    ("::ffff:192.0.2.2", CTX6, "is IPv4-mapped: write the IPv4 address 192.0.2.2"),
+    ("::ffff:192.0.2.2", CONTEXT, "is IPv4-mapped: write the IPv4 address 192.0.2.2"),  # before the family check
     ("2002:c000:202::1", CTX6, "2002:c000:202::1 is a 6to4 address (2002::/16)"),
     ("224.0.0.5", CONTEXT, "224.0.0.5 is a multicast address, not a VTEP"),
     ("ff02::1", CTX6, "ff02::1 is a multicast address, not a VTEP"),
     ("0.0.0.0", CONTEXT, "0.0.0.0 is the unspecified address, not a VTEP"),
     ("::", CTX6, ":: is the unspecified address, not a VTEP"),
+    ("127.0.0.1", CONTEXT, "127.0.0.1 is a loopback address, not a VTEP"),
+    ("255.255.255.255", CONTEXT, "255.255.255.255 is the broadcast address, not a VTEP"),
     ("2001:db8::2", CONTEXT, "2001:db8::2 is not of the same family as vxlan/listen_ip 192.0.2.1"),
     ("192.0.2.2", CTX6, "192.0.2.2 is not of the same family as vxlan/listen_ip 2001:db8::1"),
 ])

@@ -213,3 +213,33 @@ def test_incremental_changes_equal_the_diff_of_full_reads():
         fresh, _ = build_mapping(P, 23, [WatchEvent(PUT, k, v, c) for k, (v, c) in store.items()])
         assert fresh.mapping() == after
         assert after == Mapping.of(after.by_mac.values())  # by_ip consistent with by_mac
+
+
+# -- MACs and addresses that must never be programmed (issue #12, items 8-10) ------------------
+@pytest.mark.parametrize("mac,words", [
+    ("00:00:00:00:00:00", "all-zero MAC (the VXLAN default entry)"),
+    ("FF:FF:FF:FF:FF:FF", "broadcast MAC"),
+    ("01:00:5e:00:00:01", "multicast MAC"),
+])
+def test_non_unicast_mac_keys_are_ignored_and_reported_once(mac, words):
+    """One `etcdctl put /varpd/23/00:00:00:00:00:00 ...` must not install the VXLAN default entry."""
+    st = MappingState(P, 23)
+    change, problems = st.apply([put(mac, val("192.0.2.7")), put(M1, val())])
+    assert [r.mac for r in change.upserted] == [M1]
+    assert len(problems) == 1 and words in problems[0] and f"/varpd/23/{mac}" in problems[0]
+    _, again = st.apply([put(mac, val("192.0.2.7"))])  # the same bad key again: not reported again
+    assert again == [] and len(st) == 1
+
+
+@pytest.mark.parametrize("body,words", [
+    ({"ip": "127.0.0.1", "port": 4789}, "field 'ip': 127.0.0.1 is a loopback address"),
+    ({"ip": "255.255.255.255", "port": 4789}, "field 'ip': 255.255.255.255 is the broadcast address"),
+    ({"ip": "::ffff:192.0.2.1", "port": 4789}, "field 'ip': ::ffff:192.0.2.1 is IPv4-mapped"),
+    ({"ip": "192.0.2.1", "port": 4789, "arp": "224.0.0.1"}, "field 'arp': 224.0.0.1 is a multicast address"),
+    ({"ip": "192.0.2.1", "port": 4789, "ndp": "ff02::1"}, "field 'ndp': ff02::1 is a multicast address"),
+    ({"ip": "192.0.2.1", "port": 4789, "dhcp-proxy": "01:00:5e:00:00:01"}, "field 'dhcp-proxy': 01:00:5e"),
+])
+def test_values_naming_unprogrammable_addresses_are_ignored(body, words):
+    st = MappingState(P, 23)
+    change, problems = st.apply([put(M2, json.dumps(body))])
+    assert not change and len(problems) == 1 and words in problems[0]
