@@ -17,6 +17,7 @@ from typing import Any, Iterable, Protocol
 from aiohttp import web
 from pydantic import ValidationError
 
+from varpd import json_input
 from varpd.backend.errors import BackendError, ConfigError, PluginNotFound, PropertyError
 from varpd.config.daemon import ADMIN_ALLOW_DEFAULT
 from varpd.daemon.errors import OverlayExists, OverlayNotFound, VarpdError
@@ -101,7 +102,7 @@ async def read_json_object(request: web.Request) -> dict[str, Any]:
     if not body.strip():
         raise BadRequest("request body is empty: expected a JSON object")
     try:
-        data = json.loads(body.decode("utf-8"))  # bytes would let json guess UTF-16 or UTF-32
+        data = json_input.loads(body.decode("utf-8"))  # bytes would let json guess UTF-16 or UTF-32
     except UnicodeDecodeError:
         raise BadRequest("request body is not UTF-8 JSON") from None
     except json.JSONDecodeError as exc:

@@ -114,7 +114,8 @@ async def test_create_missing_field_names_it(client, service, missing):
                                          (b"[1]", "not an array"), (b"null", "not null"),
                                          (json.dumps("vx7").encode(), "not a string"),
                                          (b"42", "not a number"),
-                                         (b"\xff\xfe", "not UTF-8 JSON")])
+                                         (b"\xff\xfe", "not UTF-8 JSON"),
+                                         (b"[" * 5000, "not valid JSON: nested too deeply")])
 async def test_create_bad_body(client, service, data, words):
     assert words in await error_of(await client.post("/v1/overlays", data=data), 400)
     assert service.created == []
