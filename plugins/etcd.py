@@ -484,7 +484,8 @@ class EtcdBackend(MappingBackend):
                 if need_load:
                     await self._load()
                     need_load = False
-                failures = 0
+                if not self._stalled:
+                    failures = 0
                 await self._watch()
             except asyncio.CancelledError:
                 raise
@@ -502,11 +503,19 @@ class EtcdBackend(MappingBackend):
                 if unexpected and self._outage_since is None:
                     log.exception("etcd prefix=%s event=unexpected-error", self.range_prefix)
                 await self.session.reset()
+                if isinstance(exc, _Stalled):
+                    # resume on the next endpoint from the last revision + 1, backing off: without a
+                    # quorum anywhere every member may answer the watch and fail the read at once
+                    log.debug("etcd prefix=%s event=stalled action=resume from=%d on=%s", self.range_prefix,
+                              self.revision + 1, self.session.endpoint)
+                    failures += 1
+                    continue
                 if self.watches != watches_before and not unexpected:
                     # the watch ran and broke (a member or leader went away, a restart): resume at once,
                     # from the last revision + 1, without calling it an outage yet
                     log.info("etcd prefix=%s event=watch-broken error=%s action=resume from=%d",
                              self.range_prefix, _short(exc), self.revision + 1)
+                    failures = 0
                     continue
                 self._outage(exc)
                 need_load = True  # after an outage, re-read everything and emit the difference
