@@ -16,7 +16,7 @@ import dpkt
 
 from varpd.packet.errors import PacketError
 from varpd.packet.ethernet import ETHERTYPE_IPV4, build_ethernet, decoding, parse_ethernet
-from varpd.packet.ipv4 import build_udp4, parse_udp4
+from varpd.packet.ipv4 import build_udp4, finish_udp4_checksum, parse_udp4, udp4_checksum_ok
 from varpd.packet.mac import BROADCAST_MAC, bytes_to_mac, mac_to_bytes
 
 BOOTREQUEST = 1
@@ -152,10 +152,22 @@ def parse_dhcp(frame: bytes) -> DhcpFrame | None:
 
 
 def readdress(frame: bytes, new_dst_mac: str) -> bytes:
-    """Point frame at another MAC, leaving every other byte alone (the illumos DHCP proxy)."""
-    if len(frame) < 14:
-        raise PacketError(f"frame of {len(frame)} bytes is shorter than an Ethernet header")
-    return mac_to_bytes(new_dst_mac) + bytes(frame[6:])
+    """Point a DHCP frame at another MAC (the illumos DHCP proxy), its UDP checksum finished: a
+    sender with TX offload left it partial, and the frame now goes where nothing completes it."""
+    new_dst = mac_to_bytes(new_dst_mac)
+    eth = parse_ethernet(frame)
+    if eth is None or eth.ethertype != ETHERTYPE_IPV4:
+        raise PacketError("only an Ethernet/IPv4 frame can be re-addressed")
+    header_len = len(frame) - len(eth.payload)
+    return new_dst + bytes(frame[6:header_len]) + finish_udp4_checksum(eth.payload)
+
+
+def checksum_ok(frame: bytes) -> bool:
+    """The UDP checksum of a (complete, not offloaded) DHCP frame is right or absent."""
+    eth = parse_ethernet(frame)
+    if eth is None or eth.ethertype != ETHERTYPE_IPV4:
+        raise PacketError("not an Ethernet/IPv4 frame")
+    return udp4_checksum_ok(eth.payload)
 
 
 def _ip4(value: object, name: str) -> ipaddress.IPv4Address:
@@ -178,9 +190,12 @@ def _encode_options(options: Sequence[tuple[int, bytes]]) -> bytes:
 def build_dhcp_reply(request: DhcpFrame, *, message_type: int, server_mac: str,
                      server_ip: ipaddress.IPv4Address, yiaddr: ipaddress.IPv4Address,
                      subnet_mask: ipaddress.IPv4Address, router: ipaddress.IPv4Address | None = None,
-                     dns: Sequence[ipaddress.IPv4Address] = (), lease_seconds: int,
+                     dns: Sequence[ipaddress.IPv4Address] = (), lease_seconds: int | None,
                      broadcast: bool | None = None) -> bytes:
     """An OFFER, ACK or NAK from varpd acting as the DHCP server (RFC 2131 table 3).
+
+    lease_seconds=None is the ACK to a DHCPINFORM (§4.3.5): no lease time, and yiaddr
+    must be 0.0.0.0; it goes to the ciaddr the client has.
 
     Destination (§4.1): NAK, or a request with the broadcast flag, or broadcast=True
     for a client without an address goes to 255.255.255.255/ff:ff:ff:ff:ff:ff;
@@ -191,8 +206,10 @@ def build_dhcp_reply(request: DhcpFrame, *, message_type: int, server_mac: str,
         raise PacketError(f"cannot build DHCP message type {message_type}")
     if request.op != BOOTREQUEST:
         raise PacketError("can only reply to a BOOTREQUEST")
-    if not isinstance(lease_seconds, int) or not 0 <= lease_seconds <= 0xFFFFFFFF:
+    if lease_seconds is not None and (not isinstance(lease_seconds, int) or not 0 <= lease_seconds <= 0xFFFFFFFF):
         raise PacketError(f"invalid lease time {lease_seconds!r}")
+    if lease_seconds is None and (message_type != DHCPACK or _ip4(yiaddr, "yiaddr") != _ZERO):
+        raise PacketError("only an ACK to DHCPINFORM (yiaddr 0.0.0.0) goes without a lease time")
     server_ip = _ip4(server_ip, "server_ip")
     nak = message_type == DHCPNAK
     yiaddr = _ZERO if nak else _ip4(yiaddr, "yiaddr")
@@ -203,12 +220,13 @@ def build_dhcp_reply(request: DhcpFrame, *, message_type: int, server_mac: str,
         (DhcpOption.SERVER_ID, server_ip.packed),
     ]
     if not nak:
-        options += [
-            (DhcpOption.LEASE_TIME, struct.pack(">I", lease_seconds)),
-            (DhcpOption.RENEWAL_T1, struct.pack(">I", lease_seconds // 2)),
-            (DhcpOption.REBINDING_T2, struct.pack(">I", lease_seconds * 7 // 8)),
-            (DhcpOption.SUBNET_MASK, _ip4(subnet_mask, "subnet_mask").packed),
-        ]
+        if lease_seconds is not None:
+            options += [
+                (DhcpOption.LEASE_TIME, struct.pack(">I", lease_seconds)),
+                (DhcpOption.RENEWAL_T1, struct.pack(">I", lease_seconds // 2)),
+                (DhcpOption.REBINDING_T2, struct.pack(">I", lease_seconds * 7 // 8)),
+            ]
+        options.append((DhcpOption.SUBNET_MASK, _ip4(subnet_mask, "subnet_mask").packed))
         if router is not None:
             options.append((DhcpOption.ROUTER, _ip4(router, "router").packed))
         if dns:

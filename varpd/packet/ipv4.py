@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import dpkt
 
-from varpd.packet.checksum import internet_checksum
+from varpd.packet.checksum import internet_checksum, ipv4_pseudo_header
 from varpd.packet.errors import PacketError
 from varpd.packet.ethernet import decoding
 
@@ -65,3 +65,30 @@ def build_udp4(src_ip: ipaddress.IPv4Address, dst_ip: ipaddress.IPv4Address, src
                        sum=0, data=payload)
     ip = dpkt.ip.IP(ttl=ttl, p=IP_PROTO_UDP, src=src_ip.packed, dst=dst_ip.packed, sum=0, data=udp)
     return bytes(ip)
+
+
+def _udp4_sum(packet: bytes) -> tuple[int, int, int]:
+    """(offset of the UDP checksum field, the checksum it should hold, the one it holds)."""
+    header_len = (packet[0] & 0x0F) * 4
+    ulen = int.from_bytes(packet[header_len + 4:header_len + 6], "big")
+    if ulen < UDP_HEADER_LEN or header_len + ulen > len(packet):
+        raise PacketError(f"UDP length {ulen} invalid for a {len(packet)}-byte IPv4 packet")
+    segment = bytearray(packet[header_len:header_len + ulen])
+    held = int.from_bytes(segment[6:8], "big")
+    segment[6:8] = b"\x00\x00"
+    src, dst = ipaddress.IPv4Address(packet[12:16]), ipaddress.IPv4Address(packet[16:20])
+    want = internet_checksum(ipv4_pseudo_header(src, dst, IP_PROTO_UDP, ulen) + bytes(segment)) or 0xFFFF
+    return header_len + 6, want, held
+
+
+def udp4_checksum_ok(packet: bytes) -> bool:
+    """True when the UDP checksum of an IPv4 packet is right or absent (0: the sender chose none)."""
+    _, want, held = _udp4_sum(packet)
+    return held in (0, want)
+
+
+def finish_udp4_checksum(packet: bytes) -> bytes:
+    """The packet with its UDP checksum computed in full: a frame captured from a local sender with
+    TX offload holds only the pseudo-header sum (CHECKSUM_PARTIAL), which no receiver accepts."""
+    offset, want, _ = _udp4_sum(packet)
+    return bytes(packet[:offset]) + want.to_bytes(2, "big") + bytes(packet[offset + 2:])

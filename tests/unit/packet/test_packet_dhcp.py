@@ -188,3 +188,41 @@ def test_bad_arguments() -> None:
     offer = parse_dhcp(reply(req))
     with pytest.raises(PacketError):
         reply(offer)  # cannot answer a BOOTREPLY
+
+
+def _scapy_udp_checksum_ok(frame: bytes) -> bool:
+    """scapy's judgement: the UDP checksum it computes for the datagram equals the one carried."""
+    scapy = pytest.importorskip("scapy.all")
+    pkt = scapy.Ether(frame)
+    carried = pkt[scapy.UDP].chksum
+    del pkt[scapy.UDP].chksum
+    return scapy.Ether(bytes(pkt))[scapy.UDP].chksum == carried
+
+
+def test_readdress_finishes_a_partial_checksum() -> None:
+    """A server with TX offload hands the tap a reply whose UDP checksum holds only the pseudo-header
+    sum; re-addressed as it is, no receiver takes it (udhcpc -B: 'bad udp cksum')."""
+    frame = bytearray(udhcpc_discover(flags=0x8000))
+    frame[14 + 20 + 6:14 + 20 + 8] = b"\x12\x34"  # what CHECKSUM_PARTIAL leaves: not the full sum
+    assert not _scapy_udp_checksum_ok(bytes(frame))
+    out = readdress(bytes(frame), "02:AA:BB:CC:DD:EE")
+    assert out[:6] == mac("02:aa:bb:cc:dd:ee") and out[6:40] == frame[6:40] and out[42:] == frame[42:]
+    assert _scapy_udp_checksum_ok(out)
+    tagged = readdress(udhcpc_discover(vlan=7), CLIENT)
+    assert tagged[12:16] == b"\x81\x00\x00\x07" and _scapy_udp_checksum_ok(tagged)
+
+
+def test_inform_ack_has_no_lease_and_goes_to_ciaddr() -> None:
+    """RFC 2131 §4.3.5, judged by scapy's decoder."""
+    scapy = pytest.importorskip("scapy.all")
+    inform = bytes(scapy.Ether(src=CLIENT, dst="ff:ff:ff:ff:ff:ff") / scapy.IP(src="10.0.0.7", dst="255.255.255.255")
+                   / scapy.UDP(sport=68, dport=67) / scapy.BOOTP(chaddr=mac(CLIENT), ciaddr="10.0.0.7", xid=7)
+                   / scapy.DHCP(options=[("message-type", "inform"), "end"]))
+    req = parse_dhcp(inform)
+    out = scapy.Ether(reply(req, message_type=DHCPACK, yiaddr=IP(0), lease_seconds=None))
+    opts = {o[0]: o[1] for o in out[scapy.DHCP].options if isinstance(o, tuple)}
+    assert opts["message-type"] == 5 and "lease_time" not in opts and "renewal_time" not in opts
+    assert out[scapy.BOOTP].yiaddr == "0.0.0.0" and out[scapy.IP].dst == "10.0.0.7" and out.dst == CLIENT.lower()
+    assert opts["subnet_mask"] == "255.255.255.0"
+    with pytest.raises(PacketError, match="without a lease"):
+        reply(req, message_type=DHCPACK, lease_seconds=None)  # with a yiaddr
