@@ -33,10 +33,11 @@ DHCP_PROPERTIES: tuple[PropertySpec, ...] = (
     PropertySpec("dhcp/router", PropType.IP, Protection.WRITE, description="default gateway offered (optional)"),
     PropertySpec("dhcp/dns", PropType.STRING, Protection.WRITE,
                  description="comma-separated DNS servers offered (optional)"),
-    PropertySpec("dhcp/lease", PropType.UINT, Protection.WRITE, default=3600, minimum=60, maximum=31_536_000,
-                 description="lease time in seconds"),
+    PropertySpec("dhcp/lease", PropType.UINT, Protection.WRITE, default=3600, minimum=10, maximum=31_536_000,
+                 description="lease time in seconds (renewal at half of it)"),
     PropertySpec("dhcp/server_ip", PropType.IP, Protection.WRITE,
-                 description="server identifier (default: the router, else the subnet's last address)"),
+                 description="server identifier: an unused address of dhcp/subnet that varpd answers ARP for "
+                             "on the bridge, so renewals reach it (default: the subnet's last address)"),
 )
 
 DAEMON_PROPERTIES = VXLAN_PROPERTIES + DHCP_PROPERTIES
@@ -71,7 +72,12 @@ def native_dhcp(values: dict[str, Any]) -> NativeDhcp | None:
         dns = tuple(IPv4Address(s.strip()) for s in str(values.get("dhcp/dns") or "").split(",") if s.strip())
     except ValueError as exc:
         raise PropertyError("dhcp/dns", str(exc)) from None
-    server = values.get("dhcp/server_ip") or router or subnet.broadcast_address - 1
-    if server.version != 4:
-        raise PropertyError("dhcp/server_ip", f"{server} is not IPv4")
+    # renewals are unicast to the server identifier: varpd answers ARP for it, so it must be in the
+    # subnet and owned by nobody else (the router is a real machine, and would lose its traffic)
+    server = values.get("dhcp/server_ip") or subnet.broadcast_address - 1
+    if server.version != 4 or server not in subnet or server in (subnet.network_address, subnet.broadcast_address):
+        raise PropertyError("dhcp/server_ip", f"{server} is not a host address of {subnet}")
+    if server == router:
+        raise PropertyError("dhcp/server_ip", f"{server} is the router: varpd answers ARP for the server "
+                                              "identifier, so it must be an address no machine uses")
     return NativeDhcp(subnet, server, router, dns, int(values["dhcp/lease"]))

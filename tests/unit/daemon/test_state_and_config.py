@@ -56,6 +56,18 @@ def test_native_dhcp_settings():
         native_dhcp(values)
 
 
+def test_native_dhcp_server_id_is_an_unused_address_of_the_subnet():
+    """varpd answers ARP for the server identifier (renewals are unicast to it): never the router."""
+    base = {"vxlan/listen_ip": "192.0.2.1", "dhcp/native": "true", "dhcp/subnet": "10.55.55.0/24",
+            "dhcp/router": "10.55.55.1", "dhcp/lease": "10"}
+    nd = native_dhcp(resolve(DAEMON_PROPERTIES, base))
+    assert str(nd.server_ip) == "10.55.55.254" and nd.lease == 10
+    for bad, why in (("10.55.55.1", "is the router"), ("10.66.0.1", "not a host address"),
+                     ("10.55.55.255", "not a host address")):
+        with pytest.raises(PropertyError, match=f"dhcp/server_ip: .*{why}"):
+            native_dhcp(resolve(DAEMON_PROPERTIES, base | {"dhcp/server_ip": bad}))
+
+
 def test_listen_ip_is_required():
     with pytest.raises(PropertyError, match="vxlan/listen_ip: unset required property"):
         resolve(DAEMON_PROPERTIES, {})
