@@ -34,6 +34,8 @@ _COUNTERS = (
     ("varpd_events_lost", "times kernel events were lost (ENOBUFS) and state re-read", "cause", {"enobufs": "events_lost"}),
     ("varpd_dhcp", "DHCP frames handled", "action",
      {"proxied": "dhcp_proxied", "native": "dhcp_native_replies", "dropped": "dhcp_dropped"}),
+    ("varpd_frames_dropped", "guest frames (ARP, NDP, DHCP) refused before handling", "reason",
+     {"rate_limited": "frames_rate_limited", "bad_checksum": "frames_bad_checksum"}),
 )
 
 

@@ -8,6 +8,7 @@ answer ourselves from the mapping so the guest gets the address ARP resolves.
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 from dataclasses import dataclass
 
@@ -53,6 +54,8 @@ async def respond(
 
 
 async def _native_answer(req: d.DhcpFrame, backend: Backend, native: NativeDhcp, server_mac: str) -> Action:
+    if req.message_type == d.DHCPINFORM:
+        return _inform_answer(req, native, server_mac)
     rec = await backend.record(req.chaddr)
     if rec is None or rec.arp is None or rec.arp not in native.subnet:
         log.info("dhcp: no address for %s in the mapping (or outside %s): not answered", req.chaddr, native.subnet)
@@ -78,3 +81,15 @@ async def _native_answer(req: d.DhcpFrame, backend: Backend, native: NativeDhcp,
         lease_seconds=native.lease,
     )
     return Inject(frame)
+
+
+def _inform_answer(req: d.DhcpFrame, native: NativeDhcp, server_mac: str) -> Action:
+    """RFC 2131 §4.3.5: a client that has its address asks only for parameters; the ACK goes to its
+    ciaddr with no yiaddr and no lease time."""
+    if req.ciaddr not in native.subnet:
+        log.info("dhcp: INFORM from %s at %s, outside %s: not answered", req.chaddr, req.ciaddr, native.subnet)
+        return None
+    return Inject(d.build_dhcp_reply(
+        req, message_type=d.DHCPACK, server_mac=server_mac, server_ip=native.server_ip,
+        yiaddr=ipaddress.IPv4Address(0), subnet_mask=native.subnet.netmask, router=native.router,
+        dns=native.dns, lease_seconds=None))

@@ -25,9 +25,9 @@ from varpd.backend.base import Backend, DestType, OverlayContext, PluginMode
 from varpd.backend.errors import BackendError, PropertyError
 from varpd.backend.properties import PropertySpec, format_value, resolve
 from varpd.config.daemon import DaemonSettings, OverlayConfig
-from varpd.daemon import dhcp_responder
 from varpd.daemon.change_log import ChangeLog
 from varpd.daemon.desired import DesiredState, fdb_for, neighs_for
+from varpd.daemon.guest_frames import GuestFrames
 from varpd.daemon.overlay_props import DAEMON_PROPERTIES, native_dhcp
 from varpd.daemon.reconciler import plan
 from varpd.model import Destination, MappingChange
@@ -35,12 +35,10 @@ from varpd.model.addresses import check_vtep
 from varpd.model.cache import MISSING, LookupCache
 from varpd.model.latency import LatencyHistogram
 from varpd.model.overrides import Override, apply_overrides, format_override
-from varpd.packet import (ArpRequest, NeighborSolicitation, PacketError, build_arp_reply,
-                          build_gratuitous_arp, build_neighbor_advertisement, build_unsolicited_na, classify)
-from varpd.packet.dhcp import DhcpFrame
+from varpd.packet import build_gratuitous_arp, build_unsolicited_na
 from varpd.tasks import TaskSet
 from varpd_kmod import device as kdev
-from varpd_kmod.frames import BPF_ARP_NDP_DHCP, BPF_DHCP4, FrameTap
+from varpd_kmod.frames import FrameTap
 from varpd_kmod.netlink import KernelTables
 from varpd_kmod.types import DeviceHandle, DeviceSpec, FdbEntry, L2Miss, L3Miss, NeighEntry
 
@@ -86,6 +84,7 @@ class OverlayRuntime:
         self._tasks = TaskSet(on_failure=self._task_failed)
         self._change_log = ChangeLog(log, cfg.name)
         self._taps: list[FrameTap] = []
+        self.frames: GuestFrames | None = None
         self._server_mac = "02:00:00:00:00:01"
         self._adopted = False
         self.orphan = False  # a device found in the kernel with no overlay configured for it
@@ -306,7 +305,7 @@ class OverlayRuntime:
             return
         for n in entries:
             frame = build_gratuitous_arp(n.mac, n.ip) if n.ip.version == 4 else build_unsolicited_na(n.mac, n.ip)
-            await self._bridge_tap.send(frame)
+            await self.frames.send_to_guests(frame)
         self.counters["announcements"] += len(entries)
 
     async def _reconcile_loop(self) -> None:
@@ -460,75 +459,11 @@ class OverlayRuntime:
         log.warning("overlay=%s event=events-lost action=reconcile", self.name)
         await self.reconcile()
 
-    # -- frames the kernel cannot answer (DHCPv4) --------------------------------------
+    # -- frames the kernel cannot answer (varpd.daemon.guest_frames) --------------------
     def _open_taps(self) -> None:
-        # on-demand: also see ARP/NS, to answer the first request before any entry exists
-        bpf = BPF_ARP_NDP_DHCP if self.mode == "on-demand" else BPF_DHCP4
-        self._bridge_tap = FrameTap(self.cfg.bridge, bpf=bpf, direction="in")
-        # only sends (DHCP proxied to a remote MAC): a capturing tap here would clone and filter every frame
-        self._vxlan_tap = FrameTap(self.name, capture=False)
-        self._taps += [self._bridge_tap, self._vxlan_tap]
-        self._tasks.spawn(self._frame_loop())
-
-    async def _frame_loop(self) -> None:
-        while True:
-            captured = await self._bridge_tap.recv()
-            if captured.outgoing:
-                continue
-            try:
-                pkt = classify(captured.data)
-            except PacketError as exc:
-                self.counters["frames_malformed"] += 1
-                log.debug("overlay=%s malformed frame: %s", self.name, exc)
-                continue
-            if pkt is None:
-                continue
-            try:
-                if isinstance(pkt, DhcpFrame):
-                    self.counters["dhcp_frames"] += 1
-                    await self._handle_dhcp(pkt)
-                elif self.mode == "on-demand":
-                    await self._answer_first_request(pkt)
-            except Exception as exc:  # one bad frame must not stop the loop
-                self.counters["errors"] += 1
-                log.error("overlay=%s event=frame-failed kind=%s error=%s", self.name, type(pkt).__name__, exc)
-
-    async def _answer_first_request(self, pkt: ArpRequest | NeighborSolicitation) -> None:
-        """The kernel proxy answers once the neighbour entry exists; the request that caused
-        the miss would be lost, so answer it here from the mapping (never from the frame).
-        The miss handler may race us to install the entry, so answer even when it exists:
-        a duplicate reply is harmless, a lost first request costs a retransmit (1 s)."""
-        target = pkt.target_ip if isinstance(pkt, ArpRequest) else pkt.target
-        await self._resolve_ip(target)
-        entry = self.installed_neigh.get(target)
-        if entry is None:
-            return
-        if isinstance(pkt, ArpRequest):
-            reply = build_arp_reply(pkt, entry.mac)
-        else:
-            reply = build_neighbor_advertisement(pkt, entry.mac)
-        await self._bridge_tap.send(reply)
-        self.counters["proxy_injected"] += 1
-
-    async def _handle_dhcp(self, pkt: DhcpFrame) -> None:
-        action = await dhcp_responder.respond(pkt, self.backend, self.native, self._server_mac)
-        if isinstance(action, dhcp_responder.Inject):
-            self.counters["dhcp_native_replies"] += 1
-            await self._bridge_tap.send(action.frame)
-        elif isinstance(action, dhcp_responder.Forward):
-            dest = await self._lookup_mac(action.mac, force=True)
-            if dest is None:
-                self.counters["dhcp_dropped"] += 1
-                return
-            if dest.ip == self.local.ip:
-                await self._bridge_tap.send(action.frame)
-            else:
-                if self.mode == "on-demand":
-                    await self._resolve_mac(action.mac)
-                await self._vxlan_tap.send(action.frame)
-            self.counters["dhcp_proxied"] += 1
-        else:
-            self.counters["dhcp_dropped"] += 1
+        self.frames = GuestFrames.open(self)
+        self._taps += self.frames.taps
+        self._tasks.spawn(self.frames.run())
 
     # -- presentation ------------------------------------------------------------------
     def describe(self) -> dict[str, Any]:

@@ -137,6 +137,17 @@ def tcp_transfer(lab: Lab, src_ns: str, dst_ns: str, dst_ip: str, size: int, por
             server.wait()
 
 
+def terminate(proc: subprocess.Popen, sig: int = signal.SIGTERM, timeout: float = 3) -> None:
+    """Stop a process this test started (by its pid): `sig` (SIGINT lets tcpdump flush), then SIGKILL."""
+    if proc.poll() is None:
+        proc.send_signal(sig)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(2)
+
+
 class UnderlayCapture:
     """tcpdump on each host's underlay eth0 of everything that is not VXLAN (`-e`: link headers too);
     or, given `namespaces` (name → namespace) and `bpf`, on eth0 of those (guests, say: `promiscuous`
@@ -164,12 +175,7 @@ class UnderlayCapture:
     def stop(self) -> dict[str, list[str]]:
         lines = {}
         for name, (proc, out, _) in self.procs.items():
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGINT)
-                try:
-                    proc.wait(3)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
+            terminate(proc, signal.SIGINT)
             lines[name] = out.read_text().splitlines()
         self.procs.clear()
         return lines

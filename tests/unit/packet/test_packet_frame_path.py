@@ -1,5 +1,5 @@
 """Fuzz the daemon's frame path, not only the parsers: a captured guest frame goes through
-OverlayRuntime's frame loop (classify → proxy ARP/NDP or DHCP, on-demand mode, native DHCP on)
+the overlay's frame loop (varpd.daemon.guest_frames) (classify → proxy ARP/NDP or DHCP, on-demand mode, native DHCP on)
 with a real files backend. Whatever the bytes, nothing raises out of the loop, and nothing is
 injected unless the frame is a well-formed request, answered from the mapping.
 
@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 from packet_helpers import arp_request, mac as mac_bytes, ns_frame, udhcpc_discover
 from varpd.backend.base import OverlayContext
 from varpd.config.daemon import DaemonSettings, OverlayConfig
+from varpd.daemon.guest_frames import GuestFrames
 from varpd.daemon.overlay import OverlayRuntime
 from varpd.packet import PacketError, classify
 from varpd_kmod.frames import CapturedFrame
@@ -79,10 +80,9 @@ async def run_frames(hosts_json: Path, frames: list[bytes]) -> tuple[OverlayRunt
     await rt.backend.start()
     rt.tables = RecordingTables()
     bridge, vxlan = RecordingTap(frames), RecordingTap()
-    rt._bridge_tap, rt._vxlan_tap = bridge, vxlan
     try:
         with pytest.raises(_Done):
-            await rt._frame_loop()
+            await GuestFrames(rt, bridge, vxlan).run()
     finally:
         await rt.backend.stop()
     return rt, bridge.sent, vxlan.sent
