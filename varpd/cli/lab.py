@@ -3,23 +3,28 @@
 Each host namespace runs a real varpd with the chosen backend (files: the seed's
 hosts.json; etcd, http: a server in the underlay namespace holding the same mapping,
 see varpd/lab/backends.py); each guest namespace is a VM whose VNIC has the seed's MAC.
-Everything made lives inside namespaces named with the lab prefix, so `lab down`
-removes it all by removing them (after stopping the server recorded in lab.json).
+Everything made lives inside namespaces the lab records in lab.json, with the files it adds to
+its --dir; `lab down` stops the recorded server and removes exactly those namespaces and files.
+`lab up` ends by pinging every guest from every other (IPv4 and IPv6) and fails if one does not answer.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import os
+import re
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 from varpd.cli.client import CliError
-from varpd.lab import Lab, LabError, cleanup, http_get, seed_hosts, write_hosts_json, write_varpd_config
+from varpd.lab import Lab, LabError, http_get, seed_hosts, write_hosts_json, write_varpd_config
 from varpd.lab.backends import BACKENDS, SERVER_IP, Backend, LabPaths
+from varpd.lab.checks import missing_tools, reachability
 from varpd.lab.server import STATE_FILE, LabState, pid_alive, seed_server, start_server, stop_server, wait_server
-from varpd.lab.topology import list_namespaces
+from varpd.lab.topology import list_namespaces, remove_namespaces
 
 DEFAULT_DIR = "/run/varpd-lab"
 DEFAULT_PREFIX = "vl-"
@@ -39,7 +44,9 @@ def _mode(args: argparse.Namespace, backend: Backend) -> str:
     return args.mode
 
 
-def up(args: argparse.Namespace) -> str:
+def up(args: argparse.Namespace) -> str | int:
+    if missing_tools():
+        raise CliError(missing_tools())
     if list_namespaces(args.prefix):
         raise CliError(f"a lab with prefix {args.prefix!r} is already up: `varpd lab down` first")
     backend = BACKENDS[args.backend]
@@ -48,19 +55,29 @@ def up(args: argparse.Namespace) -> str:
         raise CliError(backend.missing())
     hosts = seed_hosts(args.hosts)
     workdir = Path(args.dir).resolve()  # absolute: it names the lab's processes (see pid_alive)
+    made_dir = not workdir.exists()
     workdir.mkdir(parents=True, exist_ok=True)
+    before = set(os.listdir(workdir)) - {STATE_FILE}
+    lab = Lab(hosts, prefix=args.prefix)
+    state = LabState(backend.name, mode, namespaces=tuple(lab.names()), made_dir=made_dir)
+
+    def record(**changes) -> LabState:
+        """Save what the lab made so far: `lab down` removes exactly that, even after a killed `lab up`."""
+        new = dataclasses.replace(state, **changes)
+        new = dataclasses.replace(new, files=tuple(sorted(set(os.listdir(workdir)) - before | {STATE_FILE})))
+        new.save(workdir)
+        return new
+
+    state = record()
     paths = LabPaths(workdir=workdir, hosts_json=workdir / "hosts.json")
     write_hosts_json(paths.hosts_json, hosts)
-    lab = Lab(hosts, prefix=args.prefix)
-    state = LabState(backend.name, mode)
-    state.save(workdir)
+    state = record()
     try:
         _say(f"[lab] building underlay {args.prefix}underlay and {len(hosts)} hosts with guests")
         lab.up()
         if backend.server_argv is not None:
             proc, log = start_server(lab, backend, paths)
-            state = LabState(backend.name, mode, proc.pid, backend.endpoint(paths), str(log))
-            state.save(workdir)
+            state = record(server_pid=proc.pid, server_endpoint=backend.endpoint(paths), server_log=str(log))
             wait_server(lab, backend, paths, proc, log)
             seed_server(lab, backend, paths)
             _say(f"[lab] {backend.name} server up at {backend.endpoint(paths)} in {lab.underlay} (pid {proc.pid})"
@@ -70,6 +87,7 @@ def up(args: argparse.Namespace) -> str:
             for h in batch:
                 hdir = workdir / h.name
                 hdir.mkdir(exist_ok=True)
+                state = record()
                 cfg = write_varpd_config(hdir / "varpd.toml", h, hosts_json=paths.hosts_json,
                                          state_dir=hdir / "state", sock=hdir / "varpd.sock", mode=mode,
                                          reconcile_interval=5.0, log_level="info", search=backend.name,
@@ -82,10 +100,21 @@ def up(args: argparse.Namespace) -> str:
                      f"guest {h.guest_mac} {h.guest_ip4} {h.guest_ip6}")
     except BaseException as exc:
         stop_server(state.server_pid, workdir)
-        cleanup(args.prefix)
+        remove_namespaces(state.namespaces or ())
         if isinstance(exc, (LabError, OSError)):
             raise CliError(f"lab up failed, everything removed: {exc}") from None
         raise
+    state = record()
+    _say("[lab] checking the overlay: every guest pings every other guest, IPv4 and IPv6")
+    probes, failed = reachability(lab, hosts)
+    if failed:
+        for probe in failed:
+            _say(f"[lab] NO ANSWER: {probe}")
+        _say(f"[lab] FAILED: {len(failed)} of {probes} pings unanswered; the lab is left up for inspection "
+             f"(logs under {workdir}); `varpd lab down` removes it")
+        return 1
+    _say(f"[lab] overlay works: {probes} of {probes} guest-to-guest pings answered "
+         f"({len(hosts)} guests, IPv4 and IPv6)")
     g1, g2 = hosts[0], hosts[1 % len(hosts)]
     lines = [
         f"[lab] up: {len(hosts)} hosts, backend {backend.name}, mapping {paths.hosts_json}, "
@@ -102,12 +131,41 @@ def up(args: argparse.Namespace) -> str:
     return "\n".join(lines)
 
 
+def _legacy_namespaces(prefix: str) -> list[str]:
+    """For a lab.json written before namespaces were recorded: only names of the lab's own pattern."""
+    pattern = re.compile(re.escape(prefix) + r"(underlay|host\d+(-guest)?)")
+    return [ns for ns in list_namespaces(prefix) if pattern.fullmatch(ns)]
+
+
+def _remove_files(workdir: Path, state: LabState) -> None:
+    for name in state.files:
+        if name in ("", ".", "..") or "/" in name or name == STATE_FILE:
+            continue  # a name from lab.json never leads out of the lab directory
+        path = workdir / name
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+    (workdir / STATE_FILE).unlink(missing_ok=True)
+    if state.made_dir:
+        try:
+            workdir.rmdir()  # only if empty: what someone else put there stays
+        except OSError:
+            pass
+
+
 def down(args: argparse.Namespace) -> str:
-    state = LabState.load(args.dir)
-    stopped = stop_server(state.server_pid, Path(args.dir).resolve()) if state else False
-    removed = cleanup(args.prefix)
-    shutil.rmtree(args.dir, ignore_errors=True)
-    server = f", stopped the {state.backend} server" if stopped and state else ""
+    workdir = Path(args.dir).resolve()
+    if not workdir.exists():
+        return f"[lab] no lab was up (no {workdir})"
+    state = LabState.load(workdir)
+    if state is None:
+        raise CliError(f"{workdir} is not a lab directory (no readable {STATE_FILE}): nothing removed")
+    stopped = stop_server(state.server_pid, workdir)
+    names = state.namespaces if state.namespaces is not None else _legacy_namespaces(args.prefix)
+    removed = remove_namespaces(names)
+    _remove_files(workdir, state)
+    server = f", stopped the {state.backend} server" if stopped else ""
     return f"[lab] removed {len(removed)} namespaces{server}" if removed else f"[lab] no lab was up{server}"
 
 
@@ -161,7 +219,10 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     lab.add_argument("--dir", default=DEFAULT_DIR, help=f"where configs, logs and sockets go (default {DEFAULT_DIR})")
     verbs = lab.add_subparsers(dest="verb", metavar="VERB", required=True)
     p = verbs.add_parser("up", help="build the lab and start a varpd per host",
-                         description="Build the lab and start one varpd per host; prints how to reach the guests. "
+                         description="Build the lab and start one varpd per host, then ping every guest from every "
+                                     "other guest (IPv4 and IPv6) and print the result; exits 1 if one does not "
+                                     "answer (the lab stays up to be inspected). Needs ip and bridge (Debian "
+                                     "iproute2) and ping (iputils-ping). Prints how to reach the guests. "
                                      "With --backend etcd, http or svp the lab first starts that backend's server "
                                      "(etcd, `varpd mapping-server` or `varpd svp-server`) in its underlay namespace "
                                      f"at {SERVER_IP} with the seed mapping; `lab down` stops it.")
@@ -175,8 +236,10 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                         + f". Servers run in the underlay namespace at {SERVER_IP}")
     p.set_defaults(func=up)
     p = verbs.add_parser("down", help="stop the daemons and remove every namespace and link of the lab",
-                         description="Stop the lab's mapping server and daemons and remove every namespace (and so "
-                                     "every link) it made, and its --dir.")
+                         description="Stop the lab's mapping server and daemons and remove what `lab up` recorded in "
+                                     "--dir/lab.json: the namespaces it made (and so every link), the files it added "
+                                     "to --dir, and --dir itself if it made it and nothing else is left there. A --dir "
+                                     "without lab.json is refused and left untouched.")
     p.set_defaults(func=down)
     p = verbs.add_parser("status", help="list the lab's namespaces and each varpd's overlays",
                          description="Show the lab's backend and whether its server is alive, list its namespaces "

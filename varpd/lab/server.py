@@ -26,13 +26,19 @@ STATE_FILE = "lab.json"
 
 @dataclass(frozen=True)
 class LabState:
-    """What `lab up` leaves behind for `lab status` and `lab down`."""
+    """What `lab up` leaves behind for `lab status` and `lab down`: its server, and everything it made —
+    the namespaces (every link of the lab lives in one of them and goes with it), the entries of its
+    directory that were not there before, and whether it made the directory. `lab down` removes
+    exactly these, never something that merely shares the prefix or sits in the same directory."""
 
     backend: str
     mode: str
     server_pid: int | None = None
     server_endpoint: str | None = None
     server_log: str | None = None
+    namespaces: tuple[str, ...] | None = None  # None: a lab.json older than this record
+    files: tuple[str, ...] = ()  # names inside the lab directory
+    made_dir: bool = False
 
     def save(self, workdir: Path) -> None:
         write_atomic(workdir / STATE_FILE, json.dumps(asdict(self), indent=2) + "\n")
@@ -40,8 +46,12 @@ class LabState:
     @classmethod
     def load(cls, workdir: str | Path) -> "LabState | None":
         try:
-            return cls(**json.loads((Path(workdir) / STATE_FILE).read_text()))
-        except (OSError, ValueError, TypeError):
+            raw = json.loads((Path(workdir) / STATE_FILE).read_text())
+            if raw.get("namespaces") is not None:
+                raw["namespaces"] = tuple(str(n) for n in raw["namespaces"])
+            raw["files"] = tuple(str(f) for f in raw.get("files", ()))
+            return cls(**raw)
+        except (OSError, ValueError, TypeError, AttributeError):
             return None
 
 

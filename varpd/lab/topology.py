@@ -110,17 +110,22 @@ def _owner_alive(ns: str, prefix: str) -> bool:
     return True
 
 
+def remove_namespaces(names: Iterable[str]) -> list[str]:
+    """Kill what runs in each of these namespaces and delete it; → the ones that existed."""
+    present = set(list_namespaces(""))
+    removed = []
+    for ns in names:
+        if ns in present:
+            _kill_ns(ns)
+            removed.append(ns)
+    return removed
+
+
 def cleanup(prefix: str = "vt-", *, stale_only: bool = False) -> list[str]:
     """Remove every namespace starting with `prefix` (stale_only: only those whose owner pid is dead)."""
     if not prefix:
         raise ValueError("cleanup needs a non-empty prefix")
-    removed = []
-    for ns in list_namespaces(prefix):
-        if stale_only and _owner_alive(ns, prefix):
-            continue
-        _kill_ns(ns)
-        removed.append(ns)
-    return removed
+    return remove_namespaces(ns for ns in list_namespaces(prefix) if not (stale_only and _owner_alive(ns, prefix)))
 
 
 def session_prefix(base: str = "vt-", tag: str = "") -> str:
@@ -230,7 +235,8 @@ class Lab:
     def host(self, name: str) -> HostSpec:
         return next(h for h in self.hosts if h.name == name)
 
-    def _names(self) -> list[str]:
+    def names(self) -> list[str]:
+        """The namespaces up() makes."""
         return [self.underlay] + [n for h in self.hosts for n in (self.host_ns(h), self.guest_ns(h))]
 
     # build / tear down --------------------------------------------------------------------
@@ -318,7 +324,7 @@ class Lab:
             except subprocess.TimeoutExpired:
                 pass
         self._procs.clear()
-        for ns in reversed(list(dict.fromkeys(self._made + self._names()))):
+        for ns in reversed(list(dict.fromkeys(self._made + self.names()))):
             if ns in list_namespaces(ns):
                 _kill_ns(ns)
         self._made.clear()
