@@ -90,7 +90,7 @@ async def _isolate(ipr: AsyncIPRoute, link, netns: str | None) -> None:
     if _kind(link) == "bridge":
         await ipr.link("set", index=index, kind="bridge", br_mcast_snooping=0)
     for addr in [m async for m in await ipr.addr("dump", family=AF_INET6)]:
-        if addr["index"] == index:
+        if addr["index"] == index and str(addr.get("IFA_ADDRESS", "")).lower().startswith("fe80:"):
             with contextlib.suppress(NetlinkError):
                 await ipr.addr("del", index=index, address=addr.get("IFA_ADDRESS"), prefixlen=addr["prefixlen"])
 
