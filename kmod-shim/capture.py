@@ -1,0 +1,166 @@
+"""A packet capture for `varpd snoop`, tcpdump-like: promiscuous, a big buffer, kernel drop counts.
+
+Built on :class:`FrameTap` (which opens the AF_PACKET socket with the BPF filter in place
+before any frame is queued) and taking its socket over, so capture keeps one way of
+opening sockets.  What it adds is what a watcher of a busy underlay needs and the
+daemon's taps do not: PACKET_MR_PROMISC (a bridge passes frames it forwards between
+its ports up to its own device only when promiscuous), a receive buffer that can
+absorb a burst (SO_RCVBUFFORCE), kernel receive timestamps and wire lengths
+(SO_TIMESTAMPNS, MSG_TRUNC), draining many frames per wakeup, and PACKET_STATISTICS
+so that frames the kernel dropped are counted and reported instead of vanishing.
+"""
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import struct
+import time
+from dataclasses import dataclass
+
+from .frames import PACKET_OUTGOING, BpfInsn, FrameTap
+from .types import KmodError
+
+__all__ = ["CaptureStats", "CapturedPacket", "PacketCapture"]
+
+SOL_PACKET = 263
+PACKET_ADD_MEMBERSHIP = 1
+PACKET_MR_PROMISC = 1
+PACKET_STATISTICS = 6
+SO_RCVBUFFORCE = 33
+SO_TIMESTAMPNS = 35  # == SCM_TIMESTAMPNS
+MAX_SNAPLEN = 262144
+DEFAULT_BUFFER = 32 * 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class CapturedPacket:
+    """One frame: the captured bytes (at most the snap length), its wire length and kernel receive time."""
+
+    data: bytes
+    wire_len: int
+    timestamp: float
+    outgoing: bool
+
+
+@dataclass(frozen=True, slots=True)
+class CaptureStats:
+    """tcpdump's end-of-capture counts: frames the filter accepted, and of those the kernel dropped
+    (the socket buffer was full)."""
+
+    received: int
+    dropped: int
+
+
+class PacketCapture:
+    """Captures frames accepted by ``bpf`` on ``ifname`` (every interface when None) of ``netns``.
+
+    ``promiscuous`` puts a named interface into promiscuous mode for the life of the socket (the
+    kernel undoes it when the socket closes, however the process ends); ``buffer_bytes`` is the
+    socket receive buffer; ``snaplen`` caps the bytes kept of each frame."""
+
+    def __init__(self, ifname: str | None, netns: str | None = None, *, bpf: list[BpfInsn] | None = None,
+                 promiscuous: bool = False, buffer_bytes: int = DEFAULT_BUFFER,
+                 snaplen: int = MAX_SNAPLEN) -> None:
+        if not 0 < snaplen <= MAX_SNAPLEN:
+            raise ValueError(f"snap length must be 1..{MAX_SNAPLEN}, not {snaplen}")
+        tap = FrameTap(ifname, netns, bpf=bpf)
+        try:
+            self._sock = socket.socket(fileno=os.dup(tap.fileno()))
+        finally:
+            tap.close()
+        try:
+            self._sock.setblocking(False)
+            if promiscuous:
+                if ifname is None:
+                    raise KmodError("promiscuous mode needs an interface")
+                mreq = struct.pack("iHH8s", tap.ifindex, PACKET_MR_PROMISC, 0, b"")
+                self._sock.setsockopt(SOL_PACKET, PACKET_ADD_MEMBERSHIP, mreq)
+            self.buffer_bytes = self._set_buffer(buffer_bytes)
+            self._sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+        except BaseException:
+            self._sock.close()
+            raise
+        self.ifname = ifname
+        self.ifindex = tap.ifindex
+        self.promiscuous = promiscuous
+        self._buf = bytearray(snaplen)
+        self._view = memoryview(self._buf)
+        self._ancillary = socket.CMSG_SPACE(16)
+        self._received = self._dropped = 0
+        self.closed = False
+
+    def _set_buffer(self, size: int) -> int:
+        """SO_RCVBUFFORCE (root may exceed net.core.rmem_max), else SO_RCVBUF; the size the kernel kept."""
+        try:
+            self._sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, size)
+        except PermissionError:
+            self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, size)
+        return self._sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
+
+    def fileno(self) -> int:
+        return self._sock.fileno()
+
+    def drain(self, limit: int = 512) -> list[CapturedPacket]:
+        """Up to ``limit`` queued frames, without waiting (an empty list when none is queued)."""
+        if self.closed:
+            raise KmodError("the capture is closed")
+        out: list[CapturedPacket] = []
+        recv, view, anc = self._sock.recvmsg_into, self._view, self._ancillary
+        for _ in range(limit):
+            try:
+                wire_len, ancdata, _, addr = recv([view], anc, socket.MSG_TRUNC)
+            except (BlockingIOError, InterruptedError):
+                break
+            stamp = None
+            for level, kind, data in ancdata:
+                if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS and len(data) >= 16:
+                    sec, nsec = struct.unpack_from("qq", data)
+                    stamp = sec + nsec / 1e9
+            out.append(CapturedPacket(bytes(view[:min(wire_len, len(view))]), wire_len,
+                                      time.time() if stamp is None else stamp, addr[2] == PACKET_OUTGOING))
+        return out
+
+    async def recv_batch(self, limit: int = 512) -> list[CapturedPacket]:
+        """At least one frame (waiting for it), at most ``limit``: one wakeup serves a burst."""
+        batch = self.drain(limit)
+        if batch:
+            return batch
+        loop = asyncio.get_running_loop()
+        fd = self._sock.fileno()
+        while not batch:
+            ready = loop.create_future()
+
+            def wake() -> None:
+                if not ready.done():
+                    ready.set_result(None)
+
+            loop.add_reader(fd, wake)
+            try:
+                await ready
+            finally:
+                loop.remove_reader(fd)
+            batch = self.drain(limit)
+        return batch
+
+    def stats(self) -> CaptureStats:
+        """Frames accepted by the filter and frames dropped for lack of buffer, since the capture opened
+        (PACKET_STATISTICS resets on every read, so the totals are kept here)."""
+        if not self.closed:
+            packets, drops = struct.unpack("II", self._sock.getsockopt(SOL_PACKET, PACKET_STATISTICS, 8))
+            self._received += packets  # the kernel's count includes the drops
+            self._dropped += drops
+        return CaptureStats(self._received, self._dropped)
+
+    def close(self) -> None:
+        if not self.closed:
+            self.stats()
+            self.closed = True
+            self._sock.close()
+
+    def __enter__(self) -> "PacketCapture":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
