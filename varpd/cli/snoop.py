@@ -1,8 +1,9 @@
 """`varpd snoop`: watch VXLAN on the underlay, one line per frame (illumos snoop, tcpdump).
 
-Capture is an AF_PACKET socket with a kernel BPF filter for the VXLAN UDP port
-(varpd_kmod.frames); decoding is the pure varpd.packet.vxlan_summary; this module
-only wires them to the command line, a pcap reader/writer and the signals.
+Capture is varpd_kmod.capture (AF_PACKET with a kernel BPF filter for the VXLAN UDP
+port, promiscuous like tcpdump, kernel drop counts); decoding is the pure
+varpd.packet.vxlan_summary; files are varpd.packet.pcapfile.  This module only wires
+them to the command line and the signals.
 """
 
 from __future__ import annotations
@@ -13,77 +14,110 @@ import json
 import os
 import signal
 import sys
-import time
-from collections.abc import Iterator
 from typing import IO, Any
 
-import dpkt
-
 from varpd.cli.client import CliError
-from varpd.packet.vxlan_summary import MAX_VNI, VXLAN_PORT, format_summary, summarize, summary_to_dict
+from varpd.packet.pcapfile import CaptureCutShort, CaptureFileError, CaptureReader, PcapWriter
+from varpd.packet.vxlan_summary import (
+    MAX_VNI, VXLAN_PORT, OuterFragments, format_summary, summarize, summary_to_dict,
+)
 
-_SLL_HEADER_LEN = 16  # Linux cooked capture (tcpdump -i any), DLT_LINUX_SLL
+_MAX_SNAPLEN = 262144
+_DEFAULT_BUFFER_KIB = 32 * 1024
 
 
 class _Printer:
-    """Decodes, filters by VNI, prints (text or JSON) and optionally writes a pcap; counts shown frames."""
+    """Decodes, filters by VNI, prints (text or JSON) and optionally writes a pcap; counts frames.
+
+    Lines are written to a buffered stdout and flushed per batch (a flush per line is a system
+    call per frame, which is what made a burst outrun the capture)."""
 
     def __init__(self, args: argparse.Namespace, pcap_out: IO[bytes] | None) -> None:
         self.port: int = args.port
         self.vni: int | None = args.vni
         self.json: bool = args.json
         self.limit: int | None = args.count
+        self.seen = 0
         self.shown = 0
-        self._writer = dpkt.pcap.Writer(pcap_out, snaplen=65535) if pcap_out is not None else None
-        self._pcap_out = pcap_out
+        self._fragments = OuterFragments()
+        self._writer = PcapWriter(pcap_out) if pcap_out is not None else None
+        self._write = sys.stdout.write
 
     @property
     def done(self) -> bool:
         return self.limit is not None and self.shown >= self.limit
 
-    def frame(self, data: bytes, timestamp: float) -> None:
-        summary = summarize(data, port=self.port, timestamp=timestamp)
-        if summary is None or (self.vni is not None and summary.vni != self.vni):
+    def frame(self, data: bytes, timestamp: float, wire_len: int | None = None, number: int | None = None) -> None:
+        """``number`` is the record's place in a file (tshark's frame.number), given in --json."""
+        self.seen += 1
+        summary = summarize(data, port=self.port, timestamp=timestamp, wire_len=wire_len,
+                            fragments=self._fragments)
+        if summary is None or (self.vni is not None and summary.vni != self.vni) or self.done:
             return
         self.shown += 1
         if self._writer is not None:
-            self._writer.writepkt(data, ts=timestamp)
-            self._pcap_out.flush()  # type: ignore[union-attr]  # usable while still capturing
-        line = json.dumps(summary_to_dict(summary)) if self.json else format_summary(summary)
-        print(line, flush=True)
+            self._writer.write(data, timestamp, wire_len)
+        if self.json:
+            obj = summary_to_dict(summary)
+            if number is not None:
+                obj["frame"] = number
+            line = json.dumps(obj)
+        else:
+            line = format_summary(summary)
+        self._write(line + "\n")
 
 
-def _pcap_frames(path: str) -> Iterator[tuple[float, bytes]]:
-    """(timestamp, Ethernet frame) of a pcap or pcapng file; cooked captures get a fake Ethernet header."""
+def _note(text: str) -> None:
+    """A line on stderr, after the frames printed so far (so the two streams read in order)."""
+    sys.stdout.flush()
+    print(f"varpd snoop: {text}", file=sys.stderr, flush=True)
+
+
+def _read(path: str, printer: _Printer) -> int:
+    """Decode every record of a pcap/pcapng file; a file cut mid-record warns, and says so at the end."""
     try:
         f = open(path, "rb")
     except OSError as exc:
         raise CliError(f"-r {path}: {exc.strerror or exc}") from None
+    cut: str | None = None
     with f:
         try:
-            reader = dpkt.pcap.UniversalReader(f)
-        except (ValueError, dpkt.Error) as exc:
-            raise CliError(f"-r {path}: not a pcap or pcapng file ({exc})") from None
-        link = reader.datalink()
-        if link not in (dpkt.pcap.DLT_EN10MB, dpkt.pcap.DLT_LINUX_SLL):
-            raise CliError(f"-r {path}: link type {link} is not Ethernet (1) or Linux cooked (113)")
-        try:
-            for ts, buf in reader:
-                if link == dpkt.pcap.DLT_LINUX_SLL:
-                    if len(buf) < _SLL_HEADER_LEN:
-                        continue
-                    buf = bytes(12) + buf[14:16] + buf[_SLL_HEADER_LEN:]
-                yield float(ts), bytes(buf)
-        except (ValueError, dpkt.Error) as exc:  # a file cut short mid-record
+            reader = CaptureReader(f)
+            warned = 0
+            for record in reader:
+                printer.frame(record.frame, record.timestamp, record.wire_len, record.number)
+                while warned < len(reader.warnings):
+                    _note(f"warning: -r {path}: {reader.warnings[warned]}")
+                    warned += 1
+                if printer.done:
+                    break
+        except CaptureCutShort as exc:
+            cut = str(exc)
+            _note(f"warning: -r {path}: {cut}")
+        except CaptureFileError as exc:
+            sys.stdout.flush()
             raise CliError(f"-r {path}: {exc}") from None
+    sys.stdout.flush()
+    if cut is not None:
+        _note(f"{printer.shown} frames shown of {printer.seen} records; {path} is cut short "
+              "mid-record: the rest of the file was not read")
+        return 1
+    if reader.skipped:
+        _note(f"{printer.shown} frames shown; {reader.skipped} records of interfaces with an unsupported "
+              "link type skipped")
+    return 0
 
 
-async def _capture(args: argparse.Namespace, printer: _Printer) -> None:
-    from varpd_kmod.frames import FrameTap, bpf_udp_port
+async def _capture(args: argparse.Namespace, printer: _Printer) -> str:
+    """Capture until -c frames, SIGINT or SIGTERM; tcpdump's end-of-capture counts."""
+    from varpd_kmod.capture import PacketCapture
+    from varpd_kmod.frames import bpf_udp_port
     from varpd_kmod.types import KmodError
 
+    promiscuous = args.interface is not None and not args.no_promiscuous
     try:
-        tap = FrameTap(args.interface, bpf=bpf_udp_port(args.port))
+        capture = PacketCapture(args.interface, bpf=bpf_udp_port(args.port), promiscuous=promiscuous,
+                                buffer_bytes=args.buffer_size * 1024, snaplen=args.snaplen or _MAX_SNAPLEN)
     except KmodError as exc:
         raise CliError(f"-i: {exc}") from None
     except PermissionError:
@@ -95,12 +129,14 @@ async def _capture(args: argparse.Namespace, printer: _Printer) -> None:
 
     async def receive() -> None:
         while not printer.done:
-            frame = await tap.recv()
-            printer.frame(frame.data, time.time())
+            for packet in await capture.recv_batch():
+                printer.frame(packet.data, packet.timestamp, packet.wire_len)
+            sys.stdout.flush()
 
     where = args.interface or "all interfaces"
+    mode = ", promiscuous" if promiscuous else ""
     vni = "" if args.vni is None else f", vni {args.vni}"
-    print(f"varpd snoop: listening on {where} (udp port {args.port}{vni})", file=sys.stderr, flush=True)
+    print(f"varpd snoop: listening on {where} (udp port {args.port}{vni}{mode})", file=sys.stderr, flush=True)
     tasks = {asyncio.create_task(receive()), asyncio.create_task(stop.wait())}
     try:
         done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
@@ -112,7 +148,10 @@ async def _capture(args: argparse.Namespace, printer: _Printer) -> None:
         await asyncio.gather(*tasks, return_exceptions=True)
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
-        tap.close()
+        capture.close()
+    stats = capture.stats()
+    return (f"{printer.shown} frames shown; {printer.seen} packets captured, {stats.received} received by "
+            f"filter, {stats.dropped} dropped by kernel")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -124,24 +163,22 @@ def run(args: argparse.Namespace) -> int:
             pcap_out = open(args.write, "wb")
         except OSError as exc:
             raise CliError(f"-w {args.write}: {exc.strerror or exc}") from None
-    printer = _Printer(args, pcap_out)
+    rc = 0
     try:
+        printer = _Printer(args, pcap_out)
         if args.read:
-            for ts, frame in _pcap_frames(args.read):
-                printer.frame(frame, ts)
-                if printer.done:
-                    break
+            rc = _read(args.read, printer)
         else:
-            asyncio.run(_capture(args, printer))
+            counts = asyncio.run(_capture(args, printer))
+            sys.stdout.flush()
+            print(f"varpd snoop: {counts}", file=sys.stderr)
     except BrokenPipeError:  # `varpd snoop | head`: the reader is gone, which is not an error
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
     finally:
         if pcap_out is not None:
             pcap_out.close()
-    if not args.read:
-        print(f"varpd snoop: {printer.shown} frames", file=sys.stderr)
-    return 0
+    return rc
 
 
 def _ranged(low: int, high: int):
@@ -166,7 +203,15 @@ def add_parsers(sub: Any) -> None:
                     "advertisement), TCP/UDP or DHCP summary. Frames that do not decode are shown as "
                     "`malformed: <why>`. SIGINT or SIGTERM ends the capture. Does not need the daemon.")
     p.add_argument("-i", "--interface", metavar="IFACE",
-                   help="underlay interface to capture on (default: every interface)")
+                   help="underlay interface to capture on, in promiscuous mode (default: every interface, "
+                        "not promiscuous)")
+    p.add_argument("-p", "--no-promiscuous-mode", dest="no_promiscuous", action="store_true",
+                   help="do not put the interface into promiscuous mode (a bridge then shows only the frames "
+                        "to and from the host itself, not those it forwards between its ports)")
+    p.add_argument("-B", "--buffer-size", type=_ranged(64, 2**21), default=_DEFAULT_BUFFER_KIB, metavar="KIB",
+                   help=f"socket receive buffer in KiB, for bursts (default {_DEFAULT_BUFFER_KIB})")
+    p.add_argument("-s", "--snapshot-length", dest="snaplen", type=_ranged(0, _MAX_SNAPLEN), default=0,
+                   metavar="SNAPLEN", help="keep at most SNAPLEN bytes of each frame (default 0: all of it)")
     p.add_argument("--vni", type=_ranged(0, MAX_VNI), metavar="N",
                    help="show only frames of this VNI")
     p.add_argument("--port", type=_ranged(1, 65535), default=VXLAN_PORT, metavar="PORT",
