@@ -116,7 +116,7 @@ class PacketCapture:
             for level, kind, data in ancdata:
                 if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS and len(data) >= 16:
                     sec, nsec = struct.unpack_from("qq", data)
-                    stamp = sec + nsec / 1e9
+                    stamp = sec + (nsec // 1000) / 1e6  # microseconds, as pcap keeps them
             out.append(CapturedPacket(bytes(view[:min(wire_len, len(view))]), wire_len,
                                       time.time() if stamp is None else stamp, addr[2] == PACKET_OUTGOING))
         return out

@@ -199,9 +199,14 @@ def add_parsers(sub: Any) -> None:
         "snoop", help="capture VXLAN on the underlay and decode it, one line per frame",
         description="Capture VXLAN frames on the underlay (AF_PACKET with a kernel BPF filter for the UDP port; "
                     "needs root) and print one line per frame: time, outer source and destination, VNI, inner "
-                    "MACs, VLAN tag, and an ARP, IPv4/IPv6, ICMP/ICMPv6 (echo, neighbor solicitation and "
-                    "advertisement), TCP/UDP or DHCP summary. Frames that do not decode are shown as "
-                    "`malformed: <why>`. SIGINT or SIGTERM ends the capture. Does not need the daemon.")
+                    "MACs, VLAN tags, and an ARP, IPv4/IPv6 (extension headers named), ICMP/ICMPv6 (echo, "
+                    "neighbor solicitation and advertisement), TCP/UDP or DHCP summary. Outer and inner IP "
+                    "fragments and frames cut by a snap length are decoded as far as their bytes go and marked "
+                    "truncated; frames that do not decode are shown as `malformed: <why>`. A named interface is "
+                    "captured in promiscuous mode (-p not). SIGINT or SIGTERM ends the capture, which reports "
+                    "tcpdump's counts: packets captured, received by filter and dropped by kernel. -r reads "
+                    "pcap or pcapng (Ethernet, Linux cooked v1 and v2, raw IP; several interfaces); a file cut "
+                    "mid-record is warned about and exits 1. Does not need the daemon.")
     p.add_argument("-i", "--interface", metavar="IFACE",
                    help="underlay interface to capture on, in promiscuous mode (default: every interface, "
                         "not promiscuous)")
@@ -219,6 +224,6 @@ def add_parsers(sub: Any) -> None:
     p.add_argument("-c", "--count", type=_ranged(1, 2**31 - 1), metavar="COUNT",
                    help="stop after COUNT matching frames")
     p.add_argument("--json", action="store_true", help="print one JSON object per frame")
-    p.add_argument("-r", "--read", metavar="FILE", help="read frames from a pcap or pcapng file instead")
+    p.add_argument("-r", "--read", metavar="FILE", help="read frames from a pcap or pcapng file instead (tcpdump, dumpcap)")
     p.add_argument("-w", "--write", metavar="FILE", help="also write the matching frames to a pcap file")
     p.set_defaults(func=run)

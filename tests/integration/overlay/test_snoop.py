@@ -97,3 +97,136 @@ def test_snoop_on_all_interfaces_json_and_pcap(ov, tmp_path):
                            capture_output=True, text=True, timeout=30)
     assert again.returncode == 0, again.stderr
     assert [json.loads(line)["text"] for line in again.stdout.splitlines()] == [o["text"] for o in objs]
+
+
+# -- third-party captures of the same wire, judged by tshark (issue #11) ------------------------------
+
+def _start_capture(ov, ns: str, *cmd: str, ready: str) -> subprocess.Popen:
+    """tcpdump/dumpcap in `ns`, returned once it says it is capturing."""
+    proc = ov.lab.popen(ns, *cmd)
+    line = proc.stderr.readline()
+    while ready not in line:
+        if not line:
+            _, rest = proc.communicate()
+            raise AssertionError(f"{cmd[0]} did not start: {rest}")
+        line = proc.stderr.readline()
+    return proc
+
+
+def _overlay_traffic(ov) -> None:
+    """IPv4 and IPv6 pings, one of 3000 bytes (inner IPv4 fragments), from guest1 to guest2."""
+    g2 = ov.h2
+    ping(ov.lab, ov.g(ov.h1), g2.guest_ip4, count=2)
+    ov.lab.exec(ov.g(ov.h1), "ping", "-n", "-c", "1", "-s", "3000", "-W", "2", g2.guest_ip4, check=False)
+    ping(ov.lab, ov.g(ov.h1), g2.guest_ip6, v6=True, count=2)
+
+
+def test_snoop_agrees_with_tshark_on_tcpdump_and_dumpcap_captures(ov, tmp_path):
+    """tcpdump -i any (Linux cooked v2), tcpdump -s 96, a file cut mid-record, and a two-interface
+    dumpcap pcapng (Ethernet and cooked): snoop -r and tshark -r agree on every field tshark decodes."""
+    from _overlay_helpers import require
+    from _tshark import disagreements, snoop_json, tshark_rows
+    require("tcpdump", "dumpcap", "tshark")
+    ns = ov.lab.host_ns(ov.h1)
+    files = {name: tmp_path / name for name in ("any.pcap", "snap.pcap", "two.pcapng")}
+    procs = [
+        _start_capture(ov, ns, "tcpdump", "-n", "-U", "--immediate-mode", "-i", "any", "-w", str(files["any.pcap"]), "udp", "port", "4789",
+                       ready="listening on"),
+        _start_capture(ov, ns, "tcpdump", "-n", "-U", "--immediate-mode", "-i", "eth0", "-s", "96", "-w", str(files["snap.pcap"]),
+                       "udp", "port", "4789", ready="listening on"),
+        _start_capture(ov, ns, "dumpcap", "-q", "-f", "udp port 4789", "-i", "eth0", "-i", "any",
+                       "-w", str(files["two.pcapng"]), ready="Capturing on"),
+    ]
+    try:
+        _overlay_traffic(ov)
+    finally:
+        for proc in procs:
+            proc.send_signal(signal.SIGINT)
+        for proc in procs:
+            proc.communicate(timeout=20)
+
+    header = files["any.pcap"].read_bytes()[20:24]
+    assert int.from_bytes(header, "little") == 276, "tcpdump 4.99 -i any writes Linux cooked v2"
+    data = files["any.pcap"].read_bytes()
+    cut = tmp_path / "cut.pcap"
+    cut.write_bytes(data[:-30])
+    for name, path in [*files.items(), ("cut.pcap", cut)]:
+        objs, done = snoop_json(path)
+        assert done.returncode == (1 if name == "cut.pcap" else 0), (name, done.stderr)
+        rows = tshark_rows(path)
+        assert disagreements(objs, rows) == [], name
+        assert len(objs) >= 8, (name, [o["text"] for o in objs], done.stderr)
+        assert not [o["text"] for o in objs if o["malformed"]], name
+        kinds = {(o["protocol"], o["info"].split(" id ")[0]) for o in objs}
+        assert {("ICMP", "echo request"), ("ICMP", "echo reply")} <= kinds, (name, kinds)
+        if name != "snap.pcap":
+            assert ("ICMPv6", "echo request") in kinds, (name, kinds)
+        else:  # 96 bytes reach the inner ICMP echo header but end inside an inner IPv6 header
+            assert all(o["truncated"].startswith("captured 96 of ") and o["src_mac"] for o in objs), objs
+            assert all(o["info"].startswith(("echo", "IPv4 ")) for o in objs if o["network"] == "IPv4"), objs
+            assert any(o["network"] == "IPv6" and "IPv6 header cut after" in o["truncated"]
+                       for o in objs), [o["text"] for o in objs]
+        if name == "cut.pcap":
+            assert "is cut short mid-record" in done.stderr.splitlines()[-1], done.stderr
+        if name == "two.pcapng":
+            assert {o["outer_src"] for o in objs} == {ov.h1.underlay_ip, ov.h2.underlay_ip}
+    # the dumpcap file has an Ethernet and a Linux cooked interface, and frames of both are shown
+    from varpd.packet.pcapfile import CaptureReader
+    with open(files["two.pcapng"], "rb") as f:
+        interface_of = {r.number: r.interface for r in CaptureReader(f)}
+    assert {interface_of[o["frame"]] for o in snoop_json(files["two.pcapng"])[0]} == {0, 1}
+
+
+def test_snoop_on_the_underlay_bridge_is_promiscuous_and_reports_kernel_drops(ov):
+    """-i BRIDGE sees the VXLAN the bridge forwards between hosts only in promiscuous mode (the
+    default; -p not); a capture that cannot keep up says how many frames the kernel dropped."""
+    lab, under = ov.lab, ov.lab.underlay
+
+    def snoop_in(ns: str, *args: str) -> subprocess.Popen:
+        proc = lab.popen(ns, sys.executable, "-m", "varpd.cli.main", "snoop", *args)
+        first = proc.stderr.readline()
+        assert "listening on" in first, first + proc.communicate()[1]
+        return proc
+
+    plain = snoop_in(under, "-p", "-i", "ubr0", "--vni", "23")  # alone: nothing else makes ubr0 promiscuous
+    try:
+        ping(lab, ov.g(ov.h1), ov.h3.guest_ip4, count=3)
+        rc_p, out_p, err_p = finish(plain, signal.SIGTERM)
+    finally:
+        if plain.poll() is None:
+            plain.kill()
+            plain.wait()
+    assert rc_p == 0 and out_p == "" and "0 frames shown" in err_p, (out_p, err_p)
+
+    promisc = snoop_in(under, "-i", "ubr0", "--vni", "23", "-c", "4")
+    try:
+        flags = lab.exec(under, "ip", "-d", "link", "show", "ubr0").stdout
+        assert "promiscuity 1" in flags, flags
+        ping(lab, ov.g(ov.h1), ov.h3.guest_ip4, count=3)
+        rc, out, err = finish(promisc)
+    finally:
+        if promisc.poll() is None:
+            promisc.kill()
+            promisc.wait()
+    assert rc == 0 and len(out.splitlines()) == 4 and " vni 23 " in out, (out, err)
+    assert "4 frames shown; " in err and " dropped by kernel" in err, err
+    assert "promiscuity 0" in lab.exec(under, "ip", "-d", "link", "show", "ubr0").stdout
+
+    # a stopped reader with a small buffer: the kernel drops, and the end line counts them
+    slow = snoop_in(lab.host_ns(ov.h1), "-i", "eth0", "-B", "64", "--vni", "23")
+    try:
+        slow.send_signal(signal.SIGSTOP)
+        lab.exec(ov.g(ov.h1), "ping", "-n", "-f", "-c", "400", "-s", "1200", ov.h2.guest_ip4, check=False)
+        slow.send_signal(signal.SIGCONT)
+        rc, out, err = finish(slow, signal.SIGINT)
+    finally:
+        if slow.poll() is None:
+            slow.send_signal(signal.SIGCONT)
+            slow.kill()
+            slow.wait()
+    import re
+    match = re.search(r"(\d+) frames shown; (\d+) packets captured, (\d+) received by filter, (\d+) dropped by kernel",
+                      err)
+    assert rc == 0 and match, err
+    shown, captured, received, dropped = map(int, match.groups())
+    assert dropped > 0 and captured + dropped <= received and shown == len(out.splitlines()) == captured, err

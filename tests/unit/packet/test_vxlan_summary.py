@@ -175,6 +175,21 @@ def test_every_truncation_is_one_line_never_an_exception():
     assert s.outer_src == "192.0.2.1" and "truncated" in s.malformed
 
 
+def test_a_snap_length_cut_decodes_as_far_as_the_bytes_go():
+    """tcpdump -s 96: the record keeps 96 bytes of a longer frame; that is truncation, not damage."""
+    frame = ping4()
+    s = summarize(frame[:96], wire_len=len(frame))
+    assert (s.outer_src, s.outer_dport, s.vni, s.src_mac, s.protocol, s.info, s.malformed) == (
+        "192.0.2.1", 4789, 23, G1, "ICMP", "echo request id 7 seq 1", None)
+    assert s.truncated == f"captured 96 of {len(frame)} bytes"
+    assert line(frame[:96], wire_len=len(frame)).endswith(f"seq 1 [truncated: captured 96 of {len(frame)} bytes]")
+    for n in range(len(frame)):  # any snap length: never malformed, always says what was cut
+        s = summarize(frame[:n], wire_len=len(frame))
+        assert s is not None and s.malformed is None and s.truncated.startswith(f"captured {n} of "), (n, s)
+    s = summarize(frame[:80], wire_len=len(frame))
+    assert s.src_mac == G1 and s.network == "IPv4" and s.truncated.endswith("IPv4 header cut after 16 of 20 bytes")
+
+
 def test_random_garbage_never_raises():
     rng = random.Random(5)
     head = ping4()[:14 + 20 + 8 + 8]  # up to and including the VXLAN header
