@@ -1,13 +1,14 @@
 """A packet capture for `varpd snoop`, tcpdump-like: promiscuous, a big buffer, kernel drop counts.
 
 Built on :class:`FrameTap` (which opens the AF_PACKET socket with the BPF filter in place
-before any frame is queued) and taking its socket over, so capture keeps one way of
-opening sockets.  What it adds is what a watcher of a busy underlay needs and the
-daemon's taps do not: PACKET_MR_PROMISC (a bridge passes frames it forwards between
-its ports up to its own device only when promiscuous), a receive buffer that can
-absorb a burst (SO_RCVBUFFORCE), kernel receive timestamps and wire lengths
-(SO_TIMESTAMPNS, MSG_TRUNC), draining many frames per wakeup, and PACKET_STATISTICS
-so that frames the kernel dropped are counted and reported instead of vanishing.
+before any frame is queued, and asks for timestamps and PACKET_AUXDATA) and taking its
+socket over, so capture keeps one way of opening sockets and of reading a frame's
+metadata.  What it adds is what a watcher of a busy underlay needs and the daemon's taps
+do not: PACKET_MR_PROMISC (a bridge passes frames it forwards between its ports up to its
+own device only when promiscuous), a receive buffer that can absorb a burst
+(SO_RCVBUFFORCE), wire lengths (MSG_TRUNC) for a snap length, draining many frames per
+wakeup, and PACKET_STATISTICS so that frames the kernel dropped are counted and reported
+instead of vanishing.
 """
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ import struct
 import time
 from dataclasses import dataclass
 
-from .frames import PACKET_OUTGOING, BpfInsn, FrameTap
+from .frames import _CMSG_SPACE, BpfInsn, FrameTap, _frame_from
 from .types import KmodError
 
 __all__ = ["CaptureStats", "CapturedPacket", "PacketCapture"]
@@ -28,7 +29,6 @@ PACKET_ADD_MEMBERSHIP = 1
 PACKET_MR_PROMISC = 1
 PACKET_STATISTICS = 6
 SO_RCVBUFFORCE = 33
-SO_TIMESTAMPNS = 35  # == SCM_TIMESTAMPNS
 MAX_SNAPLEN = 262144
 DEFAULT_BUFFER = 32 * 1024 * 1024
 
@@ -77,7 +77,6 @@ class PacketCapture:
                 mreq = struct.pack("iHH8s", tap.ifindex, PACKET_MR_PROMISC, 0, b"")
                 self._sock.setsockopt(SOL_PACKET, PACKET_ADD_MEMBERSHIP, mreq)
             self.buffer_bytes = self._set_buffer(buffer_bytes)
-            self._sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
         except BaseException:
             self._sock.close()
             raise
@@ -86,7 +85,7 @@ class PacketCapture:
         self.promiscuous = promiscuous
         self._buf = bytearray(snaplen)
         self._view = memoryview(self._buf)
-        self._ancillary = socket.CMSG_SPACE(16)
+        self._ancillary = _CMSG_SPACE  # FrameTap asked for PACKET_AUXDATA and SO_TIMESTAMPNS
         self._received = self._dropped = 0
         self.closed = False
 
@@ -112,13 +111,10 @@ class PacketCapture:
                 wire_len, ancdata, _, addr = recv([view], anc, socket.MSG_TRUNC)
             except (BlockingIOError, InterruptedError):
                 break
-            stamp = None
-            for level, kind, data in ancdata:
-                if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS and len(data) >= 16:
-                    sec, nsec = struct.unpack_from("qq", data)
-                    stamp = sec + (nsec // 1000) / 1e6  # microseconds, as pcap keeps them
-            out.append(CapturedPacket(bytes(view[:min(wire_len, len(view))]), wire_len,
-                                      time.time() if stamp is None else stamp, addr[2] == PACKET_OUTGOING))
+            kept = bytes(view[:min(wire_len, len(view))])
+            frame = _frame_from(kept, ancdata, addr[2], self.ifindex)  # the stripped VLAN tag back in
+            stamp = round(frame.timestamp * 1e6) / 1e6 if frame.timestamp else time.time()  # pcap keeps µs
+            out.append(CapturedPacket(frame.data, wire_len + len(frame.data) - len(kept), stamp, frame.outgoing))
         return out
 
     async def recv_batch(self, limit: int = 512) -> list[CapturedPacket]:
