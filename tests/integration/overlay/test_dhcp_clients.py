@@ -293,3 +293,32 @@ def test_inform_gets_an_ack_without_a_lease(ov):
     ack = acks[0]
     assert (ack["dst"], ack["yiaddr"], ack["lease"], ack["server_id"]) == (ov.h3.guest_ip4, "0.0.0.0", "", SERVER_ID), ack
     assert_checksums_good(cap, "dhcp.option.dhcp == 5", "the ACK to DHCPINFORM")
+
+
+TAGGED = r"""
+import sys, time
+from scapy.all import ARP, BOOTP, DHCP, IP, UDP, Dot1Q, Ether, mac2str, sendp
+mac, ip, server, vlan = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+eth = Ether(src=mac, dst="ff:ff:ff:ff:ff:ff") / Dot1Q(vlan=vlan)
+sendp(eth / ARP(hwsrc=mac, psrc=ip, pdst=server), iface="eth0", verbose=False)
+sendp(eth / IP(src="0.0.0.0", dst="255.255.255.255") / UDP(sport=68, dport=67) /
+      BOOTP(chaddr=mac2str(mac), xid=0x5eed, flags=0x8000) / DHCP(options=[("message-type", "discover"), "end"]),
+      iface="eth0", verbose=False)
+"""
+
+
+def test_tagged_requests_are_answered_on_their_vlan(ov):
+    """The kernel hands the tap the request without its 802.1Q tag (PACKET_AUXDATA has it): the
+    OFFER and the ARP reply for the server identifier go back tagged, checksums intact."""
+    pytest.importorskip("scapy")
+    import sys
+
+    gns = ov.g(ov.h3)
+    with capture(ov, gns, "tagged") as cap:
+        ov.lab.exec(gns, sys.executable, "-c", TAGGED, ov.h3.guest_mac, ov.h3.guest_ip4, SERVER_ID, "7", timeout=30)
+        wait_for(lambda: cap.fields("vlan && dhcp.option.dhcp == 2", "frame.number"), 5, "a tagged OFFER")
+    offers = cap.fields("dhcp.option.dhcp == 2", "vlan.id", "dhcp.ip.your")
+    assert offers == [["7", ov.h3.guest_ip4]], offers
+    arp = cap.fields(f"arp.opcode == 2 && arp.src.proto_ipv4 == {SERVER_ID}", "vlan.id")
+    assert arp == [["7"]], arp
+    assert_checksums_good(cap, "vlan && dhcp", "tagged native replies")
