@@ -87,8 +87,8 @@ class Capture:
 
 
 @contextmanager
-def capture(ov, ns: str, name: str):
-    cap = Capture(ov, ns, ov.workdir / f"{name}.pcap")
+def capture(ov, ns: str, name: str, **kw):
+    cap = Capture(ov, ns, ov.workdir / f"{name}.pcap", **kw)
     try:
         yield cap
     finally:

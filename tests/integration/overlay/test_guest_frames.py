@@ -82,6 +82,31 @@ def test_tagged_arp_is_answered_on_its_vlan(ov):
     assert tagged == [[ov.h3.guest_mac, "5"]], f"tagged replies: {tagged}; all: {arp_replies(cap, target)}"
 
 
+NS = r"""
+import sys
+from scapy.all import Ether, ICMPv6ND_NS, ICMPv6NDOptSrcLLAddr, IPv6, sendp
+from scapy.utils6 import in6_getnsma, in6_getnsmac
+from socket import AF_INET6, inet_ntop, inet_pton
+mac, me, target = sys.argv[1], sys.argv[2], sys.argv[3]
+group = in6_getnsma(inet_pton(AF_INET6, target))
+sendp(Ether(src=mac, dst=in6_getnsmac(group)) / IPv6(src=me, dst=inet_ntop(AF_INET6, group), hlim=255) /
+      ICMPv6ND_NS(tgt=target) / ICMPv6NDOptSrcLLAddr(lladdr=mac), iface="eth0", verbose=False)
+"""
+
+
+def test_first_neighbor_solicitation_is_answered_with_a_good_checksum(ov):
+    """On-demand: varpd answers the NS whose miss the kernel dropped; tshark checks the NA's ICMPv6
+    checksum at the guest that receives it."""
+    g1, target = ov.g(ov.h1), ov.h3.guest_ip6
+    with capture(ov, g1, "first-ns", bpf="icmp6") as cap:
+        ov.lab.exec(g1, sys.executable, "-c", NS, ov.h1.guest_mac, ov.h1.guest_ip6, target, timeout=60)
+        wait_for(lambda: cap.fields("icmpv6.type == 136", "frame.number"), 5, "the NA")
+    cap.stop()
+    na = cap.fields(f"icmpv6.type == 136 && icmpv6.nd.na.target_address == {target}",
+                    "icmpv6.opt.linkaddr", "icmpv6.checksum.status")
+    assert na == [[ov.h3.guest_mac, "1"]], f"NA (target MAC, checksum status 1 = good): {na}"
+
+
 def _admin_latency(ov, host) -> float:
     t0 = time.monotonic()
     status, _ = ov.lab.api(host, "/v1/overlays/vx23", timeout=30)
