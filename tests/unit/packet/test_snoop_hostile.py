@@ -74,6 +74,9 @@ def cases() -> dict[str, list]:
         "inner-ipv6-extension-headers": [underlay(guest6(IPv6ExtHdrHopByHop(), IPv6ExtHdrRouting(segleft=0),
                                                          IPv6ExtHdrDestOpt(), ICMPv6EchoRequest(id=9, seq=4)))],
         "outer-ipv6-underlay": [underlay(guest4(ICMP(id=5, seq=6)), v6=True)],
+        # dpkt's IPv6 decoder raised AttributeError ('IP6RoutingHeader' object has no attribute 'frag_off')
+        "inner-ipv6-fragment-then-routing": [underlay(guest6(IPv6ExtHdrFragment(id=8), IPv6ExtHdrRouting(segleft=0),
+                                                             ICMPv6EchoRequest(id=1, seq=2)))],
     }
 
 
@@ -127,6 +130,8 @@ def test_vlan_stacks_extension_headers_and_icmpv6_type_0(crafted):
     (o,) = by_case["inner-ipv6-extension-headers"]
     assert o["extensions"] == ["hop-by-hop", "routing", "destination options"]
     assert o["text"].endswith("hop-by-hop routing destination options ICMPv6 echo request id 9 seq 4")
+    (o,) = by_case["inner-ipv6-fragment-then-routing"]
+    assert (o["extensions"], o["info"], o["malformed"]) == (["fragment", "routing"], "echo request id 1 seq 2", None)
     (o,) = by_case["outer-qinq"]
     assert (o["outer_vlans"], o["vni"]) == ([100, 200], 23) and o["text"].split(" ", 1)[1].startswith(
         "vlan 100 vlan 200 192.0.2.1:51234 > 192.0.2.2:4789 vni 23")
