@@ -230,3 +230,36 @@ def test_a_file_cut_mid_record_warns_and_says_so_at_the_end(tmp_path):
     path.write_bytes(data[:24 + 16 + len(frame()) + 5])  # cut inside the second record's header
     objs, done = snoop_json(path)
     assert len(objs) == 1 and "inside the header of record 2" in done.stderr and done.returncode == 1
+
+
+def pcap_header(linktype: int = 1) -> bytes:
+    return struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 262144, linktype)
+
+
+@pytest.mark.parametrize("data, message", [
+    (pcap_header() + struct.pack("<IIII", 1, 0, 0x7FFFFFFF, 0x7FFFFFFF) + b"\0" * 64,
+     "record 1 at byte 24: captured length 2147483647 exceeds 262144 (damaged file?)"),
+    (pcap_header(147), "link type 147 is not Ethernet (1), Linux cooked (113), Linux cooked v2 (276) or raw IP (101, 228, 229)"),
+    (struct.pack("<IHHiIII", 0xA1B2C3D4, 3, 0, 0, 0, 65535, 1), "pcap version 3.0 is not 2.x"),
+], ids=["huge-caplen", "link-type", "version"])
+def test_bad_pcap_is_one_clear_line(tmp_path, data, message):
+    path = tmp_path / "bad.pcap"
+    path.write_bytes(data)
+    done = run_capped(["snoop", "-r", str(path)])
+    assert done.returncode == 1 and done.stderr == f"varpd: snoop: -r {path}: {message}\n", done.stderr
+
+
+def test_a_snap_length_capture_written_again_keeps_its_wire_lengths(tmp_path):
+    """-r of a `tcpdump -s 96` file and -w: the records keep 96 bytes and say how long the frames were."""
+    full = [underlay(guest4(ICMP(id=7, seq=n) / Raw(b"p" * 100))) for n in range(2)]
+    snap, out = tmp_path / "snap.pcap", tmp_path / "out.pcap"
+    snap.write_bytes(pcap_header() + b"".join(struct.pack("<IIII", 1, n, 96, len(bytes(f))) + bytes(f)[:96]
+                                             for n, f in enumerate(full)))
+    objs, done = snoop_json(snap, "-w", str(out))
+    assert done.returncode == 0 and [o["info"] for o in objs] == ["echo request id 7 seq 0", "echo request id 7 seq 1"]
+    assert all(o["truncated"] == f"captured 96 of {len(bytes(full[0]))} bytes" and o["malformed"] is None
+               for o in objs), objs
+    again, _ = snoop_json(out)
+    assert [o["text"] for o in again] == [o["text"] for o in objs]
+    rows = tshark_rows(out)
+    assert disagreements(again, rows) == []
