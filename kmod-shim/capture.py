@@ -19,10 +19,13 @@ import struct
 import time
 from dataclasses import dataclass
 
-from .frames import _CMSG_SPACE, BpfInsn, FrameTap, _frame_from
+from .frames import (
+    _CMSG_SPACE, BPF_JEQ_K, BPF_JSET_K, BPF_LD_B_ABS, BPF_LD_H_ABS, BPF_RET_K,
+    ETH_P_IP, ETH_P_IPV6, SNAPLEN, BpfInsn, FrameTap, _frame_from, _ipv4_udp_ports, bpf_assemble,
+)
 from .types import KmodError
 
-__all__ = ["CaptureStats", "CapturedPacket", "PacketCapture"]
+__all__ = ["CaptureStats", "CapturedPacket", "PacketCapture", "bpf_vxlan"]
 
 SOL_PACKET = 263
 PACKET_ADD_MEMBERSHIP = 1
@@ -31,6 +34,42 @@ PACKET_STATISTICS = 6
 SO_RCVBUFFORCE = 33
 MAX_SNAPLEN = 262144
 DEFAULT_BUFFER = 32 * 1024 * 1024
+
+
+_IPV6_EXTENSIONS = (0, 43, 44, 51, 60)  # hop-by-hop, routing, fragment, AH, destination options
+
+
+def bpf_vxlan(port: int) -> list[BpfInsn]:
+    """What snoop can decode of UDP ``port``: IPv4 and IPv6 UDP from or to it, and also what a
+    classic BPF cannot tell apart cheaply - IPv4 later fragments of UDP (no UDP header: the
+    decoder keeps those whose first fragment was VXLAN) and IPv6 behind extension headers."""
+    if not isinstance(port, int) or not 0 < port < 65536:
+        raise ValueError(f"UDP port must be 1..65535, not {port!r}")
+    return bpf_assemble([
+        (BPF_LD_H_ABS, 0, 0, 12),
+        (BPF_JEQ_K, "ip4-fragments", 0, ETH_P_IP),
+        (BPF_JEQ_K, "ip6", "drop", ETH_P_IPV6),
+        ("label", "ip4-fragments"),
+        (BPF_LD_B_ABS, 0, 0, 14 + 9),  # protocol
+        (BPF_JEQ_K, 0, "drop", 17),
+        (BPF_LD_H_ABS, 0, 0, 14 + 6),  # flags + fragment offset
+        (BPF_JSET_K, "accept", "ip4", 0x1FFF),
+        *_ipv4_udp_ports((port,)),  # label "ip4": a first fragment or whole datagram from or to port
+        ("label", "ip6"),
+        (BPF_LD_B_ABS, 0, 0, 14 + 6),  # next header
+        (BPF_JEQ_K, "udp6", 0, 17),
+        *[(BPF_JEQ_K, "accept", 0, nxt) for nxt in _IPV6_EXTENSIONS],
+        (BPF_RET_K, 0, 0, 0),
+        ("label", "udp6"),
+        (BPF_LD_H_ABS, 0, 0, 14 + 40),
+        (BPF_JEQ_K, "accept", 0, port),
+        (BPF_LD_H_ABS, 0, 0, 14 + 42),
+        (BPF_JEQ_K, "accept", "drop", port),
+        ("label", "accept"),
+        (BPF_RET_K, 0, 0, SNAPLEN),
+        ("label", "drop"),
+        (BPF_RET_K, 0, 0, 0),
+    ])
 
 
 @dataclass(frozen=True, slots=True)

@@ -110,13 +110,12 @@ def _read(path: str, printer: _Printer) -> int:
 
 async def _capture(args: argparse.Namespace, printer: _Printer) -> str:
     """Capture until -c frames, SIGINT or SIGTERM; tcpdump's end-of-capture counts."""
-    from varpd_kmod.capture import PacketCapture
-    from varpd_kmod.frames import bpf_udp_port
+    from varpd_kmod.capture import PacketCapture, bpf_vxlan
     from varpd_kmod.types import KmodError
 
     promiscuous = args.interface is not None and not args.no_promiscuous
     try:
-        capture = PacketCapture(args.interface, bpf=bpf_udp_port(args.port), promiscuous=promiscuous,
+        capture = PacketCapture(args.interface, bpf=bpf_vxlan(args.port), promiscuous=promiscuous,
                                 buffer_bytes=args.buffer_size * 1024, snaplen=args.snaplen or _MAX_SNAPLEN)
     except KmodError as exc:
         raise CliError(f"-i: {exc}") from None
