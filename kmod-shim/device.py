@@ -65,6 +65,15 @@ async def _get_link(ipr: AsyncIPRoute, *, ifname: str | None = None, index: int 
     return res[0] if res else None
 
 
+async def _delete_link(ipr: AsyncIPRoute, index: int, label: str) -> None:
+    """Delete a link; one already gone is not an error."""
+    try:
+        await ipr.link("del", index=index)
+    except NetlinkError as exc:
+        if exc.code not in (_errno.ENODEV, _errno.ENOENT):
+            raise KmodError(f"deleting {label} failed: {exc}") from exc
+
+
 async def _create_link(ipr: AsyncIPRoute, label: str, **kw):
     """Create a link; (link, True), or (link, False) when someone else created it first."""
     created = False
@@ -237,11 +246,7 @@ async def delete_overlay(handle: DeviceHandle, netns: str | None = None, *, forc
         if link is not None:
             if _kind(link) != "vxlan":
                 raise DeviceConflict(f"device {handle.name!r} is not a vxlan device; not deleting it")
-            try:
-                await ipr.link("del", index=link["index"])
-            except NetlinkError as exc:
-                if exc.code not in (_errno.ENODEV, _errno.ENOENT):
-                    raise KmodError(f"deleting {handle.name!r} failed: {exc}") from exc
+            await _delete_link(ipr, link["index"], repr(handle.name))
         if handle.created_bridge and handle.bridge:
             br = await _get_link(ipr, ifname=handle.bridge)
             if br is None or _kind(br) != "bridge":
@@ -250,11 +255,7 @@ async def delete_overlay(handle: DeviceHandle, netns: str | None = None, *, forc
                 ports = [m async for m in await ipr.link("dump")]
                 if any(p.get("IFLA_MASTER") == br["index"] for p in ports):
                     return
-            try:
-                await ipr.link("del", index=br["index"])
-            except NetlinkError as exc:
-                if exc.code not in (_errno.ENODEV, _errno.ENOENT):
-                    raise KmodError(f"deleting bridge {handle.bridge!r} failed: {exc}") from exc
+            await _delete_link(ipr, br["index"], f"bridge {handle.bridge!r}")
 
 
 async def find_overlay(name: str, netns: str | None = None) -> DeviceHandle | None:

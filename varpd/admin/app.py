@@ -182,7 +182,7 @@ def access_middleware(allow: Iterable[ipaddress.IPv4Network | ipaddress.IPv6Netw
 
 def make_app(service: Service, allow: Iterable = ADMIN_ALLOW_DEFAULT) -> web.Application:
     """`allow`: the networks TCP clients may come from (unix-socket clients are always served)."""
-    from varpd.admin import routes_health, routes_lookup, routes_metrics, routes_overlays
+    from varpd.admin import routes_health, routes_lookup, routes_metrics, routes_overlays, routes_vnics
 
     app = web.Application(client_max_size=MAX_BODY, middlewares=[access_middleware(allow), errors_middleware])
     app[SERVICE] = service
@@ -190,4 +190,5 @@ def make_app(service: Service, allow: Iterable = ADMIN_ALLOW_DEFAULT) -> web.App
     app.add_routes(routes_overlays.routes)
     app.add_routes(routes_lookup.routes)
     app.add_routes(routes_metrics.routes)
+    app.add_routes(routes_vnics.routes)
     return app

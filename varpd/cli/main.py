@@ -14,7 +14,7 @@ from varpd.cli.client import CliError
 
 DEFAULT_SOCKET = "/run/varpd/varpd.sock"
 # one module per noun beyond the overlay commands, each with add_parsers(subparsers)
-NOUNS = ("lab", "register", "mapping_server", "svp_server", "snoop")
+NOUNS = ("lab", "register", "mapping_server", "svp_server", "snoop", "vnic")
 
 
 def _daemon(args: argparse.Namespace) -> int:

@@ -200,8 +200,8 @@ _DESCRIPTION = [
 _FILES = [
     ("/etc/varpd/varpd.toml", "the daemon's configuration (TOML, or YAML if named .yaml or .yml); see varpd.toml(5)."),
     ("/etc/varpd/hosts.json", "the mapping of the files backend (property files/config); see hosts.json(5)."),
-    ("/var/lib/varpd", "saved overlays (daemon.state_dir): overlays created with create-overlay come back "
-                       "after a restart."),
+    ("/var/lib/varpd", "saved overlays and VNICs (daemon.state_dir): overlays created with create-overlay "
+                       "and VNICs created with create-vnic (vnics/NAME.json) come back after a restart."),
     ("/run/varpd/varpd.sock", "the control socket (daemon.socket) the other commands use."),
 ]
 
@@ -212,6 +212,14 @@ _EXAMPLES = [
       "varpd show-overlay -f",
       "varpd show-overlay -t overlay0",
       "varpd show-overlay -f -p -o link,status"]),
+    ("Give a namespace guest a VNIC on overlay0 (its MAC pinned to the port; re-created after a reboot), "
+     "a tap for a QEMU guest (-netdev tap,id=n0,ifname=tap0,script=no,downscript=no -device "
+     "virtio-net-pci,netdev=n0,mac=de:ad:be:ef:00:10), and list them:",
+     ["varpd create-vnic -m de:ad:be:ef:00:00 -l overlay0 --netns guest \\",
+      "      --address 10.55.55.2/24 --address fe80::2/64 vnic0",
+      "varpd create-vnic --type tap -m de:ad:be:ef:00:10 -l overlay0 tap0",
+      "varpd show-vnic -p -o link,over,macaddress,status",
+      "varpd delete-vnic tap0"]),
     ("Run the daemon as systemd does:", ["varpd daemon --config /etc/varpd/varpd.toml"]),
     ("A three-host lab of network namespaces on this machine:",
      ["varpd lab up --hosts 3", "varpd lab exec host1-guest ping -c3 10.55.55.3", "varpd lab down"]),

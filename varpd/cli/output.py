@@ -5,6 +5,7 @@ The commands build rows (dicts keyed by upper-case field names); only this modul
 
 from __future__ import annotations
 
+import argparse
 from collections.abc import Iterable, Mapping, Sequence
 
 from varpd.cli.client import CliError
@@ -55,3 +56,12 @@ def render_parseable(rows: Iterable[Mapping[str, object]], fields: Sequence[str]
 
 def render(rows: Iterable[Mapping[str, object]], fields: Sequence[str], parseable: bool) -> str:
     return render_parseable(rows, fields) if parseable else render_table(rows, fields)
+
+
+def add_output_options(p: argparse.ArgumentParser, fields_help: str = "") -> None:
+    """-p and -o, as every show-* command has them."""
+    p.add_argument("-p", "--parseable", action="store_true",
+                   help="parseable output: no header, fields separated by ':', a ':' inside a value written "
+                        "'\\:'; requires -o")
+    p.add_argument("-o", "--output", metavar="FIELD,...",
+                   help="the columns to print, in this order, case-insensitive (or 'all')" + fields_help)

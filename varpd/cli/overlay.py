@@ -8,7 +8,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 from varpd.cli.client import AdminClient, CliError, api_path, run_with_client
-from varpd.cli.output import pick_fields, render
+from varpd.cli.output import add_output_options, pick_fields, render
 
 PROP_FIELDS = ["LINK", "PROPERTY", "PERM", "VALUE", "DEFAULT", "POSSIBLE"]
 STATUS_FIELDS = ["LINK", "STATUS", "MODE", "PLUGIN", "VNI", "DETAILS"]
@@ -247,11 +247,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                       help="the lookup cache: LINK ENTRIES POSITIVE NEGATIVE HITS NEGHITS MISSES EVICTIONS "
                            "RATELIMITED TTL NEGTTL (NEGHITS: answers from negative entries; RATELIMITED: misses "
                            "not looked up because the same target was looked up less than miss_rate_limit ago)")
-    p.add_argument("-p", "--parseable", action="store_true",
-                   help="parseable output: no header, fields separated by ':', a ':' inside a value written "
-                        "'\\:'; requires -o")
-    p.add_argument("-o", "--output", metavar="FIELD,...",
-                   help="the columns to print, in this order, case-insensitive (or 'all')")
+    add_output_options(p)
     p.add_argument("name", nargs="?", help="one overlay (default: all of them)")
     p.set_defaults(func=run_with_client(show), check=check_show)
 
@@ -267,12 +263,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("-F", "--fresh", action="store_true",
                    help="ask the backend even if the cache has an answer; the cache is neither read nor written "
                         "and no rate limit applies")
-    p.add_argument("-p", "--parseable", action="store_true",
-                   help="parseable output: no header, fields separated by ':', a ':' inside a value written "
-                        "'\\:'; requires -o")
-    p.add_argument("-o", "--output", metavar="FIELD,...",
-                   help="the columns to print, in this order, case-insensitive (or 'all'): link, target, answer, "
-                        "origin, age, ttl, backend, kernel")
+    add_output_options(p, ": link, target, answer, origin, age, ttl, backend, kernel")
     p.add_argument("name", help="the overlay")
     p.add_argument("target", metavar="MAC|IP", help="a MAC (aa:bb:cc:dd:ee:ff) or an overlay IPv4/IPv6 address")
     p.set_defaults(func=run_with_client(lookup), check=check_lookup)

@@ -19,6 +19,7 @@ from varpd.daemon.overlay import OverlayRuntime
 from varpd.backend.errors import PropertyError
 from varpd.backend.properties import Protection
 from varpd.daemon.state import StateStore
+from varpd.daemon.vnics import OverlayBusy, VnicManager
 from varpd.model.overrides import format_override, parse_destination
 from varpd.packet.mac import normalize_mac
 from varpd.tasks import TaskSet
@@ -33,6 +34,7 @@ class Varpd:
     def __init__(self, settings: DaemonSettings) -> None:
         self.settings = settings
         self.store = StateStore(settings.state_dir)
+        self.vnics = VnicManager(settings.state_dir, self)
         self._overlays: dict[str, OverlayRuntime] = {}
         self._by_ifindex: dict[int, OverlayRuntime] = {}
         self._pending: dict[str, OverlayConfig] = {}  # could not start yet: retried
@@ -66,6 +68,7 @@ class Varpd:
                 self._overlays[cfg.name] = _failed_runtime(cfg, self.settings, exc)
         await self._find_orphans(set(wanted))
         self._tasks.spawn(self._retry_loop())
+        await self.vnics.restore()  # after the overlays: their bridges exist
         self.ready = True
         log.info("event=ready overlays=%d", len(self._overlays))
 
@@ -132,6 +135,8 @@ class Varpd:
 
     async def delete_overlay(self, name: str) -> None:
         rt = self.get(name)
+        if attached := self.vnics.on_overlay(name):
+            raise OverlayBusy(f"overlay {name!r} has VNICs attached: {', '.join(attached)} (delete-vnic them first)")
         await rt.stop(delete_device=True)
         self._overlays.pop(name, None)
         self._pending.pop(name, None)

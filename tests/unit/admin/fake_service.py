@@ -69,6 +69,40 @@ class FakeOverlay:
         return [dict(e) for e in self.entries]
 
 
+class FakeVnics:
+    """The daemon's VnicManager as the admin app sees it: create/delete/describe/list, in memory.
+    A MAC ending in :99 is "not in the mapping" (shown with a warning)."""
+
+    def __init__(self, service: "FakeService") -> None:
+        self.service = service
+        self._vnics: dict[str, Any] = {}
+
+    async def create(self, cfg: Any) -> dict[str, Any]:
+        self.service.get(cfg.overlay)
+        if cfg.name in self._vnics:
+            raise OverlayExists(f"vnic {cfg.name!r} already exists")
+        self._vnics[cfg.name] = cfg
+        return await self.describe(cfg.name)
+
+    async def delete(self, name: str) -> None:
+        await self.describe(name)
+        del self._vnics[name]
+
+    async def describe(self, name: str) -> dict[str, Any]:
+        from varpd.daemon.vnics import VnicNotFound
+
+        if name not in self._vnics:
+            raise VnicNotFound(name)
+        cfg = self._vnics[name]
+        unmapped = cfg.mac.endswith(":99")
+        return {**cfg.model_dump(mode="json"), "status": "UP", "details": None, "mtu": 1450,
+                "in_mapping": not unmapped,
+                "warning": f"MAC {cfg.mac} is not in overlay {cfg.overlay}'s mapping" if unmapped else None}
+
+    async def list(self) -> list[dict[str, Any]]:
+        return [await self.describe(n) for n in sorted(self._vnics)]
+
+
 class FakeService:
     """Records what it was asked to do (created, deleted, reconciled).
 
@@ -86,6 +120,7 @@ class FakeService:
         self.deleted: list[str] = []
         self.reconciled: list[str] = []
         self.fail_next: BaseException | None = None
+        self.vnics = FakeVnics(self)
 
     def _maybe_fail(self) -> None:
         exc, self.fail_next = self.fail_next, None

@@ -1,0 +1,172 @@
+"""VNICs made by the daemon (create-vnic, show-vnic, delete-vnic): a namespace guest that pings a
+remote guest, its port protection, a tap for a VM, persistence across a restart, re-creation after
+the namespace and the pair are gone (a reboot), refusals that leave nothing behind.
+
+The lab's daemons run under `ip netns exec`, whose private mount namespace keeps a namespace the
+daemon creates from everyone else: such a guest is entered through /proc/<daemon pid>/root.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from _overlay_helpers import fdb, overlay_lab, wait_for
+from varpd.lab import HostSpec
+
+MAC = "de:ad:be:ef:01:00"
+IP4, IP6 = "10.55.55.20", "fe80::20"
+
+
+@pytest.fixture(scope="module")
+def ov(tmp_path_factory):
+    with overlay_lab(tmp_path_factory.mktemp("vnic"), tag="vn", mode="push") as ov:
+        ov.write_hosts(extra=[HostSpec("host1", ov.h1.underlay_ip, MAC, IP4, IP6)])
+        ov.wait_pushed()
+        for h in (ov.h2, ov.h3):  # every daemon has re-read the mapping with the new guest
+            wait_for(lambda: MAC in fdb(ov.lab, h), 10, f"{h.name}: the new guest's entry")
+        wait_for(lambda: ov.lab.varpd_cli(ov.h1, "lookup-overlay", "-F", "-p", "-o", "answer", "vx23", MAC)
+                 .stdout.strip() not in ("", "unknown"), 10, "host1: the new guest in its mapping")
+        yield ov
+
+
+def cli(ov, *args: str) -> subprocess.CompletedProcess:
+    return ov.lab.varpd_cli(ov.h1, *args)
+
+
+def ok(ov, *args: str) -> str:
+    res = cli(ov, *args)
+    assert res.returncode == 0, f"varpd {' '.join(args)}: {res.stderr}{ov.lab.log_tail(ov.h1)}"
+    return res.stdout
+
+
+def host1(ov, *cmd: str, check: bool = True) -> subprocess.CompletedProcess:
+    return ov.lab.exec(ov.lab.host_ns(ov.h1), *cmd, check=check)
+
+
+def port(ov, name: str) -> dict:
+    """learning/locked of the bridge port and the MACs pinned (static, sticky) on it."""
+    links = json.loads(host1(ov, "bridge", "-d", "-j", "link", "show", "dev", name).stdout)
+    fdb = json.loads(host1(ov, "bridge", "-j", "fdb", "show", "dev", name).stdout)
+    return {"master": links[0].get("master"), "learning": links[0].get("learning"), "locked": links[0].get("locked"),
+            "pinned": sorted(e["mac"] for e in fdb if e.get("state") == "static" and "sticky" in e.get("flags", []))}
+
+
+def vx_mtu(ov) -> int:
+    return json.loads(host1(ov, "ip", "-j", "link", "show", "vx23").stdout)[0]["mtu"]
+
+
+def in_guest(ns_path: str, *cmd: str, check: bool = True) -> subprocess.CompletedProcess:
+    return subprocess.run(["nsenter", f"--net={ns_path}", *cmd], capture_output=True, text=True, timeout=30,
+                          check=check)
+
+
+def guest_pings(ns_path: str, dst: str) -> bool:
+    target = f"{dst}%eth0" if dst.startswith("fe80:") else dst
+    for _ in range(5):
+        if in_guest(ns_path, "ping", "-n", "-c", "2", "-i", "0.2", "-W", "1", target, check=False).returncode == 0:
+            return True
+    return False
+
+
+def show(ov, name: str) -> list[str]:
+    """STATUS, WARNING, MTU, MACADDRESS of the parseable output, unescaped."""
+    line = ok(ov, "show-vnic", "-p", "-o", "status,warning,mtu,macaddress", name).strip()
+    return [f.replace("\\:", ":") for f in re.split(r"(?<!\\):", line)]
+
+
+def state_file(ov, name: str) -> Path:
+    return ov.workdir / "host1" / "state" / "vnics" / f"{name}.json"
+
+
+def test_veth_vnic_pings_survives_restart_and_is_recreated_after_a_reboot(ov):
+    lab, h1 = ov.lab, ov.h1
+    gns = f"{lab.prefix}host1-v2"
+    lab._add_ns(gns)  # an existing namespace (made here, visible to the daemon): it is used, not made
+    out = ok(ov, "create-vnic", "-m", MAC.upper(), "-l", "vx23", "--netns", gns,
+             "--address", f"{IP4}/24", "--address", f"{IP6}/64", "vnic2")
+    assert "created vnic vnic2 on vx23" in out and "warning" not in out
+    assert port(ov, "vnic2") == {"master": "br0", "learning": False, "locked": True, "pinned": [MAC]}
+    gpath = f"/run/netns/{gns}"
+    link = json.loads(in_guest(gpath, "ip", "-j", "-d", "link", "show", "dev", "eth0").stdout)[0]
+    assert (link["address"], link["mtu"], link.get("inet6_addr_gen_mode")) == (MAC, vx_mtu(ov), "none")
+    eth0 = json.loads(in_guest(gpath, "ip", "-j", "addr", "show", "dev", "eth0").stdout)[0]
+    assert {a["local"] for a in eth0["addr_info"]} == {IP4, IP6}  # no EUI-64 link-local
+    assert in_guest(gpath, "sysctl", "-n", "net.ipv6.conf.eth0.accept_dad").stdout.strip() == "0"
+    assert show(ov, "vnic2") == ["UP", "--", str(vx_mtu(ov)), MAC]
+    assert json.loads(state_file(ov, "vnic2").read_text())["vnic"]["netns"] == gns
+    assert guest_pings(gpath, ov.h2.guest_ip4) and guest_pings(gpath, ov.h2.guest_ip6)
+
+    # a restart: the pair is still there and is kept (its ifindex unchanged)
+    ifindex = host1(ov, "cat", "/sys/class/net/vnic2/ifindex").stdout
+    lab.stop_varpd(h1)
+    ov.start(h1)
+    lab.wait_ready(h1)
+    assert host1(ov, "cat", "/sys/class/net/vnic2/ifindex").stdout == ifindex
+    assert "vnic=vnic2 overlay=vx23 event=adopted" in ov.log_text(h1)
+    assert show(ov, "vnic2")[0] == "UP"
+
+    # a reboot: the daemon stops, the guest namespace and the pair are gone; the daemon makes both again
+    lab.stop_varpd(h1)
+    lab.remove_guest(gns)
+    lab._made.append(gns)  # the daemon makes it again: down() removes it (its mount point here) at the end
+    wait_for(lambda: host1(ov, "ip", "link", "show", "vnic2", check=False).returncode != 0, 10, "the pair to go")
+    ov.start(h1)
+    lab.wait_ready(h1)
+    assert "vnic=vnic2 overlay=vx23 event=re-created" in ov.log_text(h1)
+    assert port(ov, "vnic2") == {"master": "br0", "learning": False, "locked": True, "pinned": [MAC]}
+    made = f"/proc/{lab.daemons[h1.name].proc.pid}/root/run/netns/{gns}"  # in the daemon's mount namespace
+    assert guest_pings(made, ov.h2.guest_ip4) and guest_pings(made, ov.h2.guest_ip6)
+
+    res = cli(ov, "delete-overlay", "vx23")
+    assert res.returncode == 1 and "has VNICs attached: vnic2" in res.stderr
+    ok(ov, "delete-vnic", "vnic2")
+    assert host1(ov, "ip", "link", "show", "vnic2", check=False).returncode != 0
+    assert not state_file(ov, "vnic2").exists()
+    assert cli(ov, "show-vnic", "vnic2").returncode == 1
+
+
+def test_tap_vnic_is_protected_kept_across_restart_and_deleted(ov):
+    lab, h1 = ov.lab, ov.h1
+    ok(ov, "create-vnic", "--type", "tap", "-m", "de:ad:be:ef:01:01", "-l", "vx23", "tap2")
+    try:
+        link = json.loads(host1(ov, "ip", "-j", "-d", "link", "show", "tap2").stdout)[0]
+        assert link["linkinfo"]["info_kind"] == "tun" and link["mtu"] == vx_mtu(ov)
+        assert link["address"] != "de:ad:be:ef:01:01"  # the VM's MAC is QEMU's, the tap keeps its own
+        assert port(ov, "tap2") == {"master": "br0", "learning": False, "locked": True,
+                                    "pinned": ["de:ad:be:ef:01:01"]}
+        # not in the mapping: shown with a warning and logged
+        status, warning, _, _ = show(ov, "tap2")
+        assert status == "UP" and "not in overlay vx23's mapping" in warning
+        assert "vnic=tap2 overlay=vx23 mac=de:ad:be:ef:01:01 event=mac-not-in-mapping" in ov.log_text(h1)
+        lab.stop_varpd(h1)
+        ov.start(h1)
+        lab.wait_ready(h1)
+        assert "vnic=tap2 overlay=vx23 event=adopted" in ov.log_text(h1)
+        assert show(ov, "tap2")[0] == "UP"
+        rows = ok(ov, "show-vnic", "-p", "-o", "link,over,type").split()
+        assert "tap2:vx23:tap" in rows
+    finally:
+        cli(ov, "delete-vnic", "tap2")
+    assert host1(ov, "ip", "link", "show", "tap2", check=False).returncode != 0
+
+
+@pytest.mark.parametrize("args, mentions", [
+    (["-m", "01:00:5e:00:00:01", "--netns", "NS"], "multicast"),
+    (["-m", MAC], "needs --netns"),
+    (["-m", MAC, "--type", "tap", "--address", "10.55.55.30/24"], "takes no --netns or --address"),
+    (["-m", MAC, "--netns", "NS", "--address", "10.55.55.30/24", "--address", "10.55.55.30/24"], "File exists"),
+])
+def test_failed_create_vnic_leaves_nothing(ov, args, mentions):
+    gns = f"{ov.lab.prefix}host1-bad"
+    res = cli(ov, "create-vnic", "-l", "vx23", *[gns if a == "NS" else a for a in args], "vbad")
+    assert res.returncode == 1 and mentions in res.stderr, res.stderr
+    assert len(res.stderr.strip().splitlines()) == 1
+    assert host1(ov, "ip", "link", "show", "vbad", check=False).returncode != 0
+    assert not state_file(ov, "vbad").exists()
+    assert not os.path.exists(f"/run/netns/{gns}")  # the namespace it made is gone too
+    assert "vbad" not in ok(ov, "show-vnic", "-p", "-o", "link")

@@ -1,0 +1,46 @@
+"""A VNIC as the user describes it (create-vnic, the admin API, saved state)."""
+
+from __future__ import annotations
+
+from ipaddress import IPv4Interface, IPv6Interface
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from varpd.config.daemon import _IFNAME
+from varpd.config.hosts import normalize_mac
+from varpd.model.addresses import check_unicast_mac
+
+
+class VnicConfig(BaseModel):
+    """One VNIC as created (CLI, admin API, saved state)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str = Field(min_length=1, max_length=15, description="the host end's netdev name (IFNAMSIZ)")
+    overlay: str = Field(min_length=1, max_length=15)
+    mac: str
+    type: Literal["veth", "tap"] = "veth"
+    netns: str | None = Field(default=None, min_length=1, max_length=64)
+    guest_ifname: str = Field(default="eth0", min_length=1, max_length=15)
+    addresses: tuple[IPv4Interface | IPv6Interface, ...] = ()
+
+    @field_validator("name", "overlay", "guest_ifname", "netns")
+    @classmethod
+    def _ifname(cls, value: str | None) -> str | None:
+        if value is not None and not _IFNAME.fullmatch(value):
+            raise ValueError(f"{value!r} is not a valid name (letters, digits, '_', '-', '.')")
+        return value
+
+    @field_validator("mac")
+    @classmethod
+    def _mac(cls, value: str) -> str:
+        return check_unicast_mac(normalize_mac(value))
+
+    @model_validator(mode="after")
+    def _shape(self) -> "VnicConfig":
+        if self.type == "veth" and self.netns is None:
+            raise ValueError("a veth VNIC needs --netns (its guest end goes there); for a VM use --type tap")
+        if self.type == "tap" and (self.netns is not None or self.addresses):
+            raise ValueError("a tap VNIC takes no --netns or --address: the VM configures its own addresses")
+        return self
