@@ -119,11 +119,11 @@ class GuestFrames:
         request crossed it (untagged: a guest's VLAN interface never takes that answer)."""
         if vlan is not None or target not in self.rt.installed_neigh:
             return False
-        if not arrived:
+        # installed_at is set before the entry is programmed (programmed_at only once the kernel ACKed)
+        at = self.rt.installed_at.get(target)
+        if not arrived or at is None:
             return False
-        at = self.rt.programmed_at.get(target)  # monotonic; None: found in the kernel at start
-        arrived_mono = arrived - (time.time() - time.monotonic())
-        return at is None or at < arrived_mono - KERNEL_RACE_S
+        return at < arrived - (time.time() - time.monotonic()) - KERNEL_RACE_S
 
     async def _answer_first_request(self, pkt: ArpRequest | NeighborSolicitation, arrived: float) -> None:
         """The kernel proxy answers once the neighbour entry exists; the request that caused the miss
