@@ -7,6 +7,7 @@ import logging
 import ssl
 
 from varpd.cli.client import CliError
+from varpd.cli.arguments import VNI_HELP, vni
 from varpd.cli.serving import listen_address, serve_until_signalled, server_tls, setup_logging, until_signalled
 from varpd.config.secrets import read_token_file
 
@@ -62,7 +63,8 @@ def add_parsers(sub) -> None:
                     "and the server-sent events stream GET /v1/overlays/VNI/events. PUT and DELETE change the "
                     "in-memory table (with --hosts, until the file next changes).")
     p.add_argument("--hosts", metavar="FILE", help="hosts.json to serve (default: start with an empty table)")
-    p.add_argument("--vni", type=int, required=True, help="the overlay's VNI (the {vni} of every URL)")
+    p.add_argument("--vni", type=vni, required=True, metavar="VNI",
+                   help=f"the overlay's VNI ({VNI_HELP}; the {{vni}} of every URL)")
     p.add_argument("--listen", type=listen_address, default=("127.0.0.1", 8080), metavar="ADDR:PORT",
                    help="address and port to listen on (default 127.0.0.1:8080)")
     p.add_argument("--token", help="require this bearer token on every /v1/overlays request")

@@ -7,6 +7,7 @@ import ipaddress
 from typing import Any
 from urllib.parse import urlencode
 
+from varpd.cli.arguments import VNI_HELP, vni
 from varpd.cli.client import AdminClient, CliError, api_path, run_with_client
 from varpd.cli.output import add_output_options, pick_fields, render
 
@@ -181,8 +182,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                    help="the encapsulation; only vxlan (the default)")
     p.add_argument("-s", "--search", required=True, metavar="PLUGIN",
                    help="the backend answering lookups: files, direct, etcd, http, svp, or a third-party plugin")
-    p.add_argument("-v", "--vnetid", required=True, type=int, metavar="VNETID",
-                   help="the virtual network id (VXLAN VNI, 0-16777215)")
+    p.add_argument("-v", "--vnetid", required=True, type=vni, metavar="VNETID",
+                   help=f"the virtual network id (VXLAN VNI, {VNI_HELP})")
     p.add_argument("-p", "--prop", action="append", default=[], metavar="PROP=VALUE[,...]",
                    help="set properties, e.g. vxlan/listen_ip=192.0.2.1,files/config=/etc/varpd/hosts.json; "
                         "repeatable; a list value keeps its commas (dhcp/dns=10.77.0.53,10.77.0.54): a comma "

@@ -15,6 +15,7 @@ import asyncio
 import signal
 from typing import Any
 
+from varpd.cli.arguments import VNI_HELP, vni
 from varpd.cli.client import CliError
 
 
@@ -163,7 +164,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--endpoints", required=True, help="etcd cluster: host:port[,host:port...] (as etcd/endpoints)")
     p.add_argument("--prefix", default="/varpd", help="key prefix (as etcd/prefix)")
-    p.add_argument("--vni", type=int, required=True, help="the overlay's VNI")
+    p.add_argument("--vni", type=vni, required=True, metavar="VNI", help=f"the overlay's VNI ({VNI_HELP})")
     p.add_argument("--ip", required=True, help="this host's underlay address (its vxlan/listen_ip)")
     p.add_argument("--port", type=int, default=4789, help="this host's VXLAN UDP port")
     p.add_argument("--vnic", action="append", required=True, metavar="MAC[,arp=IP][,ndp=IP6][,dhcp-proxy=MAC]",

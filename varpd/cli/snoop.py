@@ -16,10 +16,11 @@ import signal
 import sys
 from typing import IO, Any
 
+from varpd.cli.arguments import VNI_HELP, vni
 from varpd.cli.client import CliError
 from varpd.packet.pcapfile import CaptureCutShort, CaptureFileError, CaptureReader, PcapWriter
 from varpd.packet.vxlan_summary import (
-    MAX_VNI, VXLAN_PORT, OuterFragments, format_summary, summarize, summary_to_dict,
+    VXLAN_PORT, OuterFragments, format_summary, summarize, summary_to_dict,
 )
 
 _MAX_SNAPLEN = 262144
@@ -216,8 +217,8 @@ def add_parsers(sub: Any) -> None:
                    help=f"socket receive buffer in KiB, for bursts (default {_DEFAULT_BUFFER_KIB})")
     p.add_argument("-s", "--snapshot-length", dest="snaplen", type=_ranged(0, _MAX_SNAPLEN), default=0,
                    metavar="SNAPLEN", help="keep at most SNAPLEN bytes of each frame (default 0: all of it)")
-    p.add_argument("--vni", type=_ranged(0, MAX_VNI), metavar="N",
-                   help="show only frames of this VNI")
+    p.add_argument("--vni", type=vni, metavar="N",
+                   help=f"show only frames of this VNI ({VNI_HELP})")
     p.add_argument("--port", type=_ranged(1, 65535), default=VXLAN_PORT, metavar="PORT",
                    help=f"VXLAN UDP port (default {VXLAN_PORT})")
     p.add_argument("-c", "--count", type=_ranged(1, 2**31 - 1), metavar="COUNT",

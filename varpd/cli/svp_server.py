@@ -7,6 +7,7 @@ import os
 import ssl
 
 from varpd.cli.client import CliError
+from varpd.cli.arguments import VNI_HELP, vni
 from varpd.cli.serving import listen_address, serve_until_signalled, server_tls, setup_logging, until_signalled
 
 
@@ -39,8 +40,6 @@ async def _serve(args: argparse.Namespace, source: tuple[str, dict[str, str]], s
 
 def run(args: argparse.Namespace) -> int:
     setup_logging(args.log_level)
-    if not 0 < args.vni < (1 << 24):
-        raise CliError(f"--vni {args.vni}: a VNI is 1-16777215")
     if args.max_connections < 1:
         raise CliError(f"--max-connections {args.max_connections}: at least 1")
     if not args.idle_timeout > 0:
@@ -67,7 +66,8 @@ def add_parsers(sub) -> None:
     p.add_argument("--etcd-ca", metavar="PEM", help="CA bundle verifying etcd (TLS)")
     p.add_argument("--etcd-cert", metavar="PEM", help="client certificate for etcd (TLS)")
     p.add_argument("--etcd-key", metavar="PEM", help="client key for etcd (TLS)")
-    p.add_argument("--vni", type=int, required=True, help="the overlay's VNI (the vnetid of every request)")
+    p.add_argument("--vni", type=vni, required=True, metavar="VNI",
+                   help=f"the overlay's VNI ({VNI_HELP}; the vnetid of every request)")
     p.add_argument("--listen", type=listen_address, default=("127.0.0.1", 1296), metavar="ADDR:PORT",
                    help="address and port to listen on (default 127.0.0.1:1296)")
     p.add_argument("--reload-interval", type=int, default=1, metavar="SECONDS",

@@ -7,7 +7,6 @@ environment for configuration; everything below receives these objects.
 from __future__ import annotations
 
 import ipaddress
-import re
 import tomllib
 from pathlib import Path
 from typing import Literal
@@ -17,9 +16,9 @@ from pydantic import (BaseModel, ConfigDict, Field, IPvAnyNetwork, ValidationErr
                       model_validator)
 
 from varpd.backend.errors import ConfigError
+from varpd.model.identifiers import VNI_RANGE, ifname_problem, vni_problem
 
 PropValue = str | int | bool | float
-_IFNAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 
 
 class OverlayConfig(BaseModel):
@@ -28,7 +27,7 @@ class OverlayConfig(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     name: str = Field(min_length=1, max_length=15, description="the VXLAN netdev name (IFNAMSIZ)")
-    vni: int = Field(ge=0, le=0xFFFFFF)
+    vni: int = Field(description=f"the VXLAN VNI, {VNI_RANGE}")
     encap: Literal["vxlan"] = "vxlan"
     search: str = Field(min_length=1, description="the backend (plugin) name")
     mode: Literal["auto", "push", "on-demand"] = "auto"
@@ -36,13 +35,18 @@ class OverlayConfig(BaseModel):
     properties: dict[str, PropValue] = Field(default_factory=dict)
     persist: bool = True
 
+    @field_validator("vni")
+    @classmethod
+    def _vni(cls, value: int) -> int:
+        if problem := vni_problem(value):
+            raise ValueError(problem)
+        return value
+
     @field_validator("name", "bridge")
     @classmethod
     def _ifname(cls, value: str | None) -> str | None:
-        # stricter than the kernel on purpose: no '%' (a numbering pattern to the kernel),
-        # nothing a URL, a shell or a path would read differently
-        if value is not None and not _IFNAME.fullmatch(value):
-            raise ValueError(f"{value!r} is not a valid interface name (letters, digits, '_', '-', '.')")
+        if value is not None and (problem := ifname_problem(value)):
+            raise ValueError(problem)
         return value
 
 

@@ -324,10 +324,10 @@ def test_snoop_bad_input_is_one_line(tmp_path, capsys, argv, message):
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["--vni", "16777216"], "argument --vni: 16777216 is not in 0..16777215"),
+    (["--vni", "16777216"], "argument --vni: 16777216 is not a VNI: a VNI is 1-16777215 (the VXLAN VNI range)"),
     (["--port", "0"], "argument --port: 0 is not in 1..65535"),
     (["-c", "0"], "argument -c/--count: 0 is not in 1..2147483647"),
-    (["--vni", "x"], "argument --vni: 'x' is not an integer"),
+    (["--vni", "x"], "argument --vni: 'x' is not a number: a VNI is 1-16777215 (the VXLAN VNI range)"),
 ])
 def test_snoop_rejects_out_of_range_options(capsys, argv, message):
     with pytest.raises(SystemExit) as exc:
