@@ -12,10 +12,10 @@ import json
 from typing import Any
 
 
-def loads(text: str | bytes) -> Any:
-    """json.loads, raising json.JSONDecodeError for nesting too deep to parse."""
+def loads(text: str | bytes, **kwargs: Any) -> Any:
+    """json.loads (with its keyword arguments), raising json.JSONDecodeError for nesting too deep to parse."""
     try:
-        return json.loads(text)
+        return json.loads(text, **kwargs)
     except RecursionError:
         doc = text.decode("utf-8", "replace") if isinstance(text, (bytes, bytearray)) else text
         raise json.JSONDecodeError("nested too deeply", doc, 0) from None

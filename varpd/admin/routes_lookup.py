@@ -20,7 +20,7 @@ _TRUE, _FALSE = {"1", "true", "yes"}, {"", "0", "false", "no"}
 
 
 def _lookup_key(query) -> LookupKey:
-    """Exactly one of ?mac=MAC or ?ip=IP, parsed; BadRequest naming the parameter otherwise."""
+    """Exactly one of ?mac=MAC or ?ip=IP[%ZONE], parsed; BadRequest naming the parameter otherwise."""
     given = [p for p in ("mac", "ip") if p in query]
     if len(given) != 1:
         raise BadRequest("give exactly one of the query parameters mac=MAC or ip=IP")
@@ -30,10 +30,16 @@ def _lookup_key(query) -> LookupKey:
             return normalize_mac(text)
         except PacketError:
             raise BadRequest(f"mac: {text!r} is not a MAC address (expected aa:bb:cc:dd:ee:ff)") from None
+    # a zone (fe80::4%eth0) names the link an address is on: here the overlay is that link, so
+    # the zone is dropped; kept, it would make the address unequal to the mapping's fe80::4
+    address, _, zone = text.partition("%")
     try:
-        return ipaddress.ip_address(text)
+        ip = ipaddress.ip_address(address)
     except ValueError:
         raise BadRequest(f"ip: {text!r} is not an IPv4 or IPv6 address") from None
+    if zone and ip.version == 4:
+        raise BadRequest(f"ip: {text!r}: an IPv4 address has no zone (%{zone})")
+    return ip
 
 
 def _flag(query, name: str) -> bool:

@@ -11,7 +11,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 
-from varpd.admin.app import SERVICE
+from varpd.admin.app import ADMIN_LISTENERS, SERVICE
 
 routes = web.RouteTableDef()
 
@@ -40,8 +40,9 @@ _COUNTERS = (
 
 
 class VarpdCollector:
-    def __init__(self, service) -> None:
+    def __init__(self, service, listeners=()) -> None:
         self.service = service
+        self.listeners = listeners
 
     def collect(self):
         overlays = self.service.overlays()
@@ -66,10 +67,23 @@ class VarpdCollector:
         yield entries
         yield from families.values()
         yield latency
+        yield from self._admin_connections()
+
+    def _admin_connections(self):
+        """The admin listeners' open connections, and those refused beyond the cap (varpd.admin.limits)."""
+        open_ = GaugeMetricFamily("varpd_admin_connections", "open admin API connections", labels=["listener"])
+        refused = CounterMetricFamily("varpd_admin_connections_refused",
+                                      "admin API connections closed at once: the listener was at its cap",
+                                      labels=["listener"])
+        for gate in self.listeners:
+            open_.add_metric([gate.listener], gate.active)
+            refused.add_metric([gate.listener], gate.refused)
+        yield open_
+        yield refused
 
 
 @routes.get("/metrics")
 async def metrics(request: web.Request) -> web.Response:
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(VarpdCollector(request.app[SERVICE]))
+    registry.register(VarpdCollector(request.app[SERVICE], request.app.get(ADMIN_LISTENERS, ())))
     return web.Response(body=generate_latest(registry), headers={"Content-Type": CONTENT_TYPE_LATEST})

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from varpd.admin.app import SERVICE, BadRequest, read_json_object
+from varpd.admin.app import SERVICE, BadRequest, json_type, read_json_object
 from varpd.config.daemon import OverlayConfig
 
 routes = web.RouteTableDef()
@@ -79,5 +79,9 @@ async def set_overlay_properties(request: web.Request) -> web.Response:
     props = body.get("properties")
     if not isinstance(props, dict) or not props or set(body) != {"properties"}:
         raise BadRequest('body must be {"properties": {"<module>/<name>": value, ...}}')
+    for prop, value in props.items():
+        if not isinstance(value, (str, int, float, bool)):
+            raise BadRequest(f"properties.{prop}: a property value is a string, a number or a boolean, "
+                             f"not {json_type(value)}")
     rt = await request.app[SERVICE].set_properties(request.match_info["name"], props)
     return web.json_response(rt.describe())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
 from pathlib import Path
@@ -9,7 +10,9 @@ from typing import Iterable
 
 from aiohttp import web
 
-from varpd.admin.app import Service, make_app
+from varpd.admin.app import ADMIN_LISTENERS, Service, make_app
+from varpd.admin.limits import (HEADER_TIMEOUT, AcceptErrorThrottle, ConnectionGate, GatedSite,
+                                default_connection_limit)
 from varpd.config.daemon import ADMIN_ALLOW_DEFAULT
 
 SOCKET_MODE = 0o660
@@ -19,30 +22,46 @@ class AdminServer:
     """The admin API on `socket_path` (mode 0660), and on `tcp` (host, port) only when configured.
 
     TCP clients must come from `allow` (default: loopback); the socket's file mode guards the rest.
+    Each listener takes at most `max_connections` (default: from RLIMIT_NOFILE) and gives a client
+    `header_timeout` s for its request headers (varpd.admin.limits).
     """
 
     def __init__(self, service: Service, socket_path: str, tcp: tuple[str, int] | None = None,
-                 *, allow: Iterable = ADMIN_ALLOW_DEFAULT, access_log: bool = False) -> None:
+                 *, allow: Iterable = ADMIN_ALLOW_DEFAULT, access_log: bool = False,
+                 max_connections: int | None = None, header_timeout: float = HEADER_TIMEOUT) -> None:
         self.service = service
         self.socket_path = Path(socket_path)
         self.tcp = tcp
         self.allow = tuple(allow)
         self.access_log = access_log
+        limit = max_connections or default_connection_limit()
+        self.gates = [ConnectionGate("unix", limit, header_timeout)]
+        if tcp is not None:
+            self.gates.append(ConnectionGate("tcp", limit, header_timeout))
+        self.header_timeout = header_timeout
         self._runner: web.AppRunner | None = None
+        self._throttle: AcceptErrorThrottle | None = None
 
     async def start(self) -> None:
-        runner_kwargs = {} if self.access_log else {"access_log": None}
-        runner = web.AppRunner(make_app(self.service, self.allow), **runner_kwargs)
+        runner_kwargs: dict = {"keepalive_timeout": self.header_timeout}
+        if not self.access_log:
+            runner_kwargs["access_log"] = None
+        app = make_app(self.service, self.allow)
+        app[ADMIN_LISTENERS] = self.gates
+        runner = web.AppRunner(app, **runner_kwargs)
         await runner.setup()
         try:
-            await web.SockSite(runner, self._bind_unix()).start()
+            await GatedSite(runner, self._bind_unix(), self.gates[0]).start()
             if self.tcp is not None:
-                await web.TCPSite(runner, *self.tcp).start()
+                await GatedSite(runner, _bind_tcp(*self.tcp), self.gates[1]).start()
         except BaseException:
             await runner.cleanup()
             self.socket_path.unlink(missing_ok=True)
             raise
         self._runner = runner
+        loop = asyncio.get_running_loop()
+        self._throttle = AcceptErrorThrottle(loop.get_exception_handler())
+        loop.set_exception_handler(self._throttle)
 
     def _bind_unix(self) -> socket.socket:
         """Bind and chmod before listening, so the socket is never reachable with a looser mode.
@@ -68,3 +87,14 @@ class AdminServer:
             runner, self._runner = self._runner, None
             await runner.cleanup()
             self.socket_path.unlink(missing_ok=True)
+        if self._throttle is not None:
+            asyncio.get_running_loop().set_exception_handler(self._throttle.previous)
+            self._throttle = None
+
+
+def _bind_tcp(host: str, port: int) -> socket.socket:
+    """The TCP listener as web.TCPSite would make it (SO_REUSEADDR), as a socket for GatedSite."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.create_server((host, port), family=family, backlog=128)
+    sock.setblocking(False)
+    return sock

@@ -28,10 +28,10 @@ def parse_destination(text: str, default_port: int = 4789) -> Override:
         host, sep, rest = text[1:].partition("]")
         if not sep or (rest and not rest.startswith(":")):
             raise ValueError(f"{text!r} is not [IPv6]:port")
-        port = int(rest[1:]) if rest else default_port
+        port = _port(rest[1:]) if rest else default_port
     elif text.count(":") == 1:
         host, _, p = text.partition(":")
-        port = int(p) if p.isdigit() else -1
+        port = _port(p)
     try:
         ip = ipaddress.ip_address(host)
     except ValueError:
@@ -43,6 +43,12 @@ def parse_destination(text: str, default_port: int = 4789) -> Override:
     except ValueError as exc:
         raise ValueError(f"{text!r}: {exc}") from None
     return Destination(ip, port)
+
+
+def _port(text: str) -> int:
+    """A port's digits as a number; -1 (refused below) for anything else: `int()` would take
+    ' 1', '1_0' or '²' and choke on 5000 digits."""
+    return int(text) if text.isascii() and text.isdigit() and len(text) <= 5 else -1
 
 
 def format_override(value: Override) -> str:

@@ -5,7 +5,8 @@ Shared by tests/unit/admin and tests/unit/cli (the latter puts this directory on
 conftest.py files import the fixtures from here, so there is one fake and one fixture set.
 
 FakeService implements the duck-typed interface the admin app uses: ``ready``, ``started_at``,
-``overlays()``, ``get()``, ``create_overlay()``, ``delete_overlay()``, ``reconcile()``.  Its
+``overlays()``, ``get()``, ``create_overlay()``, ``delete_overlay()``, ``reconcile()``,
+``set_properties()``, ``set_entry()``.  Its
 overlays answer ``describe()`` and ``kernel_entries()`` in the shape of
 varpd.daemon.overlay.OverlayRuntime.
 """
@@ -24,6 +25,9 @@ from varpd.admin.runner import AdminServer
 from varpd.backend.errors import BackendError, ConfigError, PluginNotFound, PropertyError
 from varpd.config.daemon import OverlayConfig
 from varpd.daemon.errors import OverlayExists, OverlayNotFound
+from varpd.model.latency import LatencyHistogram
+from varpd.model.overrides import parse_destination
+from varpd.packet.mac import normalize_mac
 
 # (property, perm, default, possible) as DAEMON_PROPERTIES + a backend's own ones render them
 VXLAN_PROPS = [
@@ -38,7 +42,7 @@ PLUGIN_PROPS = {
 
 
 class FakeOverlay:
-    """An overlay as the admin app sees it: name, status, describe(), kernel_entries()."""
+    """An overlay as the admin app sees it: name, status, describe(), kernel_entries(), lookup_latency."""
 
     def __init__(self, cfg: OverlayConfig, *, status: str = "ONLINE", details: str = "",
                  entries: list[dict[str, str]] | None = None) -> None:
@@ -51,6 +55,7 @@ class FakeOverlay:
         else:
             self.mode = cfg.mode
         self.entries = entries or []
+        self.lookup_latency = LatencyHistogram()
 
     def describe(self) -> dict[str, Any]:
         values = {"vxlan/listen_port": 4789, **self.cfg.properties}
@@ -172,6 +177,27 @@ class FakeService:
         self.get(name)
         self.reconciled.append(name)
         return {"fdb_added": 1, "fdb_removed": 0, "neigh_added": 2, "neigh_removed": 0}
+
+    async def set_properties(self, name: str, changes: dict[str, object]) -> FakeOverlay:
+        """Like the daemon: the merged properties validated as a whole config, then applied."""
+        self._maybe_fail()
+        ov = self.get(name)
+        ov.cfg = OverlayConfig.model_validate({**ov.cfg.model_dump(), "properties": {**ov.cfg.properties, **changes}})
+        return ov
+
+    async def set_entry(self, name: str, mac: str, destination: str) -> dict[str, str]:
+        """Like the daemon: the MAC and the destination parsed by the same functions."""
+        self._maybe_fail()
+        self.get(name)
+        try:
+            mac = normalize_mac(mac)
+        except ValueError as exc:
+            raise PropertyError("mac", str(exc)) from None
+        try:
+            parse_destination(destination)
+        except ValueError as exc:
+            raise PropertyError("destination", str(exc)) from None
+        return {"mac": mac, "destination": destination.strip()}
 
 
 VX23_ENTRIES = [

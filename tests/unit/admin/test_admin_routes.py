@@ -10,6 +10,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from fake_service import FakeService
 from varpd.admin.app import MAX_BODY, make_app
 
+JSON = {"Content-Type": "application/json"}
 NEW = {"name": "vx7", "vni": 7, "search": "files",
        "properties": {"vxlan/listen_ip": "192.0.2.1", "files/config": "/etc/varpd/hosts.json"}}
 
@@ -117,7 +118,7 @@ async def test_create_missing_field_names_it(client, service, missing):
                                          (b"\xff\xfe", "not UTF-8 JSON"),
                                          (b"[" * 5000, "not valid JSON: nested too deeply")])
 async def test_create_bad_body(client, service, data, words):
-    assert words in await error_of(await client.post("/v1/overlays", data=data), 400)
+    assert words in await error_of(await client.post("/v1/overlays", data=data, headers=JSON), 400)
     assert service.created == []
 
 
@@ -134,7 +135,7 @@ async def test_create_body_of_exactly_the_limit_is_accepted(client, service):
     body = {**NEW, "properties": {**NEW["properties"], "pad": "x" * pad}}
     data = json.dumps(body).encode()
     assert len(data) == MAX_BODY
-    resp = await client.post("/v1/overlays", data=data)
+    resp = await client.post("/v1/overlays", data=data, headers=JSON)
     assert resp.status == 201
     assert service.created[-1].properties["pad"] == "x" * pad
 
