@@ -32,11 +32,11 @@ from varpd.daemon.overlay_props import DAEMON_PROPERTIES, native_dhcp
 from varpd.daemon.reconciler import plan
 from varpd.model import Destination, MappingChange
 from varpd.model.addresses import check_vtep
-from varpd.model.cache import MISSING, LookupCache
+from varpd.model.cache import CACHE_SWEEP_INTERVAL, MISSING, LookupCache
 from varpd.model.latency import LatencyHistogram
 from varpd.model.overrides import Override, apply_overrides, format_override
 from varpd.packet import build_gratuitous_arp, build_unsolicited_na
-from varpd.tasks import TaskSet
+from varpd.tasks import TaskSet, every
 from varpd_kmod import device as kdev
 from varpd_kmod.frames import FrameTap
 from varpd_kmod.netlink import KernelTables
@@ -135,6 +135,7 @@ class OverlayRuntime:
         await self._ensure_device()
         await self.reconcile(adopt=True)
         self._tasks.spawn(self._reconcile_loop())
+        self._tasks.spawn(every(CACHE_SWEEP_INTERVAL, self.cache.sweep))  # /metrics and memory follow expiry
         if self.cfg.bridge:
             self._open_taps()
         self._set_status(self.backend.degraded)

@@ -5,11 +5,19 @@ another miss), so the daemon must: a key looked up less than `min_interval`
 ago is not looked up again, and a negative answer is remembered for
 `negative_ttl` so that a storm to an unknown destination costs nothing.
 The counters and `entry`/`stats` exist for the admin API (`GET .../cache`, `.../lookup`).
+
+Expired answers are dropped by `sweep()`, which the overlay calls every second (a lookup only
+drops the one it finds expired): without it `/metrics` counted 49,520 entries for a cache
+holding 4.  Each TTL is the same for every answer of its kind, so answers expire in the order
+they were stored: the sweep pops them off the front of a queue per kind, touching only what
+expired, never scanning the cache.
 """
 
 from __future__ import annotations
 
+import itertools
 import time
+from collections import deque
 from dataclasses import dataclass
 from typing import Callable, Generic, Hashable, TypeVar
 
@@ -17,6 +25,7 @@ K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")
 
 MISSING = object()
+CACHE_SWEEP_INTERVAL = 1.0  # s between two sweep() calls of an overlay
 
 
 @dataclass(slots=True)
@@ -53,9 +62,12 @@ class LookupCache(Generic[K, V]):
         self.min_interval = min_interval
         self.max_entries = max_entries
         self._clock = clock
-        self._slots: dict[K, _Slot[V]] = {}
+        self._slots: dict[K, _Slot[V]] = {}  # in the order the answers were stored
         self._last_lookup: dict[K, float] = {}
-        self._next_sweep = clock() + max(negative_ttl, 1.0)
+        # (expires, key) in expiry order, for positive and for negative answers; an item whose
+        # key was stored again, invalidated or evicted since is stale and skipped when popped
+        self._expiry: tuple[deque[tuple[float, K]], deque[tuple[float, K]]] = (deque(), deque())
+        self._stamps: deque[tuple[float, K]] = deque()  # (time, key) of _last_lookup, in time order
         self.hits = self.misses = self.negative_hits = self.rate_limited = 0
         self.evictions = 0  # live entries dropped to stay under max_entries
         self.expirations = 0  # entries dropped because their TTL ran out
@@ -78,13 +90,17 @@ class LookupCache(Generic[K, V]):
         return slot.value
 
     def put(self, key: K, value: V | None) -> None:
-        if self._clock() >= self._next_sweep:
-            self._sweep()
         if len(self._slots) >= self.max_entries and key not in self._slots:
             self._evict()
-        ttl = self.ttl if value is not None else self.negative_ttl
+        negative = value is None
         now = self._clock()
-        self._slots[key] = _Slot(value, now + ttl, now)
+        expires = now + (self.negative_ttl if negative else self.ttl)
+        self._slots.pop(key, None)  # stored again: it moves to the end, the storage order holds
+        self._slots[key] = _Slot(value, expires, now)
+        queue = self._expiry[negative]
+        queue.append((expires, key))
+        if len(queue) > 2 * self.max_entries:  # keys stored again and again within a TTL
+            self._rebuild_expiry()
 
     def entry(self, key: K) -> CachedAnswer[V] | None:
         """The live entry for `key`, without counting a hit or miss (an observer's look)."""
@@ -119,7 +135,9 @@ class LookupCache(Generic[K, V]):
             return False
         if len(self._last_lookup) >= self.max_entries:
             self._last_lookup.clear()
+            self._stamps.clear()
         self._last_lookup[key] = now
+        self._stamps.append((now, key))
         return True
 
     def invalidate(self, key: K) -> None:
@@ -129,31 +147,47 @@ class LookupCache(Generic[K, V]):
     def clear(self) -> None:
         self._slots.clear()
         self._last_lookup.clear()
+        for queue in (*self._expiry, self._stamps):
+            queue.clear()
 
     def __len__(self) -> int:
         return len(self._slots)
 
-    def _sweep(self) -> None:
-        """Every negative_ttl, drop expired answers and stale rate-limit stamps (both would be ignored
-        anyway): under a storm of unique destinations memory follows the rate, not the storm's length."""
+    def sweep(self) -> int:
+        """Drop the expired answers and the rate-limit stamps older than min_interval (both would
+        be ignored anyway), oldest first; costs what expired, not the cache's size.  Returns how
+        many answers were dropped."""
         now = self._clock()
-        self._next_sweep = now + max(self.negative_ttl, 1.0)
-        expired = [k for k, s in self._slots.items() if s.expires < now]
-        for key in expired:
-            del self._slots[key]
-        self.expirations += len(expired)
-        for key in [k for k, t in self._last_lookup.items() if now - t >= self.min_interval]:
-            del self._last_lookup[key]
+        dropped = 0
+        for queue in self._expiry:
+            while queue and queue[0][0] < now:
+                expires, key = queue.popleft()
+                slot = self._slots.get(key)
+                if slot is not None and slot.expires == expires:
+                    del self._slots[key]
+                    dropped += 1
+        self.expirations += dropped
+        stamps = self._stamps
+        while stamps and now - stamps[0][0] >= self.min_interval:
+            stamp, key = stamps.popleft()
+            if self._last_lookup.get(key) == stamp:
+                del self._last_lookup[key]
+        return dropped
+
+    def _rebuild_expiry(self) -> None:
+        """The expiry queues from the live slots alone, dropping their stale items (rare: only when
+        a queue outgrows twice max_entries)."""
+        for negative, queue in enumerate(self._expiry):
+            live = sorted(((s.expires, k) for k, s in self._slots.items() if (s.value is None) == bool(negative)),
+                          key=lambda item: item[0])  # (keys of different types do not compare)
+            queue.clear()
+            queue.extend(live)
 
     def _evict(self) -> None:
-        """Drop expired slots, then the oldest tenth: memory stays bounded under a miss storm."""
-        now = self._clock()
-        expired = [k for k, s in self._slots.items() if s.expires < now]
-        for key in expired:
-            del self._slots[key]
-        self.expirations += len(expired)
+        """Drop expired answers, then the oldest stored tenth: memory stays bounded under a miss storm."""
+        self.sweep()
         if len(self._slots) >= self.max_entries:
-            oldest = list(self._slots)[: max(1, self.max_entries // 10)]
+            oldest = list(itertools.islice(self._slots, max(1, self.max_entries // 10)))
             for key in oldest:
                 del self._slots[key]
             self.evictions += len(oldest)

@@ -127,6 +127,28 @@ def test_ipv6_is_an_ndp_lookup_answered_with_the_mac(d):
     assert (out["kind"], out["answer"], out["origin"]) == ("ndp", d.h2.guest_mac, "backend")
 
 
+def test_the_cache_entries_gauge_follows_expiry_without_another_insert(d):
+    """Expired answers are swept on a timer (issue #12: /metrics said 49,520 for a cache of 4)."""
+    out = d.lookup(mac="02:00:00:00:00:43")
+    assert out["answer"] == "unknown" and out["stored_in_cache"] is True, out
+    assert d.cache()["negative"] >= 1
+    gauge = f'varpd_cache_entries{{overlay="{VX}"}}'
+
+    def gauge_is_live_count():
+        metrics = d.get("/metrics")[1]
+        value = [float(ln.split()[-1]) for ln in metrics.splitlines() if ln.startswith(gauge)]
+        cache = d.cache()
+        return cache["negative"] == 0 and value == [cache["entries"]]
+
+    wait_for(gauge_is_live_count, 10, "the expired negative answer to be swept")
+
+
+@pytest.mark.parametrize("zone", [VX, "eth0"])
+def test_a_zone_index_is_dropped_the_overlay_is_the_link(d, zone):
+    out = d.lookup(ip=f"{d.h2.guest_ip6}%{zone}")
+    assert (out["kind"], out["answer"]) == ("ndp", d.h2.guest_mac), out
+
+
 def test_fresh_asks_the_backend_and_leaves_the_cache_alone(d):
     d.lookup(mac=d.h2.guest_mac)  # cached (by this or an earlier lookup)
     before = d.cache()
@@ -173,6 +195,7 @@ def test_a_kernel_miss_shows_up_as_cache_and_kernel_entry(d):
 @pytest.mark.parametrize("query, status, message", [
     ({"mac": "zz:00:00:00:00:01"}, 400, "mac: 'zz:00:00:00:00:01' is not a MAC address"),
     ({"ip": "10.55.55"}, 400, "ip: '10.55.55' is not an IPv4 or IPv6 address"),
+    ({"ip": "10.55.55.2%eth0"}, 400, "ip: '10.55.55.2%eth0': an IPv4 address has no zone (%eth0)"),
     ({}, 400, "exactly one of the query parameters mac=MAC or ip=IP"),
     ({"mac": UNKNOWN_MAC, "ip": "10.55.55.3"}, 400, "exactly one of"),
     ({"mac": UNKNOWN_MAC, "fresh": "maybe"}, 400, "fresh: 'maybe' is not a boolean"),
