@@ -7,9 +7,9 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from varpd.config.daemon import _IFNAME
 from varpd.config.hosts import normalize_mac
 from varpd.model.addresses import check_unicast_mac
+from varpd.model.identifiers import ifname_problem
 
 
 class VnicConfig(BaseModel):
@@ -28,8 +28,8 @@ class VnicConfig(BaseModel):
     @field_validator("name", "overlay", "guest_ifname", "netns")
     @classmethod
     def _ifname(cls, value: str | None) -> str | None:
-        if value is not None and not _IFNAME.fullmatch(value):
-            raise ValueError(f"{value!r} is not a valid name (letters, digits, '_', '-', '.')")
+        if value is not None and (problem := ifname_problem(value)):
+            raise ValueError(problem)
         return value
 
     @field_validator("mac")
