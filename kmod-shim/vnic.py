@@ -70,10 +70,11 @@ def _is_netns(path: str) -> bool:
 
 def _create_netns(name: str) -> None:
     """`ip netns add`: a new namespace bind-mounted on /run/netns/NAME (pyroute2's mount code), made
-    from a short-lived thread that unshares only itself; a stale mount point is reused."""
+    from a short-lived thread that unshares only itself."""
     path = netns_path(name)
-    if os.path.exists(path) and not _is_netns(path):
-        os.unlink(path)  # left by a namespace that is gone (another mount namespace's, a crash)
+    if os.path.exists(path):  # and not a namespace here: never unlink it (a mount point elsewhere)
+        raise KmodError(f"{path} exists but is not a network namespace this daemon can see (made in another "
+                        "mount namespace, or after the daemon started in a private one)")
     error: list[BaseException] = []
 
     def worker() -> None:

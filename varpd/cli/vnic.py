@@ -16,6 +16,8 @@ async def create(client: AdminClient, args: argparse.Namespace) -> str:
                             "addresses": args.address}
     if args.netns is not None:
         body["netns"] = args.netns
+    if args.mtu is not None:
+        body["mtu"] = args.mtu
     if args.guest_ifname is not None:
         body["guest_ifname"] = args.guest_ifname
     v = await client.request("POST", "/v1/vnics", body)
@@ -62,6 +64,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--netns", metavar="NS", help="veth: the guest end's network namespace (/run/netns/NS)")
     p.add_argument("--address", action="append", default=[], metavar="CIDR",
                    help="veth: an address of the guest end, e.g. 10.55.55.2/24 or fe80::3/64; repeatable")
+    p.add_argument("--mtu", type=int, metavar="N",
+                   help="the MTU of both ends (default: the overlay's VXLAN device's, link/mtu)")
     p.add_argument("--guest-ifname", metavar="IFNAME", help="veth: the guest end's name (default eth0)")
     p.add_argument("name", help="the VNIC's name: the host end on the bridge (at most 15 characters)")
     p.set_defaults(func=run_with_client(create))

@@ -24,6 +24,7 @@ class VnicConfig(BaseModel):
     netns: str | None = Field(default=None, min_length=1, max_length=64)
     guest_ifname: str = Field(default="eth0", min_length=1, max_length=15)
     addresses: tuple[IPv4Interface | IPv6Interface, ...] = ()
+    mtu: int | None = Field(default=None, ge=576, le=9000, description="default: the VXLAN device's MTU")
 
     @field_validator("name", "overlay", "guest_ifname", "netns")
     @classmethod

@@ -71,7 +71,7 @@ class VnicManager:
         rt = self.service.get(cfg.overlay)
         if rt.orphan or not rt.cfg.bridge:
             raise VarpdError(f"overlay {cfg.overlay!r} has no bridge: create it with -b BRIDGE to attach VNICs")
-        mtu = await kvnic.link_mtu(cfg.overlay)
+        mtu = cfg.mtu or await kvnic.link_mtu(cfg.overlay)
         if mtu is None:
             raise VarpdError(f"overlay {cfg.overlay!r} has no VXLAN device yet ({rt.details})")
         return kvnic.VnicSpec(name=cfg.name, mac=cfg.mac, bridge=rt.cfg.bridge, mtu=mtu, kind=cfg.type,

@@ -11,11 +11,13 @@ import json
 import os
 import re
 import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
 
-from _overlay_helpers import fdb, overlay_lab, wait_for
+from _overlay_helpers import fdb, overlay_lab, ping_stats, wait_for
 from varpd.lab import HostSpec
 
 MAC = "de:ad:be:ef:01:00"
@@ -132,10 +134,10 @@ def test_veth_vnic_pings_survives_restart_and_is_recreated_after_a_reboot(ov):
 
 def test_tap_vnic_is_protected_kept_across_restart_and_deleted(ov):
     lab, h1 = ov.lab, ov.h1
-    ok(ov, "create-vnic", "--type", "tap", "-m", "de:ad:be:ef:01:01", "-l", "vx23", "tap2")
+    ok(ov, "create-vnic", "--type", "tap", "-m", "de:ad:be:ef:01:01", "-l", "vx23", "--mtu", "1400", "tap2")
     try:
         link = json.loads(host1(ov, "ip", "-j", "-d", "link", "show", "tap2").stdout)[0]
-        assert link["linkinfo"]["info_kind"] == "tun" and link["mtu"] == vx_mtu(ov)
+        assert link["linkinfo"]["info_kind"] == "tun" and link["mtu"] == 1400  # --mtu wins over the overlay's
         assert link["address"] != "de:ad:be:ef:01:01"  # the VM's MAC is QEMU's, the tap keeps its own
         assert port(ov, "tap2") == {"master": "br0", "learning": False, "locked": True,
                                     "pinned": ["de:ad:be:ef:01:01"]}
@@ -170,3 +172,48 @@ def test_failed_create_vnic_leaves_nothing(ov, args, mentions):
     assert not state_file(ov, "vbad").exists()
     assert not os.path.exists(f"/run/netns/{gns}")  # the namespace it made is gone too
     assert "vbad" not in ok(ov, "show-vnic", "-p", "-o", "link")
+
+
+def test_a_netns_path_that_is_no_namespace_is_refused_and_kept(ov):
+    """A mount point file whose namespace the daemon cannot see (another mount namespace's) is never
+    unlinked: that would detach the namespace wherever it is mounted."""
+    path = Path(f"/run/netns/{ov.lab.prefix}host1-file")
+    path.touch()
+    try:
+        res = cli(ov, "create-vnic", "-l", "vx23", "-m", "de:ad:be:ef:01:02", "--netns", path.name, "vfile")
+        assert res.returncode == 1 and "exists but is not a network namespace this daemon can see" in res.stderr
+        assert path.exists() and host1(ov, "ip", "link", "show", "vfile", check=False).returncode != 0
+        assert not state_file(ov, "vfile").exists()
+    finally:
+        path.unlink(missing_ok=True)
+
+
+def test_a_vnic_guest_cannot_take_over_another_guests_mac(ov):
+    """The forged-frame attack of test_hardening_overlay, from a guest behind a VNIC varpd made:
+    frames with the victim's source MAC (unicast across the overlay, broadcast on its own bridge)
+    are dropped at the locked port; the victim keeps its port and loses no traffic."""
+    from test_hardening_overlay import _FORGE, _mac, bridge_port_of
+
+    lab, victim = ov.lab, ov.h3
+    gns = f"{lab.prefix}host1-atk"
+    lab._add_ns(gns)
+    ok(ov, "create-vnic", "-m", MAC, "-l", "vx23", "--netns", gns, "--address", f"{IP4}/24", "vatk")
+    try:
+        assert guest_pings(f"/run/netns/{gns}", victim.guest_ip4)
+        assert bridge_port_of(ov, victim, victim.guest_mac) == "vnic0"
+        v = _mac(victim.guest_mac)
+        unicast, broadcast = v + v + b"\x88\xb5" + bytes(46), b"\xff" * 6 + v + b"\x88\xb5" + bytes(46)
+        sender = subprocess.Popen(["ip", "netns", "exec", gns, sys.executable, "-c", _FORGE, "eth0", "4",
+                                   unicast.hex(), broadcast.hex()], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        try:
+            time.sleep(0.5)
+            res = lab.exec(ov.g(ov.h2), "ping", "-n", "-c", "10", "-i", "0.2", "-W", "1", victim.guest_ip4,
+                           check=False, timeout=20)
+            seen = {h.name: bridge_port_of(ov, h, victim.guest_mac) for h in (ov.h1, victim)}
+        finally:
+            sender.wait(10)
+        assert sender.returncode == 0, sender.stderr.read()
+        assert seen == {"host1": seen["host1"], "host3": "vnic0"} and seen["host1"] != "vatk"
+        assert ping_stats(res.stdout)[0] == ping_stats(res.stdout)[1], res.stdout
+    finally:
+        cli(ov, "delete-vnic", "vatk")

@@ -59,5 +59,12 @@ def test_create_vnic_names_the_limits(varpd, daemon):
     assert (rc, err) == (1, "varpd: create-vnic: vnic 'vnic0' already exists\n")
 
 
+def test_create_vnic_mtu_is_sent_and_bounded(varpd, daemon):
+    assert varpd("create-vnic", "-l", "vx23", "-m", "de:ad:be:ef:00:10", "--netns", "g", "--mtu", "1400", "v0")[0] == 0
+    assert daemon.service.vnics._vnics["v0"].mtu == 1400
+    rc, _, err = varpd("create-vnic", "-l", "vx23", "-m", "de:ad:be:ef:00:11", "--netns", "g", "--mtu", "100", "v1")
+    assert rc == 1 and "mtu: Input should be greater than or equal to 576" in err
+
+
 def test_show_vnic_parseable_needs_fields(varpd, daemon):
     assert varpd("show-vnic", "-p") == (1, "", "varpd: show-vnic: -p requires -o field,...\n")
