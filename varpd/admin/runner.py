@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import os
 import socket
+import stat
 from pathlib import Path
 from typing import Iterable
 
@@ -14,6 +16,7 @@ from varpd.admin.app import ADMIN_LISTENERS, Service, make_app
 from varpd.admin.limits import (HEADER_TIMEOUT, AcceptErrorThrottle, ConnectionGate, GatedSite,
                                 default_connection_limit)
 from varpd.config.daemon import ADMIN_ALLOW_DEFAULT
+from varpd.daemon.errors import SocketInUse
 
 SOCKET_MODE = 0o660
 
@@ -41,6 +44,7 @@ class AdminServer:
         self.header_timeout = header_timeout
         self._runner: web.AppRunner | None = None
         self._throttle: AcceptErrorThrottle | None = None
+        self._owned: tuple[int, int] | None = None  # (st_dev, st_ino) of the socket file this server bound
 
     async def start(self) -> None:
         runner_kwargs: dict = {"keepalive_timeout": self.header_timeout}
@@ -56,7 +60,7 @@ class AdminServer:
                 await GatedSite(runner, _bind_tcp(*self.tcp), self.gates[1]).start()
         except BaseException:
             await runner.cleanup()
-            self.socket_path.unlink(missing_ok=True)
+            self._unlink_own_socket()
             raise
         self._runner = runner
         loop = asyncio.get_running_loop()
@@ -67,26 +71,63 @@ class AdminServer:
         """Bind and chmod before listening, so the socket is never reachable with a looser mode.
 
         (web.UnixSite binds and listens in one step and could only be chmod-ed afterwards.)
-        A daemon killed with -9 leaves its socket file behind: a new one replaces it.
+        A daemon killed with -9 leaves its socket file behind: a new one replaces it.  A socket a
+        live daemon answers on, or a path that is not a socket, is never replaced (SocketInUse).
         """
         self.socket_path.parent.mkdir(parents=True, exist_ok=True)
-        self.socket_path.unlink(missing_ok=True)
+        self._remove_stale_socket()
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             sock.bind(str(self.socket_path))
+            st = os.lstat(self.socket_path)
+            self._owned = (st.st_dev, st.st_ino)
             os.chmod(self.socket_path, SOCKET_MODE)
         except BaseException:
             sock.close()
+            self._unlink_own_socket()
             raise
         sock.setblocking(False)
         return sock
+
+    def _remove_stale_socket(self) -> None:
+        path = self.socket_path
+        try:
+            st = os.lstat(path)
+        except FileNotFoundError:
+            return
+        if not stat.S_ISSOCK(st.st_mode):
+            raise SocketInUse(f"admin socket {path} exists and is not a socket: not replacing it "
+                              "(remove it or set daemon.socket to another path)")
+        probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        probe.settimeout(1.0)
+        try:
+            probe.connect(str(path))
+        except OSError as exc:
+            if exc.errno != errno.ECONNREFUSED:  # anything but "nobody listens" may be a live daemon
+                raise SocketInUse(f"admin socket {path} cannot be checked ({exc.strerror or exc}): "
+                                  "not replacing it") from None
+            path.unlink(missing_ok=True)  # left by a daemon that died: nobody listens on it
+            return
+        finally:
+            probe.close()
+        raise SocketInUse(f"admin socket {path} is in use by another running varpd: not starting a second one")
+
+    def _unlink_own_socket(self) -> None:
+        """Remove the socket file only if it is still the one this server bound."""
+        owned, self._owned = self._owned, None
+        try:
+            st = os.lstat(self.socket_path)
+        except OSError:
+            return
+        if owned == (st.st_dev, st.st_ino) and stat.S_ISSOCK(st.st_mode):
+            self.socket_path.unlink(missing_ok=True)
 
     async def stop(self) -> None:
         """Close the sites and remove the socket file; safe to call twice or before start()."""
         if self._runner is not None:
             runner, self._runner = self._runner, None
             await runner.cleanup()
-            self.socket_path.unlink(missing_ok=True)
+            self._unlink_own_socket()
         if self._throttle is not None:
             asyncio.get_running_loop().set_exception_handler(self._throttle.previous)
             self._throttle = None

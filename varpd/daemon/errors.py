@@ -13,3 +13,11 @@ class OverlayNotFound(VarpdError):
 
 class OverlayExists(VarpdError):
     """An overlay of that name, or with that VNI and encapsulation, already exists."""
+
+
+class StateError(VarpdError):
+    """The state directory cannot be written (full, read-only, permissions) or is another daemon's."""
+
+
+class SocketInUse(VarpdError):
+    """The admin socket's path is served by a running daemon, or is not a socket at all."""

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from varpd.backend.errors import ConfigError
 from varpd.config.daemon import DaemonConfig, load_config
+from varpd.daemon.errors import VarpdError
 from varpd.logformat import make_formatter
 
 log = logging.getLogger("varpd")
@@ -26,6 +27,17 @@ def _setup_logging(level: str, fmt: str = "kv") -> None:
 
 
 async def serve(config: DaemonConfig) -> None:
+    """Raises VarpdError (one line) when the state_dir or the socket is unusable or another daemon's."""
+    from varpd.daemon.statedir import claim
+
+    lock = claim(config.daemon.state_dir)  # before the socket: a second daemon never touches the first's
+    try:
+        await _serve_locked(config)
+    finally:
+        lock.release()
+
+
+async def _serve_locked(config: DaemonConfig) -> None:
     from varpd.admin.runner import AdminServer
     from varpd.daemon.sdnotify import Notifier
     from varpd.daemon.service import Varpd
@@ -76,5 +88,9 @@ def run(config_path: str | None, socket_override: str | None = None, state_dir_o
     if updates:
         config = config.model_copy(update={"daemon": config.daemon.model_copy(update=updates)})
     _setup_logging(config.daemon.log_level, config.daemon.log_format)
-    asyncio.run(serve(config))
+    try:
+        asyncio.run(serve(config))
+    except VarpdError as exc:
+        print(f"varpd: daemon: {exc}", file=sys.stderr)
+        return 1
     return 0

@@ -1,11 +1,14 @@
 """Overlays survive restarts: one checksummed JSON file per overlay, written atomically.
 
 Unlike illumos varpd (saved only at activation), state is re-saved on every
-change.  A corrupt file is reported and skipped, never fatal.
+change.  A corrupt file is reported and skipped, never fatal.  Files are 0600 in
+0700 directories (they can hold an overlay's properties); a write that fails leaves
+the old file and no temporary one, and raises StateError naming the file.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -15,28 +18,63 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from varpd.config.daemon import OverlayConfig
+from varpd.daemon.errors import StateError
 
 log = logging.getLogger(__name__)
+
+FILE_MODE = 0o600
+DIR_MODE = 0o700
+SUBDIRS = ("overlays", "devices", "overrides")
 
 
 def _digest(payload: dict) -> str:
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
 
-def _write_atomic(path: Path, doc: dict) -> None:
+def write_atomic(path: Path, doc: dict) -> None:
     """Write, fsync, rename over, fsync the directory: a crash leaves the old or the new file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".json.tmp")
-    with open(tmp, "w") as fh:
-        fh.write(json.dumps(doc, indent=2, sort_keys=True))
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-    dirfd = os.open(path.parent, os.O_RDONLY)
     try:
-        os.fsync(dirfd)
-    finally:
-        os.close(dirfd)
+        path.parent.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, FILE_MODE)
+        with open(fd, "w") as fh:
+            os.fchmod(fd, FILE_MODE)  # an older tmp file may have been looser
+            fh.write(json.dumps(doc, indent=2, sort_keys=True))
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+        dirfd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dirfd)
+        finally:
+            os.close(dirfd)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise StateError(f"cannot save state file {path}: {exc.strerror or exc}") from None
+
+
+def _read_object(path: Path, what: str) -> dict:
+    """The file's JSON object; {} when it is absent, or when it is unreadable or truncated
+    (then one log line names the file and what is lost with it)."""
+    try:
+        doc = json.loads(path.read_text())
+        if not isinstance(doc, dict):
+            raise ValueError("not a JSON object")
+        return doc
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError) as exc:
+        log.error("state=%s event=state-unreadable error=%s action=dropped lost=%s", path,
+                  str(exc).replace("\n", " "), what)
+        return {}
+
+
+def _unlink(path: Path) -> None:
+    try:
+        path.unlink(missing_ok=True)
+    except OSError as exc:
+        raise StateError(f"cannot remove state file {path}: {exc.strerror or exc}") from None
 
 
 class StateStore:
@@ -48,24 +86,31 @@ class StateStore:
     """
 
     def __init__(self, state_dir: Path) -> None:
-        self.dir = Path(state_dir) / "overlays"
-        self.devices_dir = Path(state_dir) / "devices"
-        self.overrides_dir = Path(state_dir) / "overrides"
+        self.dir, self.devices_dir, self.overrides_dir = (Path(state_dir) / d for d in SUBDIRS)
 
     def save(self, cfg: OverlayConfig) -> None:
         payload = cfg.model_dump(mode="json")
-        _write_atomic(self.dir / f"{cfg.name}.json", {"version": 1, "sha256": _digest(payload), "overlay": payload})
+        write_atomic(self.dir / f"{cfg.name}.json", {"version": 1, "sha256": _digest(payload), "overlay": payload})
 
     def save_created(self, name: str, vxlan: bool, bridge: bool) -> None:
-        _write_atomic(self.devices_dir / f"{name}.json", {"vxlan": vxlan, "bridge": bridge})
+        write_atomic(self.devices_dir / f"{name}.json", {"vxlan": vxlan, "bridge": bridge})
 
     def load_created(self, name: str) -> tuple[bool, bool]:
         """(varpd created the VXLAN device, varpd created the bridge), False when unknown."""
-        try:
-            doc = json.loads((self.devices_dir / f"{name}.json").read_text())
-            return bool(doc.get("vxlan")), bool(doc.get("bridge"))
-        except (OSError, ValueError, AttributeError):
-            return False, False
+        doc = _read_object(self.devices_dir / f"{name}.json", '"which devices varpd created: delete-overlay '
+                           'keeps them"')
+        return bool(doc.get("vxlan")), bool(doc.get("bridge"))
+
+    def save_kept_bridge(self, name: str, bridge: str) -> None:
+        """Overlay `name` is deleted but the bridge varpd made for it still has ports: still varpd's."""
+        write_atomic(self.devices_dir / f"{name}.json", {"vxlan": False, "bridge": True, "kept_bridge": bridge})
+
+    def load_kept_bridge(self, name: str) -> str | None:
+        kept = _read_object(self.devices_dir / f"{name}.json", '"which devices varpd created"').get("kept_bridge")
+        return kept if isinstance(kept, str) else None
+
+    def forget_devices(self, name: str) -> None:
+        _unlink(self.devices_dir / f"{name}.json")
 
     def known_devices(self) -> list[str]:
         """Names of overlays whose devices varpd has made (and not yet deleted)."""
@@ -73,19 +118,15 @@ class StateStore:
 
     def save_overrides(self, name: str, overrides: dict[str, str]) -> None:
         """Hand-set entries (mac → "ip:port" or "drop"), so they survive restarts."""
-        _write_atomic(self.overrides_dir / f"{name}.json", dict(sorted(overrides.items())))
+        write_atomic(self.overrides_dir / f"{name}.json", dict(sorted(overrides.items())))
 
     def load_overrides(self, name: str) -> dict[str, str]:
-        try:
-            doc = json.loads((self.overrides_dir / f"{name}.json").read_text())
-        except (OSError, ValueError):
-            return {}
-        return {str(k): str(v) for k, v in doc.items()} if isinstance(doc, dict) else {}
+        doc = _read_object(self.overrides_dir / f"{name}.json", '"the hand-set entries of the overlay"')
+        return {str(k): str(v) for k, v in doc.items()}
 
     def delete(self, name: str) -> None:
-        (self.dir / f"{name}.json").unlink(missing_ok=True)
-        (self.devices_dir / f"{name}.json").unlink(missing_ok=True)
-        (self.overrides_dir / f"{name}.json").unlink(missing_ok=True)
+        for d in (self.dir, self.devices_dir, self.overrides_dir):
+            _unlink(d / f"{name}.json")
 
     def load_all(self) -> list[OverlayConfig]:
         if not self.dir.is_dir():

@@ -7,8 +7,10 @@ import socket
 import stat
 
 import aiohttp
+import pytest
 
 from varpd.admin.runner import AdminServer
+from varpd.daemon.errors import SocketInUse
 
 
 async def _get(path, url: str):
@@ -33,20 +35,45 @@ def _leave_stale_socket(path) -> None:
         probe.close()
 
 
-async def test_unix_socket_lifecycle_replaces_a_leftover_regular_file(service, sock_dir):
+async def test_a_regular_file_at_the_socket_path_is_refused_and_kept(service, sock_dir):
     path = sock_dir / "run" / "varpd.sock"
     path.parent.mkdir()
-    path.write_text("stale")
+    path.write_text("an operator's file")
+    server = AdminServer(service, str(path))
+    with pytest.raises(SocketInUse, match=r"varpd.sock exists and is not a socket: not replacing it"):
+        await server.start()
+    await server.stop()
+    assert path.read_text() == "an operator's file"
+
+
+async def test_a_socket_a_live_daemon_serves_is_refused_and_survives_the_second_servers_exit(service, sock_dir):
+    path = sock_dir / "varpd.sock"
+    first = AdminServer(service, str(path))
+    await first.start()
+    try:
+        second = AdminServer(service, str(path))
+        with pytest.raises(SocketInUse, match="in use by another running varpd"):
+            await second.start()
+        await second.stop()
+        assert (await _get(path, "/v1/overlays"))[0] == 200, "the first server's socket must be untouched"
+    finally:
+        await first.stop()
+    assert not path.exists()
+
+
+async def test_stop_never_unlinks_a_socket_another_process_bound_since(service, sock_dir):
+    path = sock_dir / "varpd.sock"
     server = AdminServer(service, str(path))
     await server.start()
+    path.unlink()  # someone replaced our socket file with theirs
+    other = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
-        assert stat.S_ISSOCK(os.stat(path).st_mode) and stat.S_IMODE(os.stat(path).st_mode) == 0o660
-        status, body = await _get(path, "/v1/health")
-        assert status == 200 and body["overlays"] == 2
-    finally:
+        other.bind(str(path))
         await server.stop()
-    assert not path.exists()
-    await server.stop()  # twice is fine
+        assert stat.S_ISSOCK(os.lstat(path).st_mode), "stop() removed a socket it did not bind"
+    finally:
+        other.close()
+        path.unlink(missing_ok=True)
 
 
 async def test_start_replaces_stale_socket_serves_and_stop_removes_it(service, sock_dir):
