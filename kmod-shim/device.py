@@ -17,7 +17,7 @@ from pyroute2.netlink.exceptions import NetlinkError
 from .isolation import isolate_link
 from .types import DeviceConflict, DeviceHandle, DeviceSpec, KmodError
 
-__all__ = ["ensure_overlay", "delete_overlay", "find_overlay", "link_index"]
+__all__ = ["ensure_overlay", "delete_overlay", "delete_bridge", "find_overlay", "link_index"]
 
 
 def _wanted_flags(spec: DeviceSpec) -> tuple[tuple[str, int, str], ...]:
@@ -238,9 +238,9 @@ async def ensure_overlay(spec: DeviceSpec, netns: str | None = None) -> DeviceHa
         )
 
 
-async def delete_overlay(handle: DeviceHandle, netns: str | None = None, *, force: bool = False) -> None:
-    """Delete the VXLAN device and, if this code created it, the bridge (when it has no
-    other ports left, or always with ``force``).  Missing devices are not an error."""
+async def delete_overlay(handle: DeviceHandle, netns: str | None = None, *, force: bool = False) -> list[str]:
+    """Delete the VXLAN device and, if this code created it, the bridge (see delete_bridge).
+    Missing devices are not an error.  Returns the ports that kept the bridge ([]: nothing kept)."""
     async with _ipr(netns) as ipr:
         link = await _get_link(ipr, ifname=handle.name)
         if link is not None:
@@ -248,14 +248,27 @@ async def delete_overlay(handle: DeviceHandle, netns: str | None = None, *, forc
                 raise DeviceConflict(f"device {handle.name!r} is not a vxlan device; not deleting it")
             await _delete_link(ipr, link["index"], repr(handle.name))
         if handle.created_bridge and handle.bridge:
-            br = await _get_link(ipr, ifname=handle.bridge)
-            if br is None or _kind(br) != "bridge":
-                return
-            if not force:
-                ports = [m async for m in await ipr.link("dump")]
-                if any(p.get("IFLA_MASTER") == br["index"] for p in ports):
-                    return
-            await _delete_link(ipr, br["index"], f"bridge {handle.bridge!r}")
+            return await _delete_bridge(ipr, handle.bridge, force)
+    return []
+
+
+async def delete_bridge(name: str, netns: str | None = None, *, force: bool = False) -> list[str]:
+    """Delete bridge `name` if it has no ports, or always with ``force`` (the kernel detaches them).
+    Returns the names of the ports that kept it; [] when it is gone (or was not a bridge)."""
+    async with _ipr(netns) as ipr:
+        return await _delete_bridge(ipr, name, force)
+
+
+async def _delete_bridge(ipr: AsyncIPRoute, name: str, force: bool) -> list[str]:
+    br = await _get_link(ipr, ifname=name)
+    if br is None or _kind(br) != "bridge":
+        return []
+    if not force:
+        ports = [p.get("IFLA_IFNAME") async for p in await ipr.link("dump") if p.get("IFLA_MASTER") == br["index"]]
+        if ports:
+            return sorted(ports)
+    await _delete_link(ipr, br["index"], f"bridge {name!r}")
+    return []
 
 
 async def find_overlay(name: str, netns: str | None = None) -> DeviceHandle | None:

@@ -30,7 +30,14 @@ async def show_overlay(request: web.Request) -> web.Response:
 
 @routes.delete("/v1/overlays/{name}")
 async def delete_overlay(request: web.Request) -> web.Response:
-    await request.app[SERVICE].delete_overlay(request.match_info["name"])
+    """?force_bridge=true: also remove a bridge varpd made that still has ports (they are detached).
+    204 when everything varpd made is gone; 200 {"name", "kept": [{"device", "reason"}]} otherwise."""
+    force = request.query.get("force_bridge", "false")
+    if force not in ("true", "false"):
+        raise BadRequest(f"force_bridge: expected true or false, not {force!r}")
+    kept = await request.app[SERVICE].delete_overlay(request.match_info["name"], force_bridge=force == "true")
+    if kept:
+        return web.json_response({"name": request.match_info["name"], "kept": kept})
     return web.Response(status=204)
 
 

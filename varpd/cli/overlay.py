@@ -50,8 +50,10 @@ async def create(client: AdminClient, args: argparse.Namespace) -> str:
 
 
 async def delete(client: AdminClient, args: argparse.Namespace) -> str:
-    await client.request("DELETE", api_path("v1", "overlays", args.name))
-    return ""
+    path = api_path("v1", "overlays", args.name) + ("?force_bridge=true" if args.force_bridge else "")
+    answer = await client.request("DELETE", path)
+    kept = (answer or {}).get("kept", [])
+    return "\n".join(f"deleted overlay {args.name}; kept {k['device']}: {k['reason']}" for k in kept)
 
 
 async def modify(client: AdminClient, args: argparse.Namespace) -> str:
@@ -199,7 +201,12 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "delete-overlay", help="delete an overlay and the devices it created",
         description="Delete an overlay: its VXLAN device (and its bridge if varpd created it) is removed "
-                    "and its saved state forgotten. Exits 1 if the name is not an overlay.")
+                    "and its saved state forgotten. A bridge varpd created that still has other ports is kept "
+                    "and named in the output (with the ports); varpd removes it once its last port is gone, "
+                    "even after a restart. Exits 1 if the name is not an overlay.")
+    p.add_argument("--force-bridge", action="store_true",
+                   help="also remove the bridge varpd created when other ports are still attached "
+                        "(the kernel detaches them)")
     p.add_argument("name", help="the overlay to delete")
     p.set_defaults(func=run_with_client(delete))
 

@@ -9,15 +9,17 @@ never refuses to serve the overlays that do work.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import logging
 import time
 
 from varpd.config.daemon import DaemonSettings, OverlayConfig
-from varpd.daemon.errors import OverlayExists, OverlayNotFound
+from varpd.daemon.errors import OverlayExists, OverlayNotFound, StateError
+from varpd.daemon.kept_bridges import KeptBridges
 from varpd.daemon.overlay import OverlayRuntime
 from varpd.backend.errors import PropertyError
-from varpd.backend.properties import Protection
+from varpd.backend.properties import PropertySpec, Protection
 from varpd.daemon.state import StateStore
 from varpd.daemon.vnics import OverlayBusy, VnicManager
 from varpd.model.overrides import format_override, parse_destination
@@ -38,6 +40,8 @@ class Varpd:
         self._overlays: dict[str, OverlayRuntime] = {}
         self._by_ifindex: dict[int, OverlayRuntime] = {}
         self._pending: dict[str, OverlayConfig] = {}  # could not start yet: retried
+        self._kept = KeptBridges(self.store)
+        self._changing = asyncio.Lock()  # one change of the set of overlays at a time
         self._listener: MissListener | None = None
         self._tasks = TaskSet()
         self.ready = False
@@ -59,13 +63,9 @@ class Varpd:
         self._tasks.spawn(self._miss_loop())
         wanted: dict[str, OverlayConfig] = {c.name: c for c in self.store.load_all()}
         wanted.update({c.name: c for c in configured})  # the config file wins over saved state
-        for cfg in wanted.values():
-            try:
-                await self._start_overlay(cfg)
-            except Exception as exc:
-                log.error("overlay=%s event=start-failed error=%s action=retry", cfg.name, exc)
-                self._pending[cfg.name] = cfg
-                self._overlays[cfg.name] = _failed_runtime(cfg, self.settings, exc)
+        async with self._changing:
+            for cfg in wanted.values():
+                await self._restart_or_retry(cfg)
         await self._find_orphans(set(wanted))
         self._tasks.spawn(self._retry_loop())
         await self.vnics.restore()  # after the overlays: their bridges exist
@@ -77,6 +77,8 @@ class Varpd:
         DEGRADED, never silently deleted; delete-overlay removes them, create-overlay adopts them."""
         for name in self.store.known_devices():
             if name in wanted:
+                continue
+            if self._kept.load(name):  # deleted, but its bridge still had ports: removed once unused
                 continue
             handle = await kdev.find_overlay(name)
             if handle is None:
@@ -103,46 +105,72 @@ class Varpd:
         if self._listener is not None:
             self._listener.close()
 
-    async def _start_overlay(self, cfg: OverlayConfig) -> OverlayRuntime:
+    async def _start_overlay(self, cfg: OverlayConfig, *, save: bool = False) -> OverlayRuntime:
+        """Start and register a runtime (and save `cfg` if `save`), or, on any failure, stop it and
+        remove what this call created: devices that did not exist before, its state files."""
         for other in self._overlays.values():
             if other.name != cfg.name and other.cfg.vni == cfg.vni and other.cfg.encap == cfg.encap:
                 raise OverlayExists(f"VNI {cfg.vni} with {cfg.encap} is already used by overlay {other.name!r}")
+        existed = await _existing(cfg)
         rt = OverlayRuntime(cfg, self.settings, created=self.store.load_created(cfg.name),
                             overrides=self._saved_overrides(cfg.name))
         try:
             await rt.start()
+            self.store.save_created(cfg.name, rt.handle.created_vxlan, rt.handle.created_bridge)
+            if save:
+                self.store.save(cfg)
         except BaseException:
-            await rt.stop(delete_device=bool(rt.handle and rt.handle.created_vxlan))
+            await _roll_back(rt, existed)
+            if existed == (False, False):
+                with contextlib.suppress(StateError):
+                    self.store.forget_devices(cfg.name)  # nothing of it is left in the kernel
             raise
-        self.store.save_created(cfg.name, rt.handle.created_vxlan, rt.handle.created_bridge)
         self._overlays[cfg.name] = rt
         self._by_ifindex[rt.handle.ifindex] = rt
         self._pending.pop(cfg.name, None)
+        self._kept.adopted(cfg.name)
         return rt
 
     # -- control operations --------------------------------------------------------------
     async def create_overlay(self, cfg: OverlayConfig) -> OverlayRuntime:
-        existing = self._overlays.get(cfg.name)
-        if existing is not None and not existing.orphan:
-            raise OverlayExists(f"overlay {cfg.name!r} already exists")
-        if existing is not None:  # adopt the orphan's device: the new runtime reconciles it
-            self._overlays.pop(cfg.name)
-        rt = await self._start_overlay(cfg)
-        if cfg.persist:
-            self.store.save(cfg)
-        log.info("overlay=%s event=created", cfg.name)
-        return rt
+        """Exactly one of concurrent creates of a name wins; the others get OverlayExists (409)."""
+        async with self._changing:
+            existing = self._overlays.get(cfg.name)
+            if existing is not None and not existing.orphan:
+                raise OverlayExists(f"overlay {cfg.name!r} already exists")
+            if cfg.persist:
+                probe = OverlayRuntime(cfg, self.settings)
+                probe.validate()
+                refuse_literal_secrets(cfg.properties, probe.specs)
+            if existing is not None:  # adopt the orphan's device: the new runtime reconciles it
+                self._overlays.pop(cfg.name)
+            try:
+                rt = await self._start_overlay(cfg, save=cfg.persist)
+            except BaseException:
+                if existing is not None:
+                    self._overlays[cfg.name] = existing
+                raise
+            log.info("overlay=%s event=created", cfg.name)
+            return rt
 
-    async def delete_overlay(self, name: str) -> None:
-        rt = self.get(name)
-        if attached := self.vnics.on_overlay(name):
-            raise OverlayBusy(f"overlay {name!r} has VNICs attached: {', '.join(attached)} (delete-vnic them first)")
-        await rt.stop(delete_device=True)
-        self._overlays.pop(name, None)
-        self._pending.pop(name, None)
-        self._by_ifindex = {i: r for i, r in self._by_ifindex.items() if r is not rt}
-        self.store.delete(name)
-        log.info("overlay=%s event=deleted", name)
+    async def delete_overlay(self, name: str, *, force_bridge: bool = False) -> list[dict[str, str]]:
+        """Stop the overlay and remove the devices varpd made.  A bridge varpd made that still has
+        ports is kept (unless `force_bridge`: the kernel detaches them) and stays varpd's: saved,
+        and removed by the retry loop once its last port is gone.  Returns what was kept, and why."""
+        async with self._changing:
+            rt = self.get(name)
+            if attached := self.vnics.on_overlay(name):
+                raise OverlayBusy(f"overlay {name!r} has VNICs attached: {', '.join(attached)} "
+                                  "(delete-vnic them first)")
+            self.store.delete(name)  # first: if the state cannot be changed, nothing is
+            await rt.stop(delete_device=False)
+            ports = await kdev.delete_overlay(rt.handle, force=force_bridge) if rt.handle is not None else []
+            self._overlays.pop(name, None)
+            self._pending.pop(name, None)
+            self._by_ifindex = {i: r for i, r in self._by_ifindex.items() if r is not rt}
+            kept = [self._kept.keep(name, rt.handle.bridge, ports)] if ports else []
+            log.info("overlay=%s event=deleted", name)
+            return kept
 
     async def reconcile(self, name: str) -> dict:
         return await self.get(name).reconcile()
@@ -151,6 +179,10 @@ class Varpd:
         """Change writable properties of a live overlay: its runtime restarts, its device and
         kernel entries stay (the new runtime adopts and reconciles), and its state is re-saved.
         If the new settings cannot start, the old ones are restored and the error is raised."""
+        async with self._changing:
+            return await self._set_properties(name, changes)
+
+    async def _set_properties(self, name: str, changes: dict[str, object]) -> OverlayRuntime:
         old = self.get(name)
         specs = {spec.name: spec for spec in old.specs}
         for prop in changes:
@@ -160,24 +192,36 @@ class Varpd:
             if spec is not None and spec.protection is Protection.READ:
                 raise PropertyError(prop, "read-only: it can only be set when the overlay is created")
         cfg = old.cfg.model_copy(update={"properties": {**old.cfg.properties, **changes}})
-        OverlayRuntime(cfg, self.settings).validate()  # types, ranges, plugin: before anything stops
+        probe = OverlayRuntime(cfg, self.settings)
+        probe.validate()  # types, ranges, plugin: before anything stops
+        if cfg.persist:
+            refuse_literal_secrets(changes, probe.specs)
         if name in self._pending:
+            if cfg.persist:
+                self.store.save(cfg)
             self._pending[name] = cfg
             old.cfg = cfg
         else:
             await old.stop(delete_device=False)
             self._overlays.pop(name, None)
             try:
-                await self._start_overlay(cfg)
+                await self._start_overlay(cfg, save=cfg.persist)
             except Exception:
                 log.error("overlay=%s event=property-change-failed action=restore-previous", name)
-                await self._start_overlay(old.cfg)
+                await self._restart_or_retry(old.cfg)
                 raise
-        if cfg.persist:
-            self.store.save(cfg)
         log.info("overlay=%s event=properties-changed %s", name,
                  " ".join(f"{k}={'********' if specs.get(k) and specs[k].secret else v}" for k, v in changes.items()))
         return self.get(name)
+
+    async def _restart_or_retry(self, cfg: OverlayConfig) -> None:
+        """Start `cfg` again; if even that fails, it is kept DEGRADED and retried, never dropped."""
+        try:
+            await self._start_overlay(cfg)
+        except Exception as exc:
+            log.error("overlay=%s event=start-failed error=%s action=retry", cfg.name, exc)
+            self._pending[cfg.name] = cfg
+            self._overlays[cfg.name] = _failed_runtime(cfg, self.settings, exc)
 
     # -- cache administration (modify-overlay) ----------------------------------------------
     async def set_entry(self, name: str, mac: str, destination: str) -> dict[str, str]:
@@ -239,12 +283,22 @@ class Varpd:
     async def _retry_loop(self) -> None:
         while True:
             await asyncio.sleep(max(1.0, self.settings.reconcile_interval))
-            for name, cfg in list(self._pending.items()):
-                try:
-                    await self._start_overlay(cfg)
-                    log.info("overlay=%s event=recovered", name)
-                except Exception as exc:
-                    self._overlays[name].details = str(exc)
+            async with self._changing:
+                await self._retry_pending()
+
+    async def _retry_pending(self) -> None:
+        for name, cfg in list(self._pending.items()):
+            try:
+                await self._start_overlay(cfg)
+                log.info("overlay=%s event=recovered", name)
+            except Exception as exc:
+                if self._overlays[name].details != str(exc):  # once per new reason, not once a second
+                    log.error("overlay=%s event=retry-failed error=%s action=retry", name, exc)
+                self._overlays[name].details = str(exc)
+        try:
+            await self._kept.sweep()
+        except Exception as exc:  # netlink or state trouble: the next pass tries again
+            log.error("event=bridge-removal-failed error=%s action=retry", exc)
 
 
 def _mac(text: str) -> str:
@@ -259,3 +313,33 @@ def _failed_runtime(cfg: OverlayConfig, settings: DaemonSettings, exc: Exception
     rt.status = "DEGRADED"
     rt.details = str(exc)
     return rt
+
+
+async def _existing(cfg: OverlayConfig) -> tuple[bool, bool]:
+    """(the VXLAN device exists, the bridge exists) before a start: what a rollback must leave."""
+    vxlan = await kdev.link_index(cfg.name) is not None
+    bridge = cfg.bridge is not None and await kdev.link_index(cfg.bridge) is not None
+    return vxlan, bridge
+
+
+async def _roll_back(rt: OverlayRuntime, existed: tuple[bool, bool]) -> None:
+    """Stop `rt` and delete the devices that did not exist before it started (nothing else)."""
+    await rt.stop(delete_device=False)
+    if rt.handle is None or existed[0]:
+        return
+    handle = dataclasses.replace(rt.handle, created_bridge=rt.handle.created_bridge and not existed[1])
+    try:
+        await kdev.delete_overlay(handle)
+    except Exception as exc:  # the original error is the one to report
+        log.error("overlay=%s event=rollback-failed error=%s", rt.name, exc)
+
+
+def refuse_literal_secrets(given: dict[str, object], specs: tuple[PropertySpec, ...]) -> None:
+    """A secret property that has a `<name>_file` alternative is never written to the state
+    directory: the operator is told to use the file (or -t, an overlay that is not saved)."""
+    names = {spec.name for spec in specs}
+    for spec in specs:
+        if spec.secret and given.get(spec.name) not in (None, "") and f"{spec.name}_file" in names:
+            raise PropertyError(spec.name, f"a literal secret is not saved in the state directory: put it in a "
+                                           f"file only varpd can read and give {spec.name}_file, or create the "
+                                           "overlay with -t (not saved)")

@@ -24,7 +24,7 @@ log = logging.getLogger(__name__)
 
 FILE_MODE = 0o600
 DIR_MODE = 0o700
-SUBDIRS = ("overlays", "devices", "overrides")
+SUBDIRS = ("overlays", "devices", "overrides", "vnics")  # vnics: varpd.daemon.vnics
 
 
 def _digest(payload: dict) -> str:
@@ -86,7 +86,7 @@ class StateStore:
     """
 
     def __init__(self, state_dir: Path) -> None:
-        self.dir, self.devices_dir, self.overrides_dir = (Path(state_dir) / d for d in SUBDIRS)
+        self.dir, self.devices_dir, self.overrides_dir = (Path(state_dir) / d for d in SUBDIRS[:3])
 
     def save(self, cfg: OverlayConfig) -> None:
         payload = cfg.model_dump(mode="json")

@@ -16,7 +16,7 @@ from pydantic import ValidationError
 
 from varpd.config.vnic import VnicConfig
 from varpd.daemon.errors import OverlayExists, OverlayNotFound, VarpdError
-from varpd.daemon.state import _write_atomic
+from varpd.daemon.state import write_atomic
 from varpd_kmod import vnic as kvnic
 
 log = logging.getLogger(__name__)
@@ -61,7 +61,7 @@ class VnicManager:
         return found
 
     def _save(self, cfg: VnicConfig) -> None:
-        _write_atomic(self.dir / f"{cfg.name}.json", {"version": 1, "vnic": cfg.model_dump(mode="json")})
+        write_atomic(self.dir / f"{cfg.name}.json", {"version": 1, "vnic": cfg.model_dump(mode="json")})
 
     def on_overlay(self, overlay: str) -> list[str]:
         return sorted(n for n, c in self._vnics.items() if c.overlay == overlay)

@@ -6,6 +6,7 @@ from varpd.lab.topology import (
     LabError,
     cleanup,
     http_get,
+    http_request,
     seed_hosts,
     session_prefix,
     write_hosts_json,
@@ -13,6 +14,6 @@ from varpd.lab.topology import (
 )
 
 __all__ = [
-    "HostSpec", "Lab", "LabError", "cleanup", "http_get", "seed_hosts", "session_prefix",
+    "HostSpec", "Lab", "LabError", "cleanup", "http_get", "http_request", "seed_hosts", "session_prefix",
     "write_hosts_json", "write_varpd_config",
 ]

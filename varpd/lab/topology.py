@@ -193,9 +193,18 @@ class _UnixHTTPConnection(http.client.HTTPConnection):
 
 def http_get(sock: str | Path, url: str, timeout: float = 2.0) -> tuple[int, object]:
     """GET over the daemon's unix socket → (status, parsed JSON or text)."""
+    return http_request(sock, "GET", url, timeout=timeout)
+
+
+def http_request(sock: str | Path, method: str, url: str, body: object = None,
+                 timeout: float = 2.0) -> tuple[int, object]:
+    """One request over the daemon's unix socket (`body` sent as JSON) → (status, parsed JSON or text)."""
     conn = _UnixHTTPConnection(str(sock), timeout)
     try:
-        conn.request("GET", url)
+        if body is None:
+            conn.request(method, url)
+        else:
+            conn.request(method, url, body=json.dumps(body), headers={"Content-Type": "application/json"})
         resp = conn.getresponse()
         body = resp.read()
     finally:
@@ -352,7 +361,8 @@ class Lab:
     write_hosts_json = staticmethod(write_hosts_json)
 
     # the daemon ---------------------------------------------------------------------------
-    def start_varpd(self, host: HostSpec, config_path: str | Path) -> subprocess.Popen:
+    def start_varpd(self, host: HostSpec, config_path: str | Path, wrapper: Iterable[str] = ()) -> subprocess.Popen:
+        """`wrapper`: argv the daemon's command is appended to and exec'd by (e.g. `unshare -m ...`)."""
         config_path = Path(config_path)
         sock = Path(tomllib.loads(config_path.read_text())["daemon"]["socket"])
         log = config_path.with_name("varpd.log")
@@ -360,8 +370,8 @@ class Lab:
         with open(log, "ab") as logf:
             logf.write(f"--- lab: starting varpd in {self.host_ns(host)} at {time.strftime('%T')}\n".encode())
             logf.flush()
-            proc = subprocess.Popen(["ip", "netns", "exec", self.host_ns(host), varpd_bin(), "daemon", "--config",
-                                     str(config_path)], stdout=logf, stderr=subprocess.STDOUT, env=env,
+            proc = subprocess.Popen(["ip", "netns", "exec", self.host_ns(host), *wrapper, varpd_bin(), "daemon",
+                                     "--config", str(config_path)], stdout=logf, stderr=subprocess.STDOUT, env=env,
                                     start_new_session=True)  # outlives `varpd lab up` and its terminal
         self.daemons[host.name] = _Daemon(proc, config_path, sock, log)
         return proc

@@ -126,6 +126,8 @@ class FakeService:
         self.reconciled: list[str] = []
         self.fail_next: BaseException | None = None
         self.vnics = FakeVnics(self)
+        self.kept_on_delete: list[dict[str, str]] = []  # what delete_overlay answers it kept
+        self.force_bridge: list[bool] = []
 
     def _maybe_fail(self) -> None:
         exc, self.fail_next = self.fail_next, None
@@ -166,11 +168,13 @@ class FakeService:
             raise PropertyError("files/nope", "unknown property")
         return self.add(FakeOverlay(cfg))
 
-    async def delete_overlay(self, name: str) -> None:
+    async def delete_overlay(self, name: str, *, force_bridge: bool = False) -> list[dict[str, str]]:
         self._maybe_fail()
         self.get(name)
         del self._overlays[name]
         self.deleted.append(name)
+        self.force_bridge.append(force_bridge)
+        return self.kept_on_delete
 
     async def reconcile(self, name: str) -> dict[str, int]:
         self._maybe_fail()

@@ -172,6 +172,18 @@ async def test_delete_is_204_then_404(client, service):
     assert [o["name"] for o in await (await client.get("/v1/overlays")).json()] == ["vx42"]
 
 
+async def test_delete_that_keeps_a_bridge_says_so_and_force_bridge_is_passed(client, service):
+    kept = {"device": "br0", "reason": "ports vnic0 are still attached"}
+    service.kept_on_delete = [kept]
+    resp = await client.delete("/v1/overlays/vx23")
+    assert resp.status == 200 and await resp.json() == {"name": "vx23", "kept": [kept]}
+    assert service.force_bridge == [False]
+    assert (await client.delete("/v1/overlays/vx42?force_bridge=true")).status == 200
+    assert service.force_bridge == [False, True]
+    assert await error_of(await client.delete("/v1/overlays/vx42?force_bridge=yes"), 400) == \
+        "force_bridge: expected true or false, not 'yes'"
+
+
 async def test_entries(client, service):
     resp = await client.get("/v1/overlays/vx23/entries")
     assert resp.status == 200

@@ -9,8 +9,10 @@ import stat
 
 import pytest
 
-from varpd.config.daemon import OverlayConfig
+from varpd.backend.errors import PropertyError
+from varpd.config.daemon import DaemonSettings, OverlayConfig
 from varpd.daemon.errors import StateError
+from varpd.daemon.service import Varpd
 from varpd.daemon.state import StateStore
 from varpd.daemon.statedir import claim
 
@@ -105,3 +107,20 @@ def test_a_failed_write_keeps_the_old_file_and_leaves_no_tmp(tmp_path):
     with pytest.raises(StateError, match=r"cannot save state file .*overlays/vx23.json: Is a directory"):
         store.save(CFG.model_copy(update={"vni": 24}))
     assert (tmp_path / "overlays" / "vx23.json").read_text() == before
+
+
+HTTP = {"vxlan/listen_ip": "192.0.2.1", "http/url": "http://192.0.2.254:8080"}
+
+
+async def test_a_literal_secret_is_never_saved_the_file_property_is(tmp_path):
+    service = Varpd(DaemonSettings(state_dir=tmp_path, socket=tmp_path / "s"))
+    cfg = OverlayConfig(name="vx40", vni=40, search="http", properties={**HTTP, "http/token": "s3cret"})
+    with pytest.raises(PropertyError, match=r"http/token: a literal secret is not saved in the state directory: .*"
+                                            r"give http/token_file, or create the overlay with -t"):
+        await service.create_overlay(cfg)
+    assert not (tmp_path / "overlays").exists() or not list((tmp_path / "overlays").iterdir())
+    etcd = OverlayConfig(name="vx41", vni=41, search="etcd", properties={
+        "vxlan/listen_ip": "192.0.2.1", "etcd/endpoints": "192.0.2.254:2379", "etcd/password": "s3cret"})
+    with pytest.raises(PropertyError, match=r"etcd/password: .*give etcd/password_file"):
+        await service.create_overlay(etcd)
+    assert not any("s3cret" in p.read_text() for p in tmp_path.rglob("*.json"))
