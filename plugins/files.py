@@ -5,6 +5,9 @@ Properties:
 - ``files/config`` (string, required): absolute path of the hosts.json.
 - ``files/reload_interval`` (seconds, fractions allowed, default 1; 0 disables
   reloading): how often the file is checked for changes.
+- ``files/max_size`` (uint bytes, default 256 MiB: a million records): a larger
+  file is refused, as is anything but a regular file (a FIFO blocked the reload
+  thread forever, /dev/zero was read until the OOM killer came).
 
 Better than the original, which never reloads: the file is polled (inode,
 mtime_ns, size: robust to editors that write a new file and rename it over, and
@@ -27,7 +30,8 @@ from typing import Any
 from varpd.backend.base import MappingBackend, OverlayContext
 from varpd.backend.errors import ConfigError, PropertyError
 from varpd.backend.properties import PropertySpec, PropType, Protection
-from varpd.config.hosts import parse_hosts
+from varpd.config.hosts import MAX_SIZE, parse_hosts
+from varpd.config.reading import read_text
 from varpd.model import Mapping, MappingChange
 
 log = logging.getLogger(__name__)
@@ -55,20 +59,13 @@ class _LoadFailed(Exception):
         self.error = error
 
 
-def _load(path: Path) -> tuple[Stamp, Mapping]:
+def _load(path: Path, max_size: int) -> tuple[Stamp, Mapping]:
     """Read and parse `path` (in a worker thread); the stamp is of the very file that was read."""
-    stamp: Stamp = None
     try:
-        with open(path, "rb") as f:
-            st = os.fstat(f.fileno())
-            stamp = (st.st_ino, st.st_mtime_ns, st.st_size)
-            data = f.read()
-    except OSError as exc:
-        raise _LoadFailed(stamp, ConfigError(f"{path}: cannot read: {exc.strerror or exc}")) from None
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise _LoadFailed(stamp, ConfigError(f"{path}: not UTF-8 text (byte {exc.start})")) from None
+        st, text = read_text(path, max_size)
+    except ConfigError as exc:
+        raise _LoadFailed(_stamp(path), exc) from None
+    stamp: Stamp = (st.st_ino, st.st_mtime_ns, st.st_size)
     try:
         return stamp, parse_hosts(text, str(path))
     except ConfigError as exc:
@@ -84,6 +81,8 @@ class FilesBackend(MappingBackend):
                      description="absolute path of the hosts.json mapping"),
         PropertySpec("files/reload_interval", PropType.SECONDS, Protection.WRITE, default=1, maximum=3600,
                      description="seconds between checks of the file for changes (0: never reload)"),
+        PropertySpec("files/max_size", PropType.UINT, Protection.WRITE, default=MAX_SIZE, minimum=2,
+                     maximum=1 << 32, description="bytes a hosts.json may have; a larger one is refused"),
     )
 
     def __init__(self, ctx: OverlayContext, props: dict[str, Any]) -> None:
@@ -96,6 +95,7 @@ class FilesBackend(MappingBackend):
             raise PropertyError("files/config", f"{raw!r} is not an absolute path")
         self.path = path
         self.interval: float = self.properties[1].parse(props.get("files/reload_interval", 1))
+        self.max_size: int = self.properties[2].parse(props.get("files/max_size", MAX_SIZE))
         self._stamp: Stamp = None
         self._racy = False
         self._task: asyncio.Task | None = None
@@ -108,7 +108,7 @@ class FilesBackend(MappingBackend):
         if self._task is not None:
             return  # already started
         try:
-            stamp, mapping = await asyncio.to_thread(_load, self.path)
+            stamp, mapping = await asyncio.to_thread(_load, self.path, self.max_size)
         except _LoadFailed as failed:
             raise failed.error from None
         self._remember(stamp)
@@ -136,7 +136,7 @@ class FilesBackend(MappingBackend):
         """
         async with self._lock:
             try:
-                stamp, newer = await asyncio.to_thread(_load, self.path)
+                stamp, newer = await asyncio.to_thread(_load, self.path, self.max_size)
             except _LoadFailed as failed:
                 self._remember(failed.stamp)
                 self._fail(f"{failed.error}; keeping the last good mapping")

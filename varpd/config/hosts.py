@@ -20,8 +20,10 @@ because an operator editing a 10,000-line file needs to know where to look::
     hosts.json:12:5: invalid JSON: Expecting ',' delimiter
     hosts.json: duplicate MAC de:ad:be:ef:00:01 (lines 2 and 14)
 
-Line numbers are computed (by a small tokenizer, `_scan`) only when an error is
-reported, so the success path is json.loads plus one validation per record.
+Line numbers are computed (by a small tokenizer, `_keys`) only when an error is
+reported, so the success path is json.loads plus one validation per record; the
+error path costs no memory beyond the text, and a bad value is quoted by its
+first 64 characters at most (a 5 MB `ip` string is not copied into the log).
 """
 
 from __future__ import annotations
@@ -30,15 +32,16 @@ import gc
 import ipaddress
 import json
 import re
+import reprlib
 import socket
-from dataclasses import dataclass, field as dc_field
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from varpd.backend.errors import ConfigError
+from varpd.config.reading import MiB, read_text
 from varpd.model import Destination, Mapping, MappingRecord
 from varpd.model.addresses import check_overlay_ip, check_unicast_mac, check_vtep, mac_problem
 
@@ -49,10 +52,11 @@ except ImportError:  # pragma: no cover - only while varpd.packet is being writt
     _packet_normalize_mac = None
     _MacError = ValueError
 
-__all__ = ["FIELDS", "HostRecordModel", "describe_validation_error", "load_hosts", "normalize_mac", "parse_hosts",
+__all__ = ["FIELDS", "MAX_SIZE", "HostRecordModel", "describe_validation_error", "load_hosts", "normalize_mac", "parse_hosts",
            "record_body"]
 
 FIELDS = ("ip", "port", "arp", "ndp", "dhcp-proxy")
+MAX_SIZE = 256 * MiB  # the default limit of a file: a million records with every field is ~150 MiB
 _FIELD_SET = frozenset(FIELDS)
 
 _CANONICAL_MAC = re.compile(r"[0-9a-f]{2}(?::[0-9a-f]{2}){5}")
@@ -67,9 +71,9 @@ def normalize_mac(mac: str) -> str:
         try:
             return _packet_normalize_mac(mac)
         except _MacError:
-            raise ValueError(f"{mac!r} is not a MAC address") from None
+            raise ValueError(f"{_short(mac)} is not a MAC address") from None
     if not isinstance(mac, str) or not _ANY_MAC.fullmatch(mac):  # pragma: no cover
-        raise ValueError(f"{mac!r} is not a MAC address")
+        raise ValueError(f"{_short(mac)} is not a MAC address")
     return mac.lower().replace("-", ":")  # pragma: no cover
 
 
@@ -77,14 +81,14 @@ def _parse_v4(text: str) -> ipaddress.IPv4Address:
     try:  # inet_pton: strict dotted quad (no leading zeros, no spaces), 10x faster than ipaddress
         return ipaddress.IPv4Address(int.from_bytes(socket.inet_pton(socket.AF_INET, text), "big"))
     except OSError:
-        raise ValueError(f"{text!r} is not an IPv4 address") from None
+        raise ValueError(f"{_short(text)} is not an IPv4 address") from None
 
 
 def _parse_v6(text: str) -> ipaddress.IPv6Address:
     try:  # no zone index ("%eth0"): meaningless in a mapping
         return ipaddress.IPv6Address(int.from_bytes(socket.inet_pton(socket.AF_INET6, text), "big"))
     except OSError:
-        raise ValueError(f"{text!r} is not an IPv6 address") from None
+        raise ValueError(f"{_short(text)} is not an IPv6 address") from None
 
 
 @lru_cache(maxsize=4096)
@@ -96,8 +100,18 @@ def _underlay_ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
         try:
             addr = _parse_v6(text)
         except ValueError:
-            raise ValueError(f"{text!r} is not an IPv4 or IPv6 address") from None
+            raise ValueError(f"{_short(text)} is not an IPv4 or IPv6 address") from None
     return check_vtep(addr)
+
+
+_QUOTE = reprlib.Repr()
+_QUOTE.maxstring = _QUOTE.maxother = 64
+_QUOTE.maxlong = 64
+
+
+def _short(value: Any) -> str:
+    """repr(value) of at most about 64 characters: a bad value is quoted, never copied whole."""
+    return _QUOTE.repr(value)
 
 
 def _kind(value: Any) -> str:
@@ -111,7 +125,7 @@ def _check_ip(value: Any) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
     if isinstance(value, (ipaddress.IPv4Address, ipaddress.IPv6Address)):
         value = str(value)
     if not isinstance(value, str):
-        raise ValueError(f"expected an IP address string, got {_kind(value)} {value!r}")
+        raise ValueError(f"expected an IP address string, got {_kind(value)} {_short(value)}")
     if value == "":
         raise ValueError("empty: the underlay address is required")
     return _underlay_ip(value)
@@ -119,7 +133,7 @@ def _check_ip(value: Any) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
 
 def _check_port(value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
-        raise ValueError(f"expected an integer, got {_kind(value)} {value!r}")
+        raise ValueError(f"expected an integer, got {_kind(value)} {_short(value)}")
     if value > 65535:
         raise ValueError(f"{value} is above 65535")
     if value < 1:
@@ -133,7 +147,7 @@ def _check_optional_ip(value: Any, version: int) -> Any:
     if isinstance(value, (ipaddress.IPv4Address, ipaddress.IPv6Address)):
         value = str(value)
     if not isinstance(value, str):
-        raise ValueError(f"expected an IPv{version} address string, got {_kind(value)} {value!r}")
+        raise ValueError(f"expected an IPv{version} address string, got {_kind(value)} {_short(value)}")
     return check_overlay_ip(_parse_v4(value) if version == 4 else _parse_v6(value))
 
 
@@ -141,7 +155,7 @@ def _check_proxy(value: Any) -> str | None:
     if value is None or value == "":
         return None
     if not isinstance(value, str):
-        raise ValueError(f"expected a MAC address string, got {_kind(value)} {value!r}")
+        raise ValueError(f"expected a MAC address string, got {_kind(value)} {_short(value)}")
     return check_unicast_mac(normalize_mac(value))
 
 
@@ -240,118 +254,115 @@ def describe_validation_error(err: dict[str, Any]) -> tuple[str, str]:
         return field, f"unknown field '{field}' (reserved; known fields: {', '.join(FIELDS)})"
     msg = str(err["msg"]).removeprefix("Value error, ")
     if err["type"] != "value_error":  # pydantic's own wording: show what it got
-        msg = f"{msg} (got {err.get('input')!r})"
+        msg = f"{msg} (got {_short(err.get('input'))})"
     return field, f"field '{field}': {msg}"
 
 
 # -- locating keys in the raw text (error path only) --------------------------------------
 
-_TOKEN = re.compile(r'"(?:[^"\\\n]|\\.)*"|[{}\[\]:\n]')
+# Possessive (`++`, `*+`): a string token is matched without a backtracking point per
+# character; the plain pattern cost ~120 bytes of regex stack per character of a string.
+_TOKEN = re.compile(r'"(?:[^"\\\n]++|\\.)*+"|[{}\[\]:]')
 
 
-@dataclass
-class _Entry:
-    """A depth-1 key of the file: its text, its line, and its object's own keys with their lines."""
-
-    key: str
-    line: int
-    fields: list[tuple[str, int]] = dc_field(default_factory=list)
-
-    def field_line(self, name: str) -> int | None:
-        return next((line for f, line in self.fields if f == name), None)
-
-
-def _scan(text: str) -> list[_Entry]:
-    """The top-level keys (in order) and the keys of their objects, with line numbers.
+def _keys(text: str) -> Iterator[tuple[int, str, int]]:
+    """(depth, key, line) of every object key in order; depth 1 is a MAC, depth 2 a field of its record.
 
     A tokenizer, not a parser: it assumes text that json.loads accepted (or that
-    is valid up to where it failed), which is all the error path needs.
+    is valid up to where it failed), which is all the error path needs.  It holds
+    no more than one key at a time, so it costs the same memory for any file.
     """
-    entries: list[_Entry] = []
-    depth = 0
-    line = 1
-    last_string: str | None = None
+    depth, line, pos = 0, 1, 0
+    last: tuple[int, int] | None = None  # the span of the last string token
     for m in _TOKEN.finditer(text):
-        tok = m.group()
-        if tok == "\n":
-            line += 1
-        elif tok[0] == '"':
-            last_string = tok
-        elif tok == ":":
-            if last_string is not None:
+        start = m.start()
+        if text[start] == '"':
+            last = (start, m.end())
+            continue
+        line += text.count("\n", pos, start)
+        pos = start
+        tok = text[start]
+        if tok == ":":
+            if last is not None and depth in (1, 2):
+                raw = text[last[0]:last[1]]
                 try:
-                    key = json.loads(last_string)
+                    key = json.loads(raw)
                 except ValueError:
-                    key = last_string[1:-1]
-                if depth == 1:
-                    entries.append(_Entry(key, line))
-                elif depth == 2 and entries:
-                    entries[-1].fields.append((key, line))
-            last_string = None
+                    key = raw[1:-1]
+                yield depth, key, line
         else:
             depth += 1 if tok in "{[" else -1
-            last_string = None
-    return entries
+        last = None
 
 
 class _Reporter:
-    """Builds the one-line ConfigError, scanning the text for line numbers on first need."""
+    """Builds the one-line ConfigError, scanning the text for line numbers when (and only when) asked."""
 
     def __init__(self, text: str, source: str) -> None:
         self.text = text
         self.source = source
-        self._entries: list[_Entry] | None = None
-
-    @property
-    def entries(self) -> list[_Entry]:
-        if self._entries is None:
-            self._entries = _scan(self.text)
-        return self._entries
 
     def line(self, index: int, field: str | None = None) -> int | None:
-        if index >= len(self.entries):
-            return None
-        entry = self.entries[index]
-        if field is not None:
-            found = entry.field_line(field)
-            if found is not None:
-                return found
-        return entry.line
+        """The line of the `index`-th MAC key (of its `field` when the record has one); None past the end."""
+        seen = -1
+        found: int | None = None
+        for depth, key, line in _keys(self.text):
+            if depth == 1:
+                if found is not None:
+                    break
+                seen += 1
+                if seen == index:
+                    found = line
+                    if field is None:
+                        break
+            elif found is not None and key == field:
+                return line
+        return found
 
     def error(self, message: str, index: int | None = None, field: str | None = None) -> ConfigError:
         line = self.line(index, field) if index is not None else None
         where = f"{self.source}:{line}" if line else self.source
         return ConfigError(f"{where}: {message}")
 
-    def duplicate(self) -> ConfigError:
-        """Explain a duplicate key that json.loads' hook saw (a MAC twice, or a field twice in one record)."""
-        seen: dict[str, int] = {}
-        for entry in self.entries:
+    def duplicate(self, name: str) -> ConfigError:
+        """Explain the duplicate key `name` that json.loads' hook saw (a MAC twice, or a field twice in a record).
+
+        The hook fires on the first object to close with a repeat: a record (depth 2)
+        closes before the top level does, so a repeated field is looked for first.
+        """
+        macs: list[int] = []
+        mac_key, fields = "", []
+        for depth, key, line in _keys(self.text):
+            if depth == 1:
+                mac_key, fields = key, []
+                if key == name:
+                    macs.append(line)
+            elif key == name:
+                fields.append(line)
+                if len(fields) == 2:
+                    owner = mac_key if len(mac_key) <= 64 else _short(mac_key)
+                    return ConfigError(f"{self.source}:{line}: {owner}: duplicate field {_short(name)} "
+                                       f"(lines {fields[0]} and {line})")
+        if len(macs) >= 2:
             try:
-                mac = normalize_mac(entry.key)
+                mac = normalize_mac(name)
             except ValueError:
-                mac = entry.key
-            if mac in seen:
-                return ConfigError(f"{self.source}: duplicate MAC {mac} (lines {seen[mac]} and {entry.line})")
-            seen[mac] = entry.line
-        for entry in self.entries:
-            fields: dict[str, int] = {}
-            for name, line in entry.fields:
-                if name in fields:
-                    return ConfigError(f"{self.source}:{line}: {entry.key}: duplicate field '{name}' "
-                                       f"(lines {fields[name]} and {line})")
-                fields[name] = line
-        return ConfigError(f"{self.source}: a key appears twice in one object")
+                mac = _short(name)
+            return ConfigError(f"{self.source}: duplicate MAC {mac} (lines {macs[0]} and {macs[1]})")
+        return ConfigError(f"{self.source}: a key appears twice in one object: {_short(name)}")
 
 
 class _Duplicate(Exception):
-    pass
+    def __init__(self, name: str) -> None:
+        super().__init__(name)
+        self.name = name
 
 
 def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     obj = dict(pairs)
     if len(obj) != len(pairs):
-        raise _Duplicate()
+        seen: set[str] = set()
+        raise _Duplicate(next(k for k, _ in pairs if k in seen or seen.add(k)))
     return obj
 
 
@@ -378,8 +389,8 @@ def _parse_hosts(text: str, source: str) -> Mapping:
         raw = json.loads(text, object_pairs_hook=_no_duplicates)
     except json.JSONDecodeError as exc:
         raise ConfigError(f"{source}:{exc.lineno}:{exc.colno}: invalid JSON: {exc.msg}") from None
-    except _Duplicate:
-        raise report.duplicate() from None
+    except _Duplicate as dup:
+        raise report.duplicate(dup.name) from None
     except (ValueError, RecursionError) as exc:  # an int of > 4300 digits, nesting too deep
         raise ConfigError(f"{source}: invalid JSON: {exc}") from None
     if not isinstance(raw, dict):
@@ -393,7 +404,7 @@ def _parse_hosts(text: str, source: str) -> Mapping:
         try:
             mac = normalize_mac(key)
         except ValueError:
-            raise report.error(f"{key!r} is not a MAC address", index) from None
+            raise report.error(f"{_short(key)} is not a MAC address", index) from None
         problem = mac_problem(mac)
         if problem is not None:
             raise report.error(problem, index)
@@ -423,13 +434,7 @@ def _parse_hosts(text: str, source: str) -> Mapping:
     return Mapping(records, by_ip)
 
 
-def load_hosts(path: str | Path) -> Mapping:
-    """Read and validate a hosts.json file; ConfigError names the file on any problem."""
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as exc:
-        raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start})") from None
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read: {exc.strerror or exc}") from None
+def load_hosts(path: str | Path, max_size: int = MAX_SIZE) -> Mapping:
+    """Read and validate a hosts.json file (regular, at most `max_size` bytes); ConfigError names the file."""
+    _, text = read_text(path, max_size)
     return parse_hosts(text, str(path))
