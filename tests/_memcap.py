@@ -1,31 +1,18 @@
-"""Run hostile-input code in a child Python under a memory cap (RLIMIT_AS) and a time limit, so a
-regression fails the test (MemoryError, a timeout) instead of taking the machine down."""
+"""Hostile-input code run in a child Python under the memory cap of `_tshark.run_capped` (RLIMIT_AS) and a
+time limit, so a regression fails the test (MemoryError, a timeout) instead of taking the machine down."""
 from __future__ import annotations
 
 import json
 import subprocess
-import sys
 import textwrap
-from pathlib import Path
 
-GiB = 1 << 30
-ROOT = Path(__file__).resolve().parents[1]
-
-_PRELUDE = """\
-import resource, sys
-resource.setrlimit(resource.RLIMIT_AS, ({limit}, {limit}))
-"""
+from _tshark import run_capped as _run_capped
 
 
-def run_capped(code: str, limit: int = GiB, timeout: float = 120.0) -> dict:
-    """Run `code` (which must print one JSON object as its last line) under the cap; its object.
-
-    Fails with the child's stderr when it dies, hangs past `timeout` or prints no JSON.
-    """
-    script = _PRELUDE.format(limit=limit) + textwrap.dedent(code)
+def run_capped(code: str, timeout: float = 120.0) -> dict:
+    """Run `code` (which must print one JSON object as its last line) under the cap; its object."""
     try:
-        done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=timeout,
-                              cwd=ROOT)
+        done = _run_capped(["-c", textwrap.dedent(code)], timeout=timeout)
     except subprocess.TimeoutExpired:
         raise AssertionError(f"the capped child did not finish in {timeout} s (blocked?)") from None
     lines = done.stdout.strip().splitlines()

@@ -19,4 +19,11 @@ class PluginNotFound(BackendError):
 
 
 class ConfigError(BackendError):
-    """A backend's data source (e.g. hosts.json) is invalid; the message names file, line, key, field."""
+    """A backend's data source (e.g. hosts.json) is invalid; the message names file, line, key, field.
+
+    `lines` holds one line per problem (the daemon prints them so); the message joins them with "; ".
+    """
+
+    def __init__(self, message: str, lines: tuple[str, ...] = ()) -> None:
+        super().__init__(message)
+        self.lines = tuple(lines) or (message,)

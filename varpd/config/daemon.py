@@ -7,6 +7,7 @@ environment for configuration; everything below receives these objects.
 from __future__ import annotations
 
 import ipaddress
+import reprlib
 import tomllib
 from pathlib import Path
 from typing import Literal
@@ -16,7 +17,12 @@ from pydantic import (BaseModel, ConfigDict, Field, IPvAnyNetwork, ValidationErr
                       model_validator)
 
 from varpd.backend.errors import ConfigError
+from varpd.config.reading import MiB, read_text
 from varpd.model.identifiers import VNI_RANGE, ifname_problem, vni_problem
+
+MAX_CONFIG_SIZE = 16 * MiB  # thousands of overlays fit in a few MiB
+_QUOTE = reprlib.Repr()
+_QUOTE.maxstring = _QUOTE.maxother = 64
 
 PropValue = str | int | bool | float
 
@@ -24,7 +30,7 @@ PropValue = str | int | bool | float
 class OverlayConfig(BaseModel):
     """One overlay as the user describes it (config file, CLI or admin API)."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
     name: str = Field(min_length=1, max_length=15, description="the VXLAN netdev name (IFNAMSIZ)")
     vni: int = Field(description=f"the VXLAN VNI, {VNI_RANGE}")
@@ -67,7 +73,8 @@ def split_host_port(text: str) -> tuple[str, int]:
 
 
 class DaemonSettings(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    # allow_inf_nan: `reconcile_interval = inf` never reconciled, `cache_ttl = inf` never expired
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
     state_dir: Path = Path("/var/lib/varpd")
     socket: Path = Path("/run/varpd/varpd.sock")
@@ -108,33 +115,104 @@ class DaemonConfig(BaseModel):
     daemon: DaemonSettings = Field(default_factory=DaemonSettings)
     overlays: tuple[OverlayConfig, ...] = ()
 
+    @field_validator("overlays")
+    @classmethod
+    def _unique_names(cls, overlays: tuple[OverlayConfig, ...]) -> tuple[OverlayConfig, ...]:
+        # two overlays of one name are one netdev: the second would silently replace the first
+        first: dict[str, int] = {}
+        for i, ov in enumerate(overlays):
+            if ov.name in first:
+                raise ValueError(f"overlays {first[ov.name]} and {i} have the same name {ov.name!r}")
+            first[ov.name] = i
+        return overlays
 
-def format_validation_error(exc: ValidationError, source: str) -> str:
+
+def _where(part: object) -> str:
+    """One step of a field path, quoted (and cut) when it is not a plain short name."""
+    text = str(part)
+    return text if len(text) <= 64 and text.isprintable() and "." not in text else _QUOTE.repr(part)
+
+
+def format_validation_error(exc: ValidationError, source: str) -> tuple[str, ...]:
     """One line per problem, naming the field path, e.g. `cfg.toml: overlays.0.vni: ...`."""
-    parts = []
+    lines = []
     for err in exc.errors():
-        loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
-        parts.append(f"{source}: {loc}: {err['msg']}")
-    return "; ".join(parts)
+        loc = ".".join(_where(p) for p in err["loc"]) or "(top level)"
+        msg = str(err["msg"]).removeprefix("Value error, ")
+        msg = msg.replace("\n", " ") if len(msg) <= 300 else msg[:300].replace("\n", " ") + "..."
+        lines.append(f"{source}: {loc}: {msg}")
+    return tuple(lines)
 
 
-def load_config(path: str | Path) -> DaemonConfig:
-    """Read a TOML (.toml) or YAML (.yaml/.yml) config; raise ConfigError naming the file."""
-    path = Path(path)
+class _DuplicateKey(Exception):
+    def __init__(self, key: object, line: int, first: int) -> None:
+        super().__init__(key)
+        self.key, self.line, self.first = key, line, first
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """yaml.safe_load, but a key given twice in one mapping is an error (PyYAML keeps the last silently)."""
+
+    def construct_mapping(self, node, deep=False):
+        if isinstance(node, yaml.MappingNode):
+            seen: dict[object, int] = {}
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":
+                    continue
+                key = self.construct_object(key_node, deep=True)
+                try:
+                    first = seen.get(key)
+                except TypeError:
+                    continue  # an unhashable key: the constructor below says so
+                line = key_node.start_mark.line + 1
+                if first is not None:
+                    raise _DuplicateKey(key, line, first)
+                seen[key] = line
+        return super().construct_mapping(node, deep)
+
+
+def _parse(text: str, path: Path) -> object:
+    """The document of `text`; ConfigError (one line, naming the file) for anything the parser refuses."""
+    kind = "YAML" if path.suffix in (".yaml", ".yml") else "TOML"
     try:
-        text = path.read_text()
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
-    try:
-        if path.suffix in (".yaml", ".yml"):
-            raw = yaml.safe_load(text) or {}
-        else:
-            raw = tomllib.loads(text)
+        if kind == "YAML":
+            return yaml.load(text, Loader=_StrictLoader) or {}
+        return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: invalid TOML: {exc}") from None
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: invalid YAML: {exc}".replace("\n", " ")) from None
+        raise ConfigError(f"{path}: invalid YAML: " + " ".join(str(exc).split())) from None
+    except _DuplicateKey as exc:
+        raise ConfigError(f"{path}:{exc.line}: duplicate key {_QUOTE.repr(exc.key)} (first on line {exc.first})") \
+            from None
+    except RecursionError:
+        raise ConfigError(f"{path}: invalid {kind}: nested too deeply") from None
+    except ValueError as exc:  # an integer of more than 4300 digits, a date out of range
+        raise ConfigError(f"{path}: invalid {kind}: {str(exc).split(';')[0]}") from None
+
+
+def _state_dir_problem(state_dir: Path) -> str | None:
+    """Why `state_dir` can never be the daemon's directory (it or a parent is not a directory), or None."""
+    for p in (state_dir, *state_dir.parents):
+        if p.exists():
+            return None if p.is_dir() else f"{p} is not a directory"
+    return None
+
+
+def load_config(path: str | Path) -> DaemonConfig:
+    """Read a TOML (.toml) or YAML (.yaml/.yml) config; raise ConfigError naming the file.
+
+    Only a regular file of at most 16 MiB is read (a FIFO would block the daemon's start).
+    """
+    path = Path(path)
+    _, text = read_text(path, MAX_CONFIG_SIZE)
+    raw = _parse(text, path)
     try:
-        return DaemonConfig.model_validate(raw)
+        config = DaemonConfig.model_validate(raw)
     except ValidationError as exc:
-        raise ConfigError(format_validation_error(exc, str(path))) from None
+        lines = format_validation_error(exc, str(path))
+        raise ConfigError("; ".join(lines), lines) from None
+    problem = _state_dir_problem(config.daemon.state_dir)
+    if problem is not None:
+        raise ConfigError(f"{path}: daemon.state_dir: {problem}")
+    return config

@@ -76,7 +76,8 @@ def run(config_path: str | None, socket_override: str | None = None, state_dir_o
     try:
         config = load_config(config_path) if config_path else DaemonConfig()
     except ConfigError as exc:
-        print(f"varpd: daemon: {exc}", file=sys.stderr)
+        for line in exc.lines:  # one line per problem, as varpd.toml(5) says
+            print(f"varpd: daemon: {line}", file=sys.stderr)
         return 1
     updates = {}
     if socket_override:
