@@ -12,8 +12,10 @@ import pytest
 from _memcap import run_capped
 
 # the child: load_hosts(path, max_size) → {"error": str(ConfigError) | None, "peak_mb": max RSS in MB}
+# peak from VmHWM, this process image's own high-water mark: ru_maxrss also keeps the RSS the child
+# had before exec, a copy of the (large, late in a full run) pytest process it was forked from
 LOAD = """
-import json, resource
+import json
 from varpd.backend.errors import ConfigError
 from varpd.config.hosts import load_hosts, MAX_SIZE
 try:
@@ -21,7 +23,8 @@ try:
     error = None
 except ConfigError as exc:
     error = str(exc)
-print(json.dumps({{"error": error, "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024}}))
+hwm = next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmHWM:"))
+print(json.dumps({{"error": error, "peak_mb": hwm // 1024}}))
 """
 
 
