@@ -39,3 +39,25 @@ def test_extra_remote_of_a_wanted_mac_is_removed():
     extra = FdbEntry(A.mac, ip("192.0.2.50"), 4789)
     p = plan([A], [], {A, extra}, set())
     assert p.del_fdb == (extra,)
+
+
+FLOOD = "00:00:00:00:00:00"
+Z2, Z3, Z4 = (FdbEntry(FLOOD, ip(f"192.0.2.{n}"), 4789) for n in (2, 3, 4))
+
+
+def test_flood_list_is_several_all_zeros_entries_compared_as_a_set():
+    assert not plan([A, Z2, Z3], [], {A, Z2, Z3}, set())
+    p = plan([A, Z2, Z3, Z4], [], {A, Z2, Z3}, set())
+    assert p.add_fdb == (Z4,) and p.del_fdb == ()
+
+
+def test_a_vtep_gone_from_the_flood_list_is_deleted_alone():
+    p = plan([Z2], [], {Z2, Z3, FdbEntry(FLOOD, ip("192.0.2.3"), 8472)}, set())
+    assert p.add_fdb == ()
+    assert set(p.del_fdb) == {Z3, FdbEntry(FLOOD, ip("192.0.2.3"), 8472)}
+
+
+def test_point_mode_moving_its_one_default_destination_deletes_the_old_one_at_once():
+    # before: the new all-zeros entry was appended and the old one kept until the next pass
+    p = plan([Z3], [], {Z2}, set())
+    assert p.add_fdb == (Z3,) and p.del_fdb == (Z2,)
