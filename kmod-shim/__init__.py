@@ -4,6 +4,7 @@ The only package of varpd that talks to the kernel directly (pyroute2,
 NETLINK_ROUTE and AF_PACKET sockets).
 """
 from .types import (
+    AddressChange,
     CapturedFrame,
     DeviceConflict,
     DeviceHandle,
@@ -30,6 +31,7 @@ from .frames import (
 )
 
 __all__ = [
+    "AddressChange",
     "CapturedFrame",
     "DeviceConflict",
     "DeviceHandle",

@@ -37,6 +37,19 @@ def netns_path(name: str) -> str:
     return os.path.join(NETNS_RUN_DIR, name)
 
 
+def netns_identity(name: str) -> int | None:
+    """The inode of the namespace bound at /run/netns/NAME, None when no namespace is there (or a
+    stale mount-point file): one deleted and made again under the same name has a new inode, and
+    what was in the old one (devices, sockets) is not in the new one."""
+    try:
+        st = os.stat(netns_path(name))
+        if st.st_dev != os.stat("/proc/self/ns/net").st_dev:
+            return None
+    except OSError:
+        return None
+    return st.st_ino
+
+
 def run_in_netns(netns: str | None, fn: Callable[[], T]) -> T:
     """Run ``fn()`` with the calling thread in ``netns`` (None: current ns)."""
     if netns is None:

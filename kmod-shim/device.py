@@ -1,12 +1,15 @@
 """VXLAN device lifecycle (create / adopt / delete), via pyroute2 ``AsyncIPRoute``.
 
-Not a hot path: pyroute2 is fine here.  ``AsyncIPRoute(netns=..., flags=0)``
-is used so that a missing namespace is an error instead of being created.
+Not a hot path: pyroute2 is fine here.  For another namespace the netlink socket is made
+in it by a thread (``_netns.run_in_netns``) and handed to ``AsyncIPRoute(use_socket=...)``:
+pyroute2's own ``netns=`` forks a child whose signals reach the daemon's event loop and stop
+it, and it creates a missing namespace unless told not to.  A missing namespace is a KmodError.
 """
 from __future__ import annotations
 
 import contextlib
 import errno as _errno
+import socket
 from socket import AF_INET6
 from ipaddress import IPv4Address, IPv6Address, ip_address
 from typing import AsyncIterator
@@ -14,7 +17,9 @@ from typing import AsyncIterator
 from pyroute2 import AsyncIPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
+from ._netns import run_in_netns
 from .isolation import isolate_link
+from .netlink import NETLINK_ROUTE
 from .types import DeviceConflict, DeviceHandle, DeviceSpec, KmodError
 
 __all__ = ["ensure_overlay", "delete_overlay", "delete_bridge", "find_overlay", "link_index"]
@@ -30,25 +35,23 @@ def _wanted_flags(spec: DeviceSpec) -> tuple[tuple[str, int, str], ...]:
     )
 
 
+def _route_socket() -> socket.socket:
+    # SOCK_DGRAM: pyroute2's asyncio endpoint takes only datagram sockets (netlink treats both alike)
+    return socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC, NETLINK_ROUTE)
+
+
 @contextlib.asynccontextmanager
 async def _ipr(netns: str | None) -> AsyncIterator[AsyncIPRoute]:
+    sock = run_in_netns(netns, _route_socket) if netns is not None else None
+    ipr = AsyncIPRoute(use_socket=sock) if sock is not None else AsyncIPRoute()
     try:
-        ipr = AsyncIPRoute(netns=netns, flags=0) if netns is not None else AsyncIPRoute()
-    except FileNotFoundError:
-        raise KmodError(f"network namespace {netns!r} does not exist") from None
-    try:
-        try:
-            await ipr.setup_endpoint()
-        except AttributeError:  # older/newer API without explicit setup
-            pass
-        except FileNotFoundError:
-            raise KmodError(f"network namespace {netns!r} does not exist") from None
+        await ipr.setup_endpoint()
         yield ipr
     finally:
-        try:
+        with contextlib.suppress(Exception):
             ipr.close()
-        except Exception:
-            pass
+        if sock is not None:
+            sock.close()  # pyroute2 leaves a socket it was given open
 
 
 async def _get_link(ipr: AsyncIPRoute, *, ifname: str | None = None, index: int | None = None):

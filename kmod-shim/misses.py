@@ -8,6 +8,10 @@ The VXLAN driver reports a miss as an ``RTM_GETNEIGH`` notification:
 The VXLAN driver builds miss notifications from an empty remote, so its
 ``NDA_VNI`` is 0: ``L2Miss.vni`` is None in that case (use the device's VNI).
 
+With ``addresses=True`` the same socket also joins the IPv4/IPv6 address groups and yields an
+:class:`AddressChange` per ``RTM_NEWADDR``/``RTM_DELADDR``: one socket per namespace tells the
+daemon both what to resolve and when a VTEP's listen address appears or goes (no polling).
+
 This is the hot path: a raw netlink socket, one preallocated receive buffer,
 ``struct.unpack_from`` parsing, and one allocation per event (the event).
 """
@@ -21,17 +25,24 @@ from ipaddress import IPv4Address, IPv6Address
 from typing import AsyncIterator
 
 from .netlink import (
+    IFA_ADDRESS,
+    IFA_LOCAL,
+    IFADDRMSG,
     NDA_DST,
     NDA_LLADDR,
     NDA_VNI,
     NDMSG,
     NLA,
     NLH,
+    RTM_DELADDR,
     RTM_GETNEIGH,
+    RTM_NEWADDR,
+    RTMGRP_IPV4_IFADDR,
+    RTMGRP_IPV6_IFADDR,
     RTMGRP_NEIGH,
     open_route_socket,
 )
-from .types import EventsLost, KmodError, L2Miss, L3Miss
+from .types import AddressChange, EventsLost, KmodError, L2Miss, L3Miss
 
 __all__ = ["MissListener"]
 
@@ -39,7 +50,7 @@ _NDMSG_OFF = NLH.size
 _ATTR_OFF = NLH.size + NDMSG.size
 _U32 = struct.Struct("=I")
 
-Event = L2Miss | L3Miss | EventsLost
+Event = L2Miss | L3Miss | EventsLost | AddressChange
 
 
 class MissListener:
@@ -50,10 +61,11 @@ class MissListener:
     With no ``watch()``-ed ifindex every device's misses are reported.
     """
 
-    def __init__(self, netns: str | None = None, rcvbuf: int = 8 * 1024 * 1024) -> None:
+    def __init__(self, netns: str | None = None, rcvbuf: int = 8 * 1024 * 1024, *, addresses: bool = False) -> None:
         self.netns = netns
+        groups = RTMGRP_NEIGH | (RTMGRP_IPV4_IFADDR | RTMGRP_IPV6_IFADDR if addresses else 0)
         # bound (and subscribed) right here, so nothing after construction is missed
-        self._sock = open_route_socket(netns, groups=RTMGRP_NEIGH, rcvbuf=rcvbuf, ext_ack=False)
+        self._sock = open_route_socket(netns, groups=groups, rcvbuf=rcvbuf, ext_ack=False)
         self._buf = bytearray(256 * 1024)
         self._view = memoryview(self._buf)
         self._watch: set[int] = set()
@@ -138,6 +150,8 @@ class MissListener:
                     elif lladdr is not None and lladdr[1] == 6:
                         p = lladdr[0]
                         out.append(L2Miss(ifindex, view[p : p + 6].hex(":"), vni or None))
+            elif (mtype == RTM_NEWADDR or mtype == RTM_DELADDR) and mlen >= NLH.size + IFADDRMSG.size:
+                out.append(_address_change(view, off, end, mtype == RTM_NEWADDR))
             off += (mlen + 3) & ~3
 
     # -- reading -----------------------------------------------------------------
@@ -208,3 +222,21 @@ class MissListener:
                 raise
             for ev in batch:
                 yield ev
+
+
+def _address_change(view: memoryview, off: int, end: int, added: bool) -> AddressChange:
+    """An RTM_NEWADDR/RTM_DELADDR: IFA_LOCAL is the host's own address (IFA_ADDRESS the peer's on
+    a point-to-point link), IFA_ADDRESS when there is no IFA_LOCAL (IPv6)."""
+    _family, _plen, _flags, _scope, ifindex = IFADDRMSG.unpack_from(view, off + NLH.size)
+    found: dict[int, bytes] = {}
+    a = off + NLH.size + IFADDRMSG.size
+    while a + 4 <= end:
+        alen, atype = NLA.unpack_from(view, a)
+        if alen < 4 or a + alen > end:
+            break
+        if atype in (IFA_ADDRESS, IFA_LOCAL) and alen - 4 in (4, 16):
+            found[atype] = bytes(view[a + 4 : a + alen])
+        a += (alen + 3) & ~3
+    raw = found.get(IFA_LOCAL) or found.get(IFA_ADDRESS)
+    ip = None if raw is None else (IPv4Address(raw) if len(raw) == 4 else IPv6Address(raw))
+    return AddressChange(ifindex, ip, added)

@@ -53,12 +53,19 @@ NLMSGERR_ATTR_MSG = 1
 
 RTM_NEWLINK = 16
 RTM_GETLINK = 18
+RTM_NEWADDR = 20
+RTM_DELADDR = 21
 RTM_NEWNEIGH = 28
 RTM_DELNEIGH = 29
 RTM_GETNEIGH = 30
 
 RTNLGRP_NEIGH = 3
 RTMGRP_NEIGH = 1 << (RTNLGRP_NEIGH - 1)
+RTMGRP_IPV4_IFADDR = 0x10
+RTMGRP_IPV6_IFADDR = 0x100
+
+IFA_ADDRESS = 1
+IFA_LOCAL = 2
 
 NDA_DST = 1
 NDA_LLADDR = 2
@@ -100,6 +107,7 @@ AF_BRIDGE = 7
 NLH = struct.Struct("=IHHII")  # len, type, flags, seq, pid
 NDMSG = struct.Struct("=BxxxiHBB")  # family, ifindex, state, flags, type
 IFINFOMSG = struct.Struct("=BxHiII")  # family, type, index, flags, change
+IFADDRMSG = struct.Struct("=BBBBI")  # family, prefixlen, flags, scope, index
 NLA = struct.Struct("=HH")  # len, type
 NLA_TYPE_MASK = 0x3FFF
 _I32 = struct.Struct("=i")

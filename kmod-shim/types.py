@@ -20,6 +20,7 @@ __all__ = [
     "L2Miss",
     "L3Miss",
     "EventsLost",
+    "AddressChange",
     "OpFailure",
     "CapturedFrame",
     "KmodError",
@@ -89,6 +90,16 @@ class EventsLost:
     """Kernel events were dropped (ENOBUFS): the consumer must re-read kernel state."""
 
     reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class AddressChange:
+    """An address was added to (or removed from) interface `ifindex`: a VTEP may have gained or lost
+    its listen address. `ip` is None if the message carried none."""
+
+    ifindex: int
+    ip: IPAddress | None
+    added: bool
 
 
 @dataclass(frozen=True, slots=True)

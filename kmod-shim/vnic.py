@@ -24,7 +24,7 @@ from pyroute2 import IPRoute
 from pyroute2 import netns as _pyroute2_netns
 from pyroute2.netlink.exceptions import NetlinkError
 
-from ._netns import CLONE_NEWNET, _libc, netns_path, run_in_netns
+from ._netns import CLONE_NEWNET, _libc, netns_identity, netns_path, run_in_netns
 from .device import _delete_link, _get_link, _ipr, _kind
 from .types import KmodError
 
@@ -62,10 +62,7 @@ class VnicState:
 
 def _is_netns(path: str) -> bool:
     """A live namespace mount (nsfs), not a stale mount point file."""
-    try:
-        return os.stat(path).st_dev == os.stat("/proc/self/ns/net").st_dev
-    except OSError:
-        return False
+    return netns_identity(path) is not None
 
 
 def _create_netns(name: str) -> None:
