@@ -217,6 +217,8 @@ async def ensure_overlay(spec: DeviceSpec, netns: str | None = None) -> DeviceHa
                     )
                 if master != bridge_ifindex:
                     await ipr.link("set", index=ifindex, master=bridge_ifindex)
+                # a port setting, not the device's: set on every ensure (adoption included)
+                await ipr.brport("set", index=ifindex, neigh_suppress=int(spec.neigh_suppress))
                 if created_bridge or not (br.get("flags", 0) & 1):
                     await ipr.link("set", index=bridge_ifindex, state="up")
             if not (link.get("flags", 0) & 1):  # IFF_UP

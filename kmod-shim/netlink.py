@@ -125,6 +125,7 @@ __all__ = [
     "KernelTables",
     "encode_fdb",
     "encode_neigh",
+    "encode_port_fdb",
     "mac_to_bytes",
     "bytes_to_mac",
     "open_route_socket",
@@ -245,6 +246,15 @@ def encode_neigh(ifindex: int, entry: NeighEntry, seq: int, *, add: bool = True)
         return NLH.pack(NLH.size + len(body), RTM_NEWNEIGH, ADD_FLAGS, seq, 0) + body
     body = NDMSG.pack(family, ifindex, 0, 0, 0) + _attr(NDA_DST, ip.packed)
     return NLH.pack(NLH.size + len(body), RTM_DELNEIGH, DEL_FLAGS, seq, 0) + body
+
+
+def encode_port_fdb(port_ifindex: int, mac: str, seq: int, *, add: bool = True) -> bytes:
+    """RTM_NEWNEIGH/RTM_DELNEIGH for a static bridge FDB entry (NTF_MASTER) of `mac` behind a bridge
+    port: the bridge's neigh_suppress answers ARP/NS only for a MAC it knows behind a port that
+    suppresses. Static (NUD_NOARP), never permanent: a permanent one is the bridge's own address."""
+    body = NDMSG.pack(AF_BRIDGE, port_ifindex, NUD_NOARP, NTF_MASTER, 0) + _attr(NDA_LLADDR, mac_to_bytes(mac))
+    mtype, flags = (RTM_NEWNEIGH, ADD_FLAGS) if add else (RTM_DELNEIGH, DEL_FLAGS)
+    return NLH.pack(NLH.size + len(body), mtype, flags, seq, 0) + body
 
 
 def _messages(view: memoryview, n: int) -> Iterator[tuple[int, int, int, int, int]]:
@@ -429,6 +439,36 @@ class KernelTables:
                 out.add(FdbEntry(mac, ip, port))
 
             await self._dump(RTM_GETNEIGH, req, on_msg, reset=out.clear)
+            return out
+
+    async def add_port_fdb(self, macs: Iterable[str]) -> list[OpFailure]:
+        """Static bridge FDB entries for `macs` behind this device's bridge port (see encode_port_fdb)."""
+        return await self._batch(macs, lambda m, s: encode_port_fdb(self.ifindex, m, s, add=True), ())
+
+    async def del_port_fdb(self, macs: Iterable[str]) -> list[OpFailure]:
+        return await self._batch(macs, lambda m, s: encode_port_fdb(self.ifindex, m, s, add=False), (_errno.ENOENT,))
+
+    async def dump_port_fdb(self) -> set[str]:
+        """MACs of the static (not permanent, not learned) bridge FDB entries behind this device's port."""
+        async with self._lock:
+            out: set[str] = set()
+
+            def on_msg(buf: memoryview, off: int, mlen: int, mtype: int) -> None:
+                head = _neigh_header(buf, off, mlen, mtype)
+                if head is None:
+                    return
+                family, ifindex, state, flags = head
+                # the bridge's own entries carry NDA_MASTER (their ndm_flags have no NTF_MASTER)
+                if family != AF_BRIDGE or ifindex != self.ifindex or flags & (NTF_SELF | NTF_EXT_LEARNED):
+                    return
+                if not state & NUD_NOARP or state & NUD_PERMANENT:
+                    return
+                attrs = parse_attrs(buf, off + NLH.size + NDMSG.size, off + mlen)
+                lladdr = attrs.get(NDA_LLADDR) if NDA_MASTER in attrs else None
+                if lladdr is not None and len(lladdr) == 6:
+                    out.add(bytes(lladdr).hex(":"))
+
+            await self._dump(RTM_GETNEIGH, NDMSG.pack(AF_BRIDGE, self.ifindex, 0, 0, 0), on_msg, reset=out.clear)
             return out
 
     async def dump_neigh(self) -> set[NeighEntry]:

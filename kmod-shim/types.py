@@ -42,6 +42,9 @@ class DeviceSpec:
     proxy: bool = True
     l2miss: bool = True
     l3miss: bool = True
+    # A flooding overlay turns the device's proxy off (it would swallow every ARP sent out, replies
+    # included) and has the bridge answer instead: neigh_suppress on the device's bridge port.
+    neigh_suppress: bool = False
 
 
 @dataclass(frozen=True, slots=True)
