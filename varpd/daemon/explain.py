@@ -104,6 +104,6 @@ def cache_stats(rt: OverlayRuntime) -> dict[str, Any]:
     """The overlay's LookupCache counters and what on-demand resolution has programmed."""
     stats: dict[str, Any] = {"overlay": rt.name, "mode": rt.mode}
     stats.update(rt.cache.stats())
-    stats.update(installed_fdb=len(rt.installed_fdb), installed_neigh=len(rt.installed_neigh),
-                 overrides=len(rt.overrides))
+    fdb, neigh = rt.strategy.installed() if rt.strategy else (0, 0)
+    stats.update(installed_fdb=fdb, installed_neigh=neigh, overrides=len(rt.overrides))
     return stats

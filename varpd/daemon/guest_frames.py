@@ -117,10 +117,10 @@ class GuestFrames:
     def _kernel_answered(self, target, vlan: int | None, arrived: float) -> bool:
         """The kernel's proxy answers from a neighbour entry that was on the VXLAN device when the
         request crossed it (untagged: a guest's VLAN interface never takes that answer)."""
-        if vlan is not None or target not in self.rt.installed_neigh:
+        if vlan is not None or target not in self.rt.strategy.installed_neigh:
             return False
         # installed_at is set before the entry is programmed (programmed_at only once the kernel ACKed)
-        at = self.rt.installed_at.get(target)
+        at = self.rt.strategy.installed_at.get(target)
         if not arrived or at is None:
             return False
         return at < arrived - (time.time() - time.monotonic()) - KERNEL_RACE_S
@@ -132,8 +132,8 @@ class GuestFrames:
         target = pkt.target_ip if isinstance(pkt, ArpRequest) else pkt.target
         if self._kernel_answered(target, pkt.vlan, arrived):
             return
-        await self.rt._resolve_ip(target)
-        entry = self.rt.installed_neigh.get(target)
+        await self.rt.strategy.resolve_ip(target)
+        entry = self.rt.strategy.installed_neigh.get(target)
         if entry is None:
             return
         if isinstance(pkt, ArpRequest):
@@ -158,7 +158,7 @@ class GuestFrames:
                 await self.send_to_guests(action.frame)
             else:
                 if rt.mode == "on-demand":
-                    await rt._resolve_mac(action.mac)
+                    await rt.strategy.resolve_mac(action.mac)
                 await self.vxlan_tap.send(action.frame)
             rt.counters["dhcp_proxied"] += 1
         else:

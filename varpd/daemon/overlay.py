@@ -1,13 +1,8 @@
 """One overlay at run time: backend + VXLAN device + kernel tables + the loops that keep them equal.
 
-Modes:
-- push: an enumerable backend's whole mapping is programmed as permanent
-  entries before traffic flows, and kept current from its change stream.
-- on-demand: entries are programmed when the kernel reports a miss (varpd's
-  model), through a cache with negative caching and a per-destination rate limit.
-- point: a POINT backend (direct) gets one all-zeros FDB entry: everything,
-  broadcast included, goes to its one destination.
-In every mode the reconciler compares the kernel with what is wanted and
+What each mode wants and how it gets there is a strategy of varpd.daemon.modes (push,
+on-demand, point); this module owns what they share: the device, the kernel tables, the lock,
+the backend's lookups through the cache, and the reconciler. In every mode the reconciler compares the kernel with what is wanted and
 applies only the difference, so start, restart and ENOBUFS never flush.
 """
 
@@ -26,8 +21,8 @@ from varpd.backend.errors import BackendError, PropertyError
 from varpd.backend.properties import PropertySpec, format_value, resolve
 from varpd.config.daemon import DaemonSettings, OverlayConfig
 from varpd.daemon.change_log import ChangeLog
-from varpd.daemon.desired import DesiredState, fdb_for, neighs_for
 from varpd.daemon.guest_frames import GuestFrames
+from varpd.daemon.modes import ModeStrategy, strategy_for
 from varpd.daemon.overlay_props import DAEMON_PROPERTIES, native_dhcp
 from varpd.daemon.reconciler import plan
 from varpd.model import Destination, MappingChange
@@ -44,7 +39,6 @@ from varpd_kmod.types import DeviceHandle, DeviceSpec, FdbEntry, L2Miss, L3Miss,
 
 log = logging.getLogger(__name__)
 
-ALL_ZEROS = "00:00:00:00:00:00"
 # what a backend must be able to answer for each encapsulation (libvarpd's destination types)
 ENCAP_DEST_TYPES = {"vxlan": DestType.IP | DestType.PORT}
 
@@ -72,13 +66,9 @@ class OverlayRuntime:
         self.handle: DeviceHandle | None = None
         self.tables: KernelTables | None = None
         self.local: Destination | None = None
-        self.desired: DesiredState | None = None
+        self.strategy: ModeStrategy | None = None  # set by validate(), once the mode is known
         self.native = None
         self.cache: LookupCache = LookupCache(settings.cache_ttl, settings.negative_ttl, settings.miss_rate_limit)
-        # on-demand: what we programmed, and when (to re-validate after the cache TTL)
-        self.installed_fdb: dict[str, FdbEntry] = {}
-        self.installed_neigh: dict[Any, NeighEntry] = {}
-        self.installed_at: dict[Any, float] = {}
         self.origin: dict[Any, str] = {}
         self._lock = asyncio.Lock()
         self._tasks = TaskSet(on_failure=self._task_failed)
@@ -86,9 +76,7 @@ class OverlayRuntime:
         self._taps: list[FrameTap] = []
         self.frames: GuestFrames | None = None
         self._server_mac = "02:00:00:00:00:01"
-        self._adopted = False
         self.orphan = False  # a device found in the kernel with no overlay configured for it
-        self._point_fdb: list[FdbEntry] = []  # point mode: the one all-zeros entry
 
     # -- validation (no side effects) -------------------------------------------------
     def validate(self) -> None:
@@ -116,6 +104,7 @@ class OverlayRuntime:
             raise PropertyError("mode", f"backend {self.cfg.search} cannot enumerate its mapping: use on-demand")
         else:
             self.mode = self.cfg.mode
+        self.strategy = strategy_for(self)
 
     # -- lifecycle ----------------------------------------------------------------------
     async def start(self) -> None:
@@ -125,10 +114,7 @@ class OverlayRuntime:
         self.backend = self.backend_cls(ctx, self.values)
         await self.backend.start()
         if self.mode == "push":
-            self.desired = DesiredState(self.local)
-            self.desired.load(self.backend.snapshot())
-            if self.desired.skipped:
-                log.warning("overlay=%s skipped=%d reason=underlay-family-differs-from-vtep", self.name, self.desired.skipped)
+            self.strategy.load(self.backend.snapshot())
         # no await between the snapshot and the listener: no change can fall in between
         self.backend.add_listener(self._on_change)
         self.backend.add_status_listener(self._on_backend_status)
@@ -230,12 +216,7 @@ class OverlayRuntime:
             log.error("overlay=%s event=program-failed entry=%s errno=%d error=%s", self.name, f.entry, f.errno, f.message)
 
     def _wanted(self) -> tuple[list[FdbEntry], list[NeighEntry]]:
-        if self.mode == "push":
-            fdb, neigh = self.desired.fdb.values(), self.desired.neigh.values()
-        elif self.mode == "on-demand":
-            fdb, neigh = self.installed_fdb.values(), self.installed_neigh.values()
-        else:
-            fdb, neigh = self._point_fdb, ()
+        fdb, neigh = self.strategy.wanted()
         return apply_overrides(fdb, neigh, self.overrides)
 
     async def reconcile(self, *, adopt: bool = False) -> dict[str, int]:
@@ -247,13 +228,7 @@ class OverlayRuntime:
                 await self._ensure_device()
             have_fdb = await self.tables.dump_fdb()
             have_neigh = await self.tables.dump_neigh()
-            if self.mode == "on-demand":
-                if adopt and not self._adopted:
-                    await self._adopt(have_fdb, have_neigh)
-                await self._revalidate()
-            if self.mode == "point":
-                dest = await self.backend.default()
-                self._point_fdb = [fdb_for(ALL_ZEROS, dest)] if dest is not None else []
+            await self.strategy.before_reconcile(have_fdb, have_neigh, adopt=adopt)
             want_fdb, want_neigh = self._wanted()
             p = plan(want_fdb, want_neigh, have_fdb, have_neigh)
             await self._program(p.add_fdb, p.add_neigh, p.del_fdb, p.del_neigh)
@@ -265,39 +240,6 @@ class OverlayRuntime:
             for e in p.add_fdb:
                 self.origin.setdefault(e.mac, self.mode)
             return p.summary()
-
-    async def _adopt(self, have_fdb: set[FdbEntry], have_neigh: set[NeighEntry]) -> None:
-        """After a restart in on-demand mode, keep the kernel's entries that the backend still confirms."""
-        self._adopted = True
-        now = time.monotonic()
-        for e in have_fdb:
-            dest = await self._lookup_mac(e.mac, force=True)
-            if dest is not None and fdb_for(e.mac, dest) == e:
-                self.installed_fdb[e.mac] = e
-                self.installed_at[e.mac] = now
-        for n in have_neigh:
-            mac = await self._lookup_ip(n.ip, force=True)
-            if mac == n.mac and mac in self.installed_fdb:
-                self.installed_neigh[n.ip] = n
-                self.installed_at[n.ip] = now
-
-    async def _revalidate(self) -> None:
-        """Entries older than the cache TTL are looked up again; changed ones are fixed, gone ones dropped."""
-        limit = time.monotonic() - self.settings.cache_ttl
-        for mac in [m for m in self.installed_fdb if self.installed_at.get(m, 0) < limit]:
-            dest = await self._lookup_mac(mac, force=True)
-            if dest is None or dest.ip == self.local.ip:
-                self.installed_fdb.pop(mac, None)
-            else:
-                self.installed_fdb[mac] = fdb_for(mac, dest)
-            self.installed_at[mac] = time.monotonic()
-        for ip in [i for i in self.installed_neigh if self.installed_at.get(i, 0) < limit]:
-            mac = await self._lookup_ip(ip, force=True)
-            if mac is None or mac not in self.installed_fdb:
-                self.installed_neigh.pop(ip, None)
-            else:
-                self.installed_neigh[ip] = NeighEntry(ip, mac)
-            self.installed_at[ip] = time.monotonic()
 
     async def _announce(self, entries: list[NeighEntry]) -> None:
         """A changed IP → MAC mapping is announced to local guests (gratuitous ARP, unsolicited NA),
@@ -327,65 +269,10 @@ class OverlayRuntime:
 
     async def _apply_change(self, change: MappingChange) -> None:
         async with self._lock:
-            if self.mode == "push":
-                add_f, add_n, del_f, del_n = self.desired.apply(change)
-                if self.tables is None:
-                    return  # still starting: the first reconcile programs the desired state
-                if self.overrides:  # the administrator's entries win over the mapping's
-                    add_f = [e for e in add_f if e.mac not in self.overrides]
-                    del_f = [e for e in del_f if e.mac not in self.overrides]
-                    add_n = [n for n in add_n if self.overrides.get(n.mac, n) is not None]
-                await self._program(add_f, add_n, del_f, del_n)
-                await self._announce(add_n)
-                for e in add_f:
-                    self.origin[e.mac] = "push"
-            elif self.mode == "on-demand":
-                await self._apply_change_on_demand(change)
+            await self.strategy.apply_change(change)
         self._change_log.add(change)
 
-    async def _apply_change_on_demand(self, change: MappingChange) -> None:
-        """Withdraw or update only what misses installed; an overlay IP that local guests resolved and
-        that now belongs to another MAC is reprogrammed and announced at once (svp's VL3 shootdown):
-        the guests' ARP/NDP caches would otherwise keep sending to the old owner until they expire."""
-        del_f, del_n, add_f, add_n = [], [], [], []
-        resolved_before = dict(self.installed_neigh)
-        for rec in change.removed + change.upserted:
-            self.cache.invalidate(rec.mac)
-            for ip in (rec.arp, rec.ndp):
-                if ip is not None:
-                    self.cache.invalidate(ip)
-        for rec in change.removed:
-            if (e := self.installed_fdb.pop(rec.mac, None)) is not None:
-                del_f.append(e)
-            for n in neighs_for(rec):
-                if self.installed_neigh.get(n.ip) == n:
-                    del_n.append(self.installed_neigh.pop(n.ip))
-        for rec in change.upserted:
-            taken_over = any((n.ip in resolved_before and resolved_before[n.ip].mac != rec.mac)
-                             or n.ip in change.moved_ips for n in neighs_for(rec))
-            if rec.mac in self.installed_fdb or (taken_over and rec.dest.ip != self.local.ip):
-                if rec.dest.ip == self.local.ip:
-                    del_f.append(self.installed_fdb.pop(rec.mac))
-                elif self.installed_fdb.get(rec.mac) != (e := fdb_for(rec.mac, rec.dest)):
-                    self.installed_fdb[rec.mac] = e
-                    add_f.append(e)
-            wanted = {n.ip: n for n in neighs_for(rec)} if rec.mac in self.installed_fdb else {}
-            for ip, n in list(self.installed_neigh.items()):
-                if n.mac == rec.mac and ip not in wanted:
-                    del_n.append(self.installed_neigh.pop(ip))
-            for ip, n in wanted.items():
-                if ((ip in self.installed_neigh or ip in resolved_before or ip in change.moved_ips)
-                        and self.installed_neigh.get(ip) != n):
-                    del_n[:] = [d for d in del_n if d.ip != ip]  # deleted after adds, by IP: keep the new one
-                    self.installed_neigh[ip] = n
-                    add_n.append(n)
-        await self._program(add_f, add_n, del_f, del_n)
-        now = time.monotonic()  # programmed by this overlay on demand, as a miss would: show-overlay -t says so
-        for key in [e.mac for e in add_f] + [n.ip for n in add_n]:
-            self.origin[key], self.installed_at[key] = "on-demand", now
-        await self._announce(add_n)
-
-    # -- misses (on-demand resolution) -------------------------------------------------
+    # -- the backend's answers, through the cache ----------------------------------------
     async def _lookup_mac(self, mac: str, *, force: bool = False) -> Destination | None:
         return await self._cached_lookup(mac, self.backend.lookup, force)
 
@@ -414,46 +301,7 @@ class OverlayRuntime:
     async def on_miss(self, ev: L2Miss | L3Miss) -> None:
         kind = "l2" if isinstance(ev, L2Miss) else "l3"
         self.counters[f"misses_{kind}"] += 1
-        if self.mode != "on-demand":
-            return  # push/point: everything known is already programmed; the reconciler covers losses
-        if isinstance(ev, L2Miss):
-            await self._resolve_mac(ev.mac)
-        else:
-            await self._resolve_ip(ev.ip)
-
-    async def _resolve_mac(self, mac: str) -> FdbEntry | None:
-        if mac in self.overrides:  # programmed by reconcile; a drop is never answered
-            dest = self.overrides[mac]
-            return None if dest is None else fdb_for(mac, dest)
-        if mac in self.installed_fdb:
-            return self.installed_fdb[mac]
-        dest = await self._lookup_mac(mac)
-        if dest is None or dest.ip == self.local.ip or dest.ip.version != self.local.ip.version:
-            self.counters["misses_unanswered"] += 1
-            return None
-        entry = fdb_for(mac, dest)
-        async with self._lock:
-            self.installed_fdb[mac] = entry
-            self.installed_at[mac] = time.monotonic()
-            self.origin[mac] = "on-demand"
-            await self._program(add_fdb=[entry])
-        return entry
-
-    async def _resolve_ip(self, ip) -> None:
-        if ip in self.installed_neigh:
-            return
-        mac = await self._lookup_ip(ip)
-        if mac is None:
-            self.counters["misses_unanswered"] += 1
-            return
-        if await self._resolve_mac(mac) is None:
-            return
-        entry = NeighEntry(ip, mac)
-        async with self._lock:
-            self.installed_neigh[ip] = entry
-            self.installed_at[ip] = time.monotonic()
-            self.origin[ip] = "on-demand"
-            await self._program(add_neigh=[entry])
+        await self.strategy.on_miss(ev)  # push/point: everything known is programmed; the reconciler covers losses
 
     async def on_events_lost(self) -> None:
         self.counters["events_lost"] += 1
@@ -529,10 +377,7 @@ class OverlayRuntime:
         """-d mac: forget what is known of `mac` (hand-set or resolved); it is resolved afresh."""
         self.overrides.pop(mac, None)
         self.cache.invalidate(mac)
-        self.installed_fdb.pop(mac, None)
-        for ip in [ip for ip, n in self.installed_neigh.items() if n.mac == mac]:
-            del self.installed_neigh[ip]
-            self.cache.invalidate(ip)
+        self.strategy.forget(mac)
         await self.reconcile()
         log.info("overlay=%s event=entry-deleted mac=%s", self.name, mac)
 
@@ -540,7 +385,6 @@ class OverlayRuntime:
         """-f: forget every hand-set and resolved entry; push mode re-pushes the mapping."""
         self.overrides.clear()
         self.cache.clear()
-        self.installed_fdb.clear()
-        self.installed_neigh.clear()
+        self.strategy.clear()
         await self.reconcile()
         log.info("overlay=%s event=flushed", self.name)

@@ -1,0 +1,45 @@
+"""What every mode strategy answers; the defaults are those of a mode that keeps no state of its own."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Iterable
+
+from varpd.model import Mapping, MappingChange
+from varpd_kmod.types import FdbEntry, L2Miss, L3Miss, NeighEntry
+
+if TYPE_CHECKING:
+    from varpd.daemon.overlay import OverlayRuntime
+
+
+class ModeStrategy:
+    """Called by the runtime; `apply_change` and `before_reconcile` run under the runtime's lock."""
+
+    name = ""
+
+    def __init__(self, rt: "OverlayRuntime") -> None:
+        self.rt = rt
+
+    def load(self, mapping: Mapping) -> None:
+        """The backend's whole mapping at start (enumerable backends only)."""
+
+    async def before_reconcile(self, have_fdb: set[FdbEntry], have_neigh: set[NeighEntry], *, adopt: bool) -> None:
+        """Refresh what `wanted` returns, given what the kernel holds now."""
+
+    def wanted(self) -> tuple[Iterable[FdbEntry], Iterable[NeighEntry]]:
+        return (), ()
+
+    async def apply_change(self, change: MappingChange) -> None:
+        """A delta from the backend's change stream."""
+
+    async def on_miss(self, ev: L2Miss | L3Miss) -> None:
+        """A kernel miss: only on-demand answers them; elsewhere everything known is programmed already."""
+
+    def forget(self, mac: str) -> None:
+        """modify-overlay -d: drop what this mode resolved for `mac`."""
+
+    def clear(self) -> None:
+        """modify-overlay -f: drop everything this mode resolved."""
+
+    def installed(self) -> tuple[int, int]:
+        """(fdb, neigh) entries this mode installed on demand, for the cache view."""
+        return 0, 0

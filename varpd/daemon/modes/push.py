@@ -1,0 +1,42 @@
+"""push: an enumerable backend's whole mapping is programmed as permanent entries before traffic
+flows, and kept current from its change stream."""
+
+from __future__ import annotations
+
+import logging
+
+from varpd.daemon.desired import DesiredState
+from varpd.daemon.modes.base import ModeStrategy
+from varpd.model import Mapping, MappingChange
+
+log = logging.getLogger("varpd.daemon.overlay")
+
+
+class PushMode(ModeStrategy):
+    name = "push"
+
+    def __init__(self, rt) -> None:
+        super().__init__(rt)
+        self.desired = DesiredState(rt.local)
+
+    def load(self, mapping: Mapping) -> None:
+        self.desired.load(mapping)
+        if self.desired.skipped:
+            log.warning("overlay=%s skipped=%d reason=underlay-family-differs-from-vtep", self.rt.name, self.desired.skipped)
+
+    def wanted(self):
+        return self.desired.fdb.values(), self.desired.neigh.values()
+
+    async def apply_change(self, change: MappingChange) -> None:
+        rt = self.rt
+        add_f, add_n, del_f, del_n = self.desired.apply(change)
+        if rt.tables is None:
+            return  # still starting: the first reconcile programs the desired state
+        if rt.overrides:  # the administrator's entries win over the mapping's
+            add_f = [e for e in add_f if e.mac not in rt.overrides]
+            del_f = [e for e in del_f if e.mac not in rt.overrides]
+            add_n = [n for n in add_n if rt.overrides.get(n.mac, n) is not None]
+        await rt._program(add_f, add_n, del_f, del_n)
+        await rt._announce(add_n)
+        for e in add_f:
+            rt.origin[e.mac] = "push"
