@@ -227,8 +227,8 @@ class Overlay:
             if only is None or only == h:
                 write_hosts_json(self.hosts_json[h.name], self.hosts, extra)
 
-    def start(self, host: HostSpec) -> None:
-        self.lab.start_varpd(host, self.configs[host.name])
+    def start(self, host: HostSpec, wrapper: tuple[str, ...] = ()) -> None:
+        self.lab.start_varpd(host, self.configs[host.name], wrapper)
 
     def log_text(self, host: HostSpec) -> str:
         return self.lab.log_path(host).read_text(errors="replace")
