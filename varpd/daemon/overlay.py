@@ -20,6 +20,7 @@ from varpd.backend.base import Backend, DestType, OverlayContext, PluginMode
 from varpd.backend.errors import BackendError, PropertyError
 from varpd.backend.properties import PropertySpec, format_value, resolve
 from varpd.config.daemon import DaemonSettings, OverlayConfig
+from varpd.daemon.cache_sweeper import sweeper
 from varpd.daemon.change_log import ChangeLog
 from varpd.daemon.guest_frames import GuestFrames
 from varpd.daemon.modes import ModeStrategy, strategy_for
@@ -27,11 +28,11 @@ from varpd.daemon.overlay_props import DAEMON_PROPERTIES, native_dhcp
 from varpd.daemon.reconciler import plan
 from varpd.model import Destination, MappingChange
 from varpd.model.addresses import check_vtep
-from varpd.model.cache import CACHE_SWEEP_INTERVAL, MISSING, LookupCache
+from varpd.model.cache import MISSING, LookupCache
 from varpd.model.latency import LatencyHistogram
 from varpd.model.overrides import Override, apply_overrides, format_override
 from varpd.packet import build_gratuitous_arp, build_unsolicited_na
-from varpd.tasks import TaskSet, every
+from varpd.tasks import TaskSet
 from varpd_kmod import device as kdev
 from varpd_kmod.frames import FrameTap
 from varpd_kmod.netlink import KernelTables
@@ -121,7 +122,7 @@ class OverlayRuntime:
         await self._ensure_device()
         await self.reconcile(adopt=True)
         self._tasks.spawn(self._reconcile_loop())
-        self._tasks.spawn(every(CACHE_SWEEP_INTERVAL, self.cache.sweep))  # /metrics and memory follow expiry
+        sweeper().watch(self.cache)  # /metrics and memory follow expiry, one timer for all overlays
         if self.cfg.bridge:
             self._open_taps()
         self._set_status(self.backend.degraded)
@@ -161,6 +162,7 @@ class OverlayRuntime:
 
     async def stop(self, *, delete_device: bool) -> None:
         await self._tasks.cancel_all()
+        sweeper().unwatch(self.cache)
         self._change_log.close()
         for tap in self._taps:
             tap.close()
