@@ -78,7 +78,13 @@ class DaemonSettings(BaseModel):
 
     state_dir: Path = Path("/var/lib/varpd")
     socket: Path = Path("/run/varpd/varpd.sock")
-    reconcile_interval: float = Field(default=30.0, gt=0)
+    # the safety net's period: drift is repaired from kernel events within milliseconds, and a full
+    # dump-and-diff also runs at start, on device re-appearance and after lost events (ENOBUFS)
+    reconcile_interval: float = Field(default=300.0, gt=0,
+                                      description="seconds between full kernel-vs-mapping passes (safety net)")
+    event_buffer: int = Field(default=8 * 1024 * 1024, ge=4096, le=1 << 30,
+                              description="receive buffer (bytes) of the one socket that carries kernel misses and "
+                                          "the devices' FDB/neighbour changes; an overflow means a full pass")
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["kv", "json"] = Field(default="kv", description="kv: key=value text; json: one object per line")
     miss_rate_limit: float = Field(default=0.2, ge=0, description="min seconds between lookups of one destination")

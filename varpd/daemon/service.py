@@ -1,7 +1,8 @@
 """The daemon's core: the set of overlays, their persistence, and the one miss listener.
 
-Kernel misses arrive on one netlink socket for the whole namespace and are
-routed to the overlay owning the ifindex.  An overlay that cannot start (bad
+Kernel misses and the FDB/neighbour changes of varpd's devices (drift repair)
+arrive on one netlink socket for the whole namespace and are routed to the
+overlay owning the ifindex.  An overlay that cannot start (bad
 file, unreachable backend) is kept, shown DEGRADED, and retried, so a daemon
 never refuses to serve the overlays that do work.
 """
@@ -27,7 +28,7 @@ from varpd.packet.mac import normalize_mac
 from varpd.tasks import TaskSet
 from varpd_kmod import device as kdev
 from varpd_kmod.misses import MissListener
-from varpd_kmod.types import EventsLost, L2Miss, L3Miss
+from varpd_kmod.types import EventsLost, FdbChange, L2Miss, L3Miss, NeighChange
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +60,7 @@ class Varpd:
 
     # -- lifecycle ----------------------------------------------------------------------
     async def start(self, configured: tuple[OverlayConfig, ...]) -> None:
-        self._listener = MissListener()
+        self._listener = MissListener(rcvbuf=self.settings.event_buffer)
         self._tasks.spawn(self._miss_loop())
         wanted: dict[str, OverlayConfig] = {c.name: c for c in self.store.load_all()}
         wanted.update({c.name: c for c in configured})  # the config file wins over saved state
@@ -114,6 +115,7 @@ class Varpd:
         existed = await _existing(cfg)
         rt = OverlayRuntime(cfg, self.settings, created=self.store.load_created(cfg.name),
                             overrides=self._saved_overrides(cfg.name))
+        rt.on_device = lambda _rt: self._index()  # a device re-created by the reconciler: a new ifindex
         try:
             await rt.start()
             self.store.save_created(cfg.name, rt.handle.created_vxlan, rt.handle.created_bridge)
@@ -126,7 +128,7 @@ class Varpd:
                     self.store.forget_devices(cfg.name)  # nothing of it is left in the kernel
             raise
         self._overlays[cfg.name] = rt
-        self._by_ifindex[rt.handle.ifindex] = rt
+        self._index()
         self._pending.pop(cfg.name, None)
         self._kept.adopted(cfg.name)
         return rt
@@ -167,7 +169,7 @@ class Varpd:
             ports = await kdev.delete_overlay(rt.handle, force=force_bridge) if rt.handle is not None else []
             self._overlays.pop(name, None)
             self._pending.pop(name, None)
-            self._by_ifindex = {i: r for i, r in self._by_ifindex.items() if r is not rt}
+            self._index()
             kept = [self._kept.keep(name, rt.handle.bridge, ports)] if ports else []
             log.info("overlay=%s event=deleted", name)
             return kept
@@ -259,10 +261,15 @@ class Varpd:
     # -- background loops ----------------------------------------------------------------
     async def _miss_loop(self) -> None:
         async for ev in self._listener.events():
-            if isinstance(ev, EventsLost):
+            if isinstance(ev, EventsLost):  # each overlay's full pass, coalesced (KernelSync.resync)
                 for rt in self.overlays():
                     if rt.handle is not None:
-                        self._tasks.spawn(rt.on_events_lost())
+                        await rt.on_events_lost()
+                continue
+            if isinstance(ev, (FdbChange, NeighChange)):
+                rt = self._by_ifindex.get(ev.ifindex)
+                if rt is not None:
+                    rt.on_kernel_change(ev)
                 continue
             if isinstance(ev, (L2Miss, L3Miss)):
                 rt = self._by_ifindex.get(ev.ifindex)
@@ -277,12 +284,18 @@ class Varpd:
 
     def _refresh_ifindex(self, ifindex: int) -> OverlayRuntime | None:
         """A device re-created by the reconciler has a new ifindex."""
-        self._by_ifindex = {rt.handle.ifindex: rt for rt in self.overlays() if rt.handle is not None}
+        self._index()
         return self._by_ifindex.get(ifindex)
+
+    def _index(self) -> None:
+        """ifindex → overlay, and the devices whose entry changes the listener reports."""
+        self._by_ifindex = {rt.handle.ifindex: rt for rt in self.overlays() if rt.handle is not None}
+        if self._listener is not None:
+            self._listener.set_entry_watch(self._by_ifindex)
 
     async def _retry_loop(self) -> None:
         while True:
-            await asyncio.sleep(max(1.0, self.settings.reconcile_interval))
+            await asyncio.sleep(retry_interval(self.settings))
             async with self._changing:
                 await self._retry_pending()
 
@@ -299,6 +312,12 @@ class Varpd:
             await self._kept.sweep()
         except Exception as exc:  # netlink or state trouble: the next pass tries again
             log.error("event=bridge-removal-failed error=%s action=retry", exc)
+
+
+def retry_interval(settings: DaemonSettings) -> float:
+    """Overlays that could not start are retried every reconcile_interval, but at least every 30 s
+    (the old default) now that the full pass runs every few minutes: a retry costs nothing."""
+    return max(1.0, min(settings.reconcile_interval, 30.0))
 
 
 def _mac(text: str) -> str:

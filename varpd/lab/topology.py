@@ -164,14 +164,17 @@ def _toml_value(v) -> str:
 def write_varpd_config(path: str | Path, host: HostSpec, *, hosts_json: str | Path | None = None,
                        state_dir: str | Path, sock: str | Path, mode: str = "push", overlay: str = "vx23",
                        vni: int = 23, bridge: str = "br0", reconcile_interval: float = 1.0,
-                       log_level: str = "debug", search: str = "files", properties: dict | None = None) -> Path:
-    """A daemon config for one lab host; `search` picks the backend, `properties` adds its properties."""
+                       log_level: str = "debug", search: str = "files", properties: dict | None = None,
+                       daemon: dict | None = None) -> Path:
+    """A daemon config for one lab host; `search` picks the backend, `properties` adds its properties,
+    `daemon` more [daemon] settings."""
     props = {"vxlan/listen_ip": host.underlay_ip, "vxlan/listen_port": VXLAN_PORT}
     if search == "files":
         props["files/config"] = str(hosts_json)
     props.update(properties or {})
     lines = ["[daemon]", f"state_dir = {_toml_value(state_dir)}", f"socket = {_toml_value(sock)}",
-             f"reconcile_interval = {float(reconcile_interval)!r}", f"log_level = {_toml_value(log_level)}", "",
+             f"reconcile_interval = {float(reconcile_interval)!r}", f"log_level = {_toml_value(log_level)}",
+             *(f"{k} = {_toml_value(v)}" for k, v in (daemon or {}).items()), "",
              "[[overlays]]", f"name = {_toml_value(overlay)}", f"vni = {vni}", f"search = {_toml_value(search)}",
              f"mode = {_toml_value(mode)}", f"bridge = {_toml_value(bridge)}", "", "[overlays.properties]"]
     lines += [f"{json.dumps(k)} = {_toml_value(v)}" for k, v in props.items()]

@@ -236,7 +236,7 @@ class Overlay:
 
 @contextmanager
 def overlay_lab(workdir: Path, *, tag: str, mode: str = "push", properties: dict[str, dict] | None = None,
-                settle: float = 0.0) -> Iterator[Overlay]:
+                settle: float = 0.0, reconcile_interval: float = 1.0, daemon: dict | None = None) -> Iterator[Overlay]:
     """3-host lab with the seed's mapping and a varpd per host; always torn down.
 
     `properties`: host name → extra overlay properties (e.g. native DHCP on one host).
@@ -255,7 +255,8 @@ def overlay_lab(workdir: Path, *, tag: str, mode: str = "push", properties: dict
             write_hosts_json(ov.hosts_json[h.name], hosts)
             ov.configs[h.name] = write_varpd_config(
                 d / "varpd.toml", h, hosts_json=ov.hosts_json[h.name], state_dir=d / "state", sock=d / "varpd.sock",
-                mode=mode, properties=(properties or {}).get(h.name))
+                mode=mode, properties=(properties or {}).get(h.name), reconcile_interval=reconcile_interval,
+                daemon=daemon)
         for h in hosts:
             ov.start(h)
         for h in hosts:
