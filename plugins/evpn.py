@@ -393,7 +393,7 @@ class EvpnBackend(MappingBackend):
         """Recompute the records of `macs` and emit only what changed (one MappingChange)."""
         if not macs:
             return
-        by_mac, by_ip = dict(self.mapping.by_mac), dict(self.mapping.by_ip)
+        by_mac, by_ip = dict(self.mapping.by_mac), self.mapping.by_ip.copy()
         upserted, removed = [], []
         for mac in macs:
             new, old = self.table.record(mac), by_mac.get(mac)

@@ -180,7 +180,7 @@ class RouteTable:
         v4 = sorted(ip for ip in ips if ip.version == 4)
         v6 = sorted((ip for ip in ips if ip.version == 6), key=lambda ip: (ip.is_link_local, ip))
         arp, ndp = (v4[0] if v4 else None), (v6[0] if v6 else None)
-        return MappingRecord(mac, Destination(best.vtep, self.port), arp=arp, ndp=ndp)
+        return MappingRecord(mac, Destination.of(best.vtep, self.port), arp=arp, ndp=ndp)
 
     def seq_for_local(self, mac: str) -> int:
         """The MAC mobility sequence number to advertise a local `mac` with: one past the highest a
