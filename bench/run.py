@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench._common import Result, cleanup_all, install_cleanup  # noqa: E402
 
-FIGURES = ("fig1", "fig2", "fig3", "fig4", "fig5", "fig6", "fig7")
+FIGURES = ("fig1", "fig2", "fig3", "fig4", "fig5", "fig6", "fig7", "fig8")
 
 
 def _fmt(v) -> str:
@@ -77,7 +77,7 @@ def main(argv=None) -> int:
     q = args.quick
     install_cleanup()
 
-    from bench import _backends, _etcd, _iperf, _micro, _miss, _programming
+    from bench import _backends, _drift, _etcd, _iperf, _micro, _miss, _programming
 
     plan = [
         ("fig1", lambda: _programming.bench_programming(2000 if q else 10_000, 1 if q else 5)),
@@ -87,6 +87,7 @@ def main(argv=None) -> int:
         ("fig5", lambda: _iperf.bench_iperf(2 if q else 6, 1 if q else 3)),
         ("fig6", lambda: _etcd.bench_etcd(10 if q else 50)),
         ("fig7", lambda: _backends.bench_backends(1000, 300 if q else 3000, 100_000 if q else 1_000_000, 1 if q else 3)),
+        ("fig8", lambda: _drift.bench_drift(50 if q else 500)),
     ]
     results: list[Result] = []
     errors: dict[str, str] = {}

@@ -50,6 +50,44 @@ def netns_identity(name: str) -> int | None:
     return st.st_ino
 
 
+def _mount_of(path: str, mountinfo: str) -> list[str] | None:
+    """The /proc/self/mountinfo fields of the mount `path` lies on (the last one stacked on the longest
+    mount point that is a prefix of it)."""
+    best: list[str] | None = None
+    for line in mountinfo.splitlines():
+        fields = line.split()
+        if len(fields) < 5:
+            continue
+        point = fields[4].replace("\\040", " ")
+        if (path == point or path.startswith(point.rstrip("/") + "/")) and (
+                best is None or len(point) >= len(best[4])):
+            best = fields
+    return best
+
+
+def private_mount_reason(mountinfo: str | None = None) -> str | None:
+    """Why a namespace bind-mounted under NETNS_RUN_DIR here would be seen by no one else, or None.
+
+    `ip netns exec` and a systemd unit's sandbox (PrivateTmp=, ProtectSystem=...) run their process in
+    a copy of the host's mount namespace whose mounts are slaves of the host's (`master:N` in
+    mountinfo): mounts arrive from the host, none go back.  Namespaces made by the host (`ip netns
+    add`, varpd-netns@.service) are therefore visible here, namespaces made here are not."""
+    if mountinfo is None:
+        try:
+            with open("/proc/self/mountinfo") as fh:
+                mountinfo = fh.read()
+        except OSError as exc:
+            return f"cannot read /proc/self/mountinfo: {exc.strerror}"
+    fields = _mount_of(os.path.realpath(NETNS_RUN_DIR), mountinfo)
+    if fields is None:
+        return None
+    optional = fields[6:fields.index("-", 6)] if "-" in fields[6:] else []
+    if any(tag.startswith("master:") for tag in optional):
+        return (f"this daemon runs in a private mount namespace (a systemd sandbox or ip netns exec: "
+                f"{fields[4]} is a slave mount), where a namespace it made would be seen by no one else")
+    return None
+
+
 def run_in_netns(netns: str | None, fn: Callable[[], T]) -> T:
     """Run ``fn()`` with the calling thread in ``netns`` (None: current ns)."""
     if netns is None:

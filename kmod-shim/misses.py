@@ -1,4 +1,4 @@
-"""Kernel miss events (VXLAN l2miss / l3miss) from the RTMGRP_NEIGH multicast group.
+"""Kernel miss events (VXLAN l2miss / l3miss) and entry changes from the RTMGRP_NEIGH group.
 
 The VXLAN driver reports a miss as an ``RTM_GETNEIGH`` notification:
 
@@ -11,6 +11,13 @@ The VXLAN driver builds miss notifications from an empty remote, so its
 With ``addresses=True`` the same socket also joins the IPv4/IPv6 address groups and yields an
 :class:`AddressChange` per ``RTM_NEWADDR``/``RTM_DELADDR``: one socket per namespace tells the
 daemon both what to resolve and when a VTEP's listen address appears or goes (no polling).
+
+The same group announces every FDB and neighbour change (RTM_NEWNEIGH /
+RTM_DELNEIGH), varpd's own included: for the devices given to ``watch_entries``
+they are reported as :class:`FdbChange` / :class:`NeighChange`, so one socket
+serves a whole daemon's misses and drift repair.  Changes of other devices
+(bridge learning on guest ports, the host's own neighbours) are skipped on
+their ifindex before anything is allocated.
 
 This is the hot path: a raw netlink socket, one preallocated receive buffer,
 ``struct.unpack_from`` parsing, and one allocation per event (the event).
@@ -25,40 +32,66 @@ from ipaddress import IPv4Address, IPv6Address
 from typing import AsyncIterator
 
 from .netlink import (
+    AF_BRIDGE,
     IFA_ADDRESS,
     IFA_LOCAL,
     IFADDRMSG,
     NDA_DST,
     NDA_LLADDR,
+    NDA_PORT,
+    NDA_PROTOCOL,
     NDA_VNI,
     NDMSG,
     NLA,
     NLH,
+    NTF_MASTER,
+    NTF_PROXY,
+    NTF_SELF,
+    NUD_NOARP,
+    NUD_PERMANENT,
+    NUD_REACHABLE,
     RTM_DELADDR,
+    RTM_DELNEIGH,
     RTM_GETNEIGH,
     RTM_NEWADDR,
+    RTM_NEWNEIGH,
     RTMGRP_IPV4_IFADDR,
     RTMGRP_IPV6_IFADDR,
     RTMGRP_NEIGH,
+    fdb_owned,
+    neigh_owned,
     open_route_socket,
+    parse_attrs,
 )
-from .types import AddressChange, EventsLost, KmodError, L2Miss, L3Miss
+from .types import AddressChange, EventsLost, FdbChange, KmodError, L2Miss, L3Miss, NeighChange
 
 __all__ = ["MissListener"]
 
 _NDMSG_OFF = NLH.size
 _ATTR_OFF = NLH.size + NDMSG.size
 _U32 = struct.Struct("=I")
+_BE16 = struct.Struct("!H")
+_CONNECTED = NUD_PERMANENT | NUD_NOARP | NUD_REACHABLE
 
-Event = L2Miss | L3Miss | EventsLost | AddressChange
+Event = L2Miss | L3Miss | FdbChange | NeighChange | EventsLost | AddressChange
+
+
+def _ip(raw: bytes) -> IPv4Address | IPv6Address | None:
+    if len(raw) == 4:
+        return IPv4Address(raw)
+    if len(raw) == 16:
+        return IPv6Address(raw)
+    return None
 
 
 class MissListener:
     """Listen for VXLAN miss notifications in one network namespace.
 
     ``async for ev in listener.events()`` yields :class:`L2Miss`,
-    :class:`L3Miss` and, after a receive-buffer overflow, :class:`EventsLost`.
-    With no ``watch()``-ed ifindex every device's misses are reported.
+    :class:`L3Miss`, :class:`FdbChange` / :class:`NeighChange` of the devices
+    given to ``watch_entries()`` and, after a receive-buffer overflow,
+    :class:`EventsLost`.  With no ``watch()``-ed ifindex every device's misses are
+    reported; entry changes only for ``watch_entries()``-ed ones.
     """
 
     def __init__(self, netns: str | None = None, rcvbuf: int = 8 * 1024 * 1024, *, addresses: bool = False) -> None:
@@ -69,6 +102,7 @@ class MissListener:
         self._buf = bytearray(256 * 1024)
         self._view = memoryview(self._buf)
         self._watch: set[int] = set()
+        self._entries: set[int] = set()
         self.closed = False
         self.lost = 0  # number of ENOBUFS seen
         # read in the loop's readable callback, registered once: no epoll (un)registration per miss
@@ -94,6 +128,17 @@ class MissListener:
     def watched(self) -> frozenset[int]:
         return frozenset(self._watch)
 
+    def watch_entries(self, ifindex: int) -> None:
+        """Report FDB / neighbour changes of this device (its misses are reported as before)."""
+        self._entries.add(int(ifindex))
+
+    def unwatch_entries(self, ifindex: int) -> None:
+        self._entries.discard(int(ifindex))
+
+    def set_entry_watch(self, ifindexes) -> None:
+        """Report entry changes of exactly these devices."""
+        self._entries = {int(i) for i in ifindexes}
+
     def close(self) -> None:
         if not self.closed:
             self.closed = True
@@ -118,6 +163,7 @@ class MissListener:
     def _parse(self, n: int, out: list[Event]) -> None:
         view = self._view
         watch = self._watch
+        entries = self._entries
         off = 0
         while off + 16 <= n:
             mlen, mtype, _flags, _seq, _pid = NLH.unpack_from(view, off)
@@ -152,7 +198,33 @@ class MissListener:
                         out.append(L2Miss(ifindex, view[p : p + 6].hex(":"), vni or None))
             elif (mtype == RTM_NEWADDR or mtype == RTM_DELADDR) and mlen >= NLH.size + IFADDRMSG.size:
                 out.append(_address_change(view, off, end, mtype == RTM_NEWADDR))
+            elif (mtype == RTM_NEWNEIGH or mtype == RTM_DELNEIGH) and mlen >= _ATTR_OFF:
+                _family, ifindex, _state, _nflags, _t = NDMSG.unpack_from(view, off + _NDMSG_OFF)
+                if ifindex in entries:
+                    ev = self._entry_change(off, end, mtype == RTM_DELNEIGH)
+                    if ev is not None:
+                        out.append(ev)
             off += (mlen + 3) & ~3
+
+    def _entry_change(self, off: int, end: int, deleted: bool) -> FdbChange | NeighChange | None:
+        """An FDB remote (AF_BRIDGE, NTF_SELF) or a neighbour (AF_INET/AF_INET6) of a watched device."""
+        view = self._view
+        family, ifindex, state, nflags, _t = NDMSG.unpack_from(view, off + _NDMSG_OFF)
+        attrs = parse_attrs(view, off + _ATTR_OFF, end)
+        dst, lladdr, port, proto = attrs.get(NDA_DST), attrs.get(NDA_LLADDR), attrs.get(NDA_PORT), attrs.get(NDA_PROTOCOL)
+        ip = _ip(bytes(dst)) if dst is not None else None
+        if ip is None:
+            return None
+        mac = bytes(lladdr).hex(":") if lladdr is not None and len(lladdr) == 6 else None
+        if family == AF_BRIDGE:
+            if not nflags & NTF_SELF or nflags & NTF_MASTER or mac is None:
+                return None
+            port_no = _BE16.unpack(port)[0] if port is not None and len(port) == 2 else 0
+            return FdbChange(ifindex, mac, ip, port_no, deleted, fdb_owned(nflags, proto))
+        if nflags & NTF_PROXY:
+            return None
+        usable = not deleted and state & _CONNECTED
+        return NeighChange(ifindex, ip, mac if usable else None, deleted, neigh_owned(proto))
 
     # -- reading -----------------------------------------------------------------
     def poll(self) -> list[Event]:

@@ -76,6 +76,7 @@ NDA_PORT = 6
 NDA_VNI = 7
 NDA_IFINDEX = 8
 NDA_MASTER = 9
+NDA_PROTOCOL = 12  # u8, who installed the entry (5.0); the VXLAN FDB ignores it up to 6.18 at least
 
 NTF_USE = 0x01
 NTF_SELF = 0x02
@@ -121,8 +122,15 @@ DEL_FLAGS = NLM_F_REQUEST | NLM_F_ACK
 
 ZERO_MAC = b"\x00" * 6
 
+# varpd's mark on the entries it programs, like zebra's RTPROT_ZEBRA (11): a number no protocol in
+# linux/rtnetlink.h or FRR's rt_netlink.h uses ('v'); configs/rt_protos.d/varpd.conf names it.
+VARPD_PROTOCOL = 118
+
 __all__ = [
     "KernelTables",
+    "VARPD_PROTOCOL",
+    "fdb_owned",
+    "neigh_owned",
     "encode_fdb",
     "encode_neigh",
     "encode_port_fdb",
@@ -156,6 +164,9 @@ def _align(n: int) -> int:
 def _attr(atype: int, payload: bytes) -> bytes:
     n = NLA.size + len(payload)
     return NLA.pack(n, atype) + payload + b"\x00" * (_align(n) - n)
+
+
+_PROTO_ATTR = _attr(NDA_PROTOCOL, bytes([VARPD_PROTOCOL]))
 
 
 def parse_attrs(buf, start: int, end: int) -> dict[int, memoryview]:
@@ -210,31 +221,57 @@ def _neigh_addresses(buf, off: int, mlen: int):
 
 
 # --- encoders -------------------------------------------------------------------
-def encode_fdb(ifindex: int, entry: FdbEntry, seq: int, *, add: bool = True, vni: int | None = None) -> bytes:
-    """RTM_NEWNEIGH/RTM_DELNEIGH for a VXLAN FDB entry (AF_BRIDGE, NTF_SELF)."""
+def fdb_owned(flags: int, proto) -> bool:
+    """Is a VXLAN FDB entry varpd's?  Its NDA_PROTOCOL says so where the kernel keeps one; the
+    VXLAN FDB of 6.18 drops NDA_PROTOCOL, so there NTF_EXT_LEARNED is the mark (as zebra's EVPN
+    entries carry it).  A hand-added entry (`bridge fdb add`) has neither; `bridge fdb replace`
+    of varpd's entry clears NTF_EXT_LEARNED, so a hand-changed entry is no longer varpd's."""
+    if proto is not None and len(proto) == 1:
+        return proto[0] == VARPD_PROTOCOL
+    return bool(flags & NTF_EXT_LEARNED)
+
+
+def neigh_owned(proto) -> bool:
+    """Is a neighbour entry varpd's?  Neighbour tables keep NDA_PROTOCOL (kernel 5.0)."""
+    return proto is not None and len(proto) == 1 and proto[0] == VARPD_PROTOCOL
+
+
+def encode_fdb(ifindex: int, entry: FdbEntry, seq: int, *, add: bool = True, vni: int | None = None,
+               whole: bool = False) -> bytes:
+    """RTM_NEWNEIGH/RTM_DELNEIGH for a VXLAN FDB entry (AF_BRIDGE, NTF_SELF).
+
+    An add is marked as varpd's (NTF_EXT_LEARNED and NDA_PROTOCOL, see fdb_owned).  A delete
+    with `whole` names only the MAC: every remote of it goes, whatever its destination."""
+    lladdr = mac_to_bytes(entry.mac)
+    if not add and whole:
+        body = NDMSG.pack(AF_BRIDGE, ifindex, 0, NTF_SELF, 0) + _attr(NDA_LLADDR, lladdr)
+        return NLH.pack(NLH.size + len(body), RTM_DELNEIGH, DEL_FLAGS, seq, 0) + body
     dst = _as_ip(entry.dst)
     if not 0 < int(entry.port) < 65536:
         raise ValueError(f"invalid port {entry.port!r}")
+    ntf = NTF_SELF | NTF_EXT_LEARNED if add else NTF_SELF
     body = (
-        NDMSG.pack(AF_BRIDGE, ifindex, NUD_PERMANENT, NTF_SELF, 0)
-        + _attr(NDA_LLADDR, mac_to_bytes(entry.mac))
+        NDMSG.pack(AF_BRIDGE, ifindex, NUD_PERMANENT, ntf, 0)
+        + _attr(NDA_LLADDR, lladdr)
         + _attr(NDA_DST, dst.packed)
         + _attr(NDA_PORT, _BE16.pack(int(entry.port)))
     )
     if vni is not None:
         body += _attr(NDA_VNI, struct.pack("=I", vni))
-    lladdr = mac_to_bytes(entry.mac)
     if not add:
         mtype, flags = RTM_DELNEIGH, DEL_FLAGS
     elif lladdr == ZERO_MAC or lladdr[0] & 1:
         mtype, flags = RTM_NEWNEIGH, APPEND_FLAGS
     else:
         mtype, flags = RTM_NEWNEIGH, ADD_FLAGS
+    if add:
+        body += _PROTO_ATTR
     return NLH.pack(NLH.size + len(body), mtype, flags, seq, 0) + body
 
 
 def encode_neigh(ifindex: int, entry: NeighEntry, seq: int, *, add: bool = True) -> bytes:
-    """RTM_NEWNEIGH/RTM_DELNEIGH for a plain permanent neighbour entry on the device."""
+    """RTM_NEWNEIGH/RTM_DELNEIGH for a plain permanent neighbour entry on the device, marked as
+    varpd's with NDA_PROTOCOL (a replace sets the protocol of an existing entry too)."""
     ip = _as_ip(entry.ip)
     family = AF_INET if ip.version == 4 else AF_INET6
     if add:
@@ -242,6 +279,7 @@ def encode_neigh(ifindex: int, entry: NeighEntry, seq: int, *, add: bool = True)
             NDMSG.pack(family, ifindex, NUD_PERMANENT, 0, 0)
             + _attr(NDA_DST, ip.packed)
             + _attr(NDA_LLADDR, mac_to_bytes(entry.mac))
+            + _PROTO_ATTR
         )
         return NLH.pack(NLH.size + len(body), RTM_NEWNEIGH, ADD_FLAGS, seq, 0) + body
     body = NDMSG.pack(family, ifindex, 0, 0, 0) + _attr(NDA_DST, ip.packed)
@@ -412,15 +450,38 @@ class KernelTables:
             entries, lambda e, s: encode_neigh(self.ifindex, e, s, add=False), (_errno.ENOENT,)
         )
 
-    async def dump_fdb(self) -> set[FdbEntry]:
-        """Remote FDB entries of this VXLAN device (NTF_SELF, with NDA_DST), the all-zeros
-        default destination included: a reconciler must see (and remove) a stray one, since
-        it silences L2 misses and floods broadcast to its remote."""
+    async def take_fdb(self, entries: Iterable[FdbEntry]) -> list[OpFailure]:
+        """Program `entries` in place of kernel entries of their MACs that are not varpd's.
+
+        The VXLAN driver keeps the flags of an entry added without NTF_EXT_LEARNED when a
+        replace carries it, so such an entry cannot be re-marked in place: each MAC is deleted
+        (every remote) and added again, the two requests next to each other in one send."""
+        ops: list[tuple[FdbEntry, bool]] = []
+        seen: set[str] = set()
+        for e in entries:
+            if e.mac not in seen:
+                seen.add(e.mac)
+                ops.append((e, False))
+            ops.append((e, True))
+        failures = await self._batch(
+            ops, lambda op, s: encode_fdb(self.ifindex, op[0], s, add=op[1], whole=not op[1]), (_errno.ENOENT,)
+        )
+        return [OpFailure(f.entry[0], f.errno, f.message) for f in failures]
+
+    @property
+    def dev_port(self) -> int:
+        """The device's UDP port: what an FDB entry (or event) without NDA_PORT goes to."""
+        return self._dev_port or 4789
+
+    async def dump_fdb(self) -> dict[FdbEntry, bool]:
+        """Remote FDB entries of this VXLAN device (NTF_SELF, with NDA_DST) → whether each is
+        varpd's (fdb_owned), the all-zeros default destination included: a reconciler must see
+        (and remove) a stray one of its own, since it silences L2 misses and floods broadcast."""
         async with self._lock:
             if self._dev_port is None:
                 self._dev_port = await self._query_vxlan_port()
             default_port = self._dev_port or 4789
-            out: set[FdbEntry] = set()
+            out: dict[FdbEntry, bool] = {}
             req = NDMSG.pack(AF_BRIDGE, self.ifindex, 0, 0, 0)
 
             def on_msg(buf: memoryview, off: int, mlen: int, mtype: int) -> None:
@@ -436,7 +497,7 @@ class KernelTables:
                 mac, ip, attrs = found
                 port_raw = attrs.get(NDA_PORT)
                 port = _BE16.unpack(port_raw)[0] if port_raw is not None and len(port_raw) == 2 else default_port
-                out.add(FdbEntry(mac, ip, port))
+                out[FdbEntry(mac, ip, port)] = fdb_owned(flags, attrs.get(NDA_PROTOCOL))
 
             await self._dump(RTM_GETNEIGH, req, on_msg, reset=out.clear)
             return out
@@ -471,10 +532,11 @@ class KernelTables:
             await self._dump(RTM_GETNEIGH, NDMSG.pack(AF_BRIDGE, self.ifindex, 0, 0, 0), on_msg, reset=out.clear)
             return out
 
-    async def dump_neigh(self) -> set[NeighEntry]:
-        """Connected (PERMANENT/NOARP/REACHABLE) IPv4+IPv6 neighbours with lladdr on this device."""
+    async def dump_neigh(self) -> dict[NeighEntry, bool]:
+        """Connected (PERMANENT/NOARP/REACHABLE) IPv4+IPv6 neighbours with lladdr on this device
+        → whether each is varpd's (neigh_owned)."""
         async with self._lock:
-            out: set[NeighEntry] = set()
+            out: dict[NeighEntry, bool] = {}
             wanted = NUD_PERMANENT | NUD_NOARP | NUD_REACHABLE
 
             def on_msg(buf: memoryview, off: int, mlen: int, mtype: int) -> None:
@@ -489,11 +551,11 @@ class KernelTables:
                 found = _neigh_addresses(buf, off, mlen)
                 if found is None or found[1].is_multicast:
                     return
-                out.add(NeighEntry(found[1], found[0]))
+                out[NeighEntry(found[1], found[0])] = neigh_owned(found[2].get(NDA_PROTOCOL))
 
             for family in (AF_INET, AF_INET6):
                 req = NDMSG.pack(family, 0, 0, 0, 0) + _attr(NDA_IFINDEX, struct.pack("=I", self.ifindex))
-                before = frozenset(out)
+                before = dict(out)
 
                 def reset(before=before) -> None:  # a retried (interrupted) dump
                     out.clear()
@@ -605,6 +667,9 @@ class KernelTables:
             interrupted = False
             done = False
             while not done:
+                # sock_recv_into returns without yielding while data is queued: a dump of 1M
+                # entries would hold the loop for seconds; misses and admin requests go between
+                await asyncio.sleep(0)
                 n = await loop.sock_recv_into(sock, buf)
                 for off, mlen, t, mflags, mseq in _messages(view, n):
                     if mseq != seq:

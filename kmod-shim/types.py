@@ -21,6 +21,8 @@ __all__ = [
     "L3Miss",
     "EventsLost",
     "AddressChange",
+    "FdbChange",
+    "NeighChange",
     "OpFailure",
     "CapturedFrame",
     "KmodError",
@@ -86,6 +88,31 @@ class L2Miss:
 class L3Miss:
     ifindex: int
     ip: IPAddress
+
+
+@dataclass(frozen=True, slots=True)
+class FdbChange:
+    """The kernel announced a changed (RTM_NEWNEIGH) or removed (RTM_DELNEIGH) remote of a VXLAN
+    device's FDB.  `port` is 0 when the event names none (the device's own port)."""
+
+    ifindex: int
+    mac: str
+    dst: IPAddress
+    port: int
+    deleted: bool
+    owned: bool  # carries varpd's mark (varpd_kmod.netlink.fdb_owned)
+
+
+@dataclass(frozen=True, slots=True)
+class NeighChange:
+    """The kernel announced a changed or removed neighbour entry on a watched device.  `mac` is
+    None unless the entry is usable by the VXLAN proxy (connected state, a 6-byte lladdr)."""
+
+    ifindex: int
+    ip: IPAddress
+    mac: str | None
+    deleted: bool
+    owned: bool  # NDA_PROTOCOL is varpd's
 
 
 @dataclass(frozen=True, slots=True)

@@ -24,7 +24,7 @@ from pyroute2 import IPRoute
 from pyroute2 import netns as _pyroute2_netns
 from pyroute2.netlink.exceptions import NetlinkError
 
-from ._netns import CLONE_NEWNET, _libc, netns_identity, netns_path, run_in_netns
+from ._netns import CLONE_NEWNET, _libc, netns_identity, netns_path, private_mount_reason, run_in_netns
 from .device import _delete_link, _get_link, _ipr, _kind
 from .types import KmodError
 
@@ -72,6 +72,9 @@ def _create_netns(name: str) -> None:
     if os.path.exists(path):  # and not a namespace here: never unlink it (a mount point elsewhere)
         raise KmodError(f"{path} exists but is not a network namespace this daemon can see (made in another "
                         "mount namespace, or after the daemon started in a private one)")
+    if "/" not in name and (why := private_mount_reason()):
+        raise KmodError(f"network namespace {name!r} does not exist and {why}: create it first with "
+                        f"`ip netns add {name}` (at boot: systemctl enable --now varpd-netns@{name}.service)")
     error: list[BaseException] = []
 
     def worker() -> None:

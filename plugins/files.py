@@ -3,16 +3,24 @@
 Properties:
 
 - ``files/config`` (string, required): absolute path of the hosts.json.
+- ``files/watch`` (``inotify`` or ``poll``, default inotify): how changes are seen.
+  inotify (one instance for the whole daemon, `varpd_plugins.file_watch`) reloads
+  within milliseconds of an edit and costs nothing while the file is quiet; where
+  it cannot be used (no inotify, out of instances or watches) the file is polled,
+  as it must be on network filesystems, whose remote writes inotify never sees.
 - ``files/reload_interval`` (seconds, fractions allowed, default 1; 0 disables
-  reloading): how often the file is checked for changes.
+  reloading): how often the file is polled when it is polled.
 - ``files/max_size`` (uint bytes, default 256 MiB: a million records): a larger
   file is refused, as is anything but a regular file (a FIFO blocked the reload
   thread forever, /dev/zero was read until the OOM killer came).
 
-Better than the original, which never reloads: the file is polled (inode,
-mtime_ns, size: robust to editors that write a new file and rename it over, and
-to in-place rewrites), parsed off the event loop, and only the difference
-reaches the daemon (`replace_mapping`).  A bad or missing file keeps the last
+Better than the original, which never reloads: the file is watched (editors
+that write a new file and rename it over, in-place rewrites, delete and
+re-create, a replaced directory: each edit is one reload), parsed off the event
+loop, and only the difference reaches the daemon (`replace_mapping`).  A file
+closed after writing or renamed into place is read at once; a creation, deletion
+or modification still in progress is looked at once it has settled for
+`SETTLE` seconds, and re-read only if its (inode, mtime_ns, size) moved.  A bad or missing file keeps the last
 good mapping in force, logs one error line and marks the overlay DEGRADED; the
 next good file clears it.  A bad file at start is fatal (ConfigError): the
 overlay cannot run without a mapping.
@@ -33,8 +41,11 @@ from varpd.backend.properties import PropertySpec, PropType, Protection
 from varpd.config.hosts import MAX_SIZE, parse_hosts
 from varpd.config.reading import read_text
 from varpd.model import Mapping, MappingChange
+from varpd_plugins.file_watch import CHANGED, WRITTEN, Subscription, watch_file
 
 log = logging.getLogger(__name__)
+
+SETTLE = 0.2  # s without events before a file created, deleted or modified (not closed) is looked at
 
 # (inode, mtime_ns, size) of the file, or None when it cannot be stat'ed.
 Stamp = tuple[int, int, int] | None
@@ -80,9 +91,11 @@ class FilesBackend(MappingBackend):
         PropertySpec("files/config", PropType.STRING, Protection.REQUIRED,
                      description="absolute path of the hosts.json mapping"),
         PropertySpec("files/reload_interval", PropType.SECONDS, Protection.WRITE, default=1, maximum=3600,
-                     description="seconds between checks of the file for changes (0: never reload)"),
+                     description="seconds between polls of the file when it is polled (0: never reload)"),
         PropertySpec("files/max_size", PropType.UINT, Protection.WRITE, default=MAX_SIZE, minimum=2,
                      maximum=1 << 32, description="bytes a hosts.json may have; a larger one is refused"),
+        PropertySpec("files/watch", PropType.STRING, Protection.WRITE, default="inotify", choices=("inotify", "poll"),
+                     description="inotify: reload on every edit; poll: stat the file every reload_interval"),
     )
 
     def __init__(self, ctx: OverlayContext, props: dict[str, Any]) -> None:
@@ -96,9 +109,15 @@ class FilesBackend(MappingBackend):
         self.path = path
         self.interval: float = self.properties[1].parse(props.get("files/reload_interval", 1))
         self.max_size: int = self.properties[2].parse(props.get("files/max_size", MAX_SIZE))
+        self.watch_mode: str = self.properties[3].parse(props.get("files/watch", "inotify"))
         self._stamp: Stamp = None
         self._racy = False
-        self._task: asyncio.Task | None = None
+        self._task: asyncio.Task | None = None  # the poller, when polling
+        self._subscription: Subscription | None = None  # the inotify watch, when watching
+        self._reloading: asyncio.Task | None = None
+        self._again = False  # written again while a reload was reading
+        self._settle: asyncio.TimerHandle | None = None
+        self._missing_seen = False
         self._lock = asyncio.Lock()
         self.reloads = 0
 
@@ -115,17 +134,30 @@ class FilesBackend(MappingBackend):
         self.replace_mapping(mapping)  # nothing is emitted unless listeners were added before start
         self.set_degraded(None)
         log.info("files=%s event=loaded records=%d", self.path, len(mapping))
-        if self.interval > 0:
-            self._task = asyncio.get_running_loop().create_task(self._watch(), name=f"files-watch:{self.path}")
+        if self.interval <= 0:
+            return
+        if self.watch_mode == "inotify":
+            self._subscription = watch_file(self.path, self._on_file_event)
+        if self._subscription is not None:
+            self._look_later(0)  # an edit between the read and the watch
+        else:
+            self._task = asyncio.get_running_loop().create_task(self._poll(), name=f"files-poll:{self.path}")
 
     async def stop(self) -> None:
-        task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            try:
-                await task
-            except asyncio.CancelledError:
-                pass
+        if self._subscription is not None:
+            self._subscription.close()
+            self._subscription = None
+        if self._settle is not None:
+            self._settle.cancel()
+            self._settle = None
+        for task in (self._task, self._reloading):
+            if task is not None:
+                task.cancel()
+                try:
+                    await task
+                except asyncio.CancelledError:
+                    pass
+        self._task = self._reloading = None
 
     # -- reloading ------------------------------------------------------------------
     async def reload(self) -> MappingChange:
@@ -160,17 +192,65 @@ class FilesBackend(MappingBackend):
         self._stamp = stamp
         self._racy = stamp is not None and time.time_ns() - stamp[1] < _RACY_NS
 
-    async def _watch(self) -> None:
+    async def _poll(self) -> None:
         while True:
             await asyncio.sleep(self.interval)
-            if not self.changed():
-                continue
-            try:
-                await self.reload()
-            except ConfigError:
-                pass  # logged and marked degraded by reload()
-            except Exception:  # never let the watcher die: the overlay would silently stop following the file
-                log.exception("files=%s event=reload-crashed", self.path)
+            if self.changed():
+                await self._reload_logged()
+
+    async def _reload_logged(self) -> None:
+        try:
+            await self.reload()
+        except ConfigError:
+            pass  # logged and marked degraded by reload()
+        except Exception:  # never let the watcher die: the overlay would silently stop following the file
+            log.exception("files=%s event=reload-crashed", self.path)
+
+    # -- inotify ------------------------------------------------------------------------
+    def _on_file_event(self, kind: str) -> None:
+        if kind == WRITTEN:
+            self._reload_now()
+        else:  # CHANGED settles first; RESCAN looks at once
+            self._look_later(SETTLE if kind == CHANGED else 0)
+
+    def _reload_now(self) -> None:
+        if self._settle is not None:
+            self._settle.cancel()
+            self._settle = None
+        if self._reloading is not None:
+            self._again = True  # it may have read the file before this write: read it once more after
+            return
+        self._reloading = asyncio.get_running_loop().create_task(self._reload_until_read())
+
+    async def _reload_until_read(self) -> None:
+        try:
+            while True:
+                self._again = False
+                await self._reload_logged()
+                if not self._again:
+                    return
+        finally:
+            self._reloading = None
+
+    def _look_later(self, delay: float) -> None:
+        if self._settle is not None:
+            self._settle.cancel()
+        self._settle = asyncio.get_running_loop().call_later(delay, self._look)
+
+    def _look(self) -> None:
+        """Reload if the file is not the one last read; a file gone is given SETTLE to come back."""
+        self._settle = None
+        if self._reloading is not None:
+            return  # that reload reads whatever is there now
+        stamp = _stamp(self.path)
+        if stamp == self._stamp:
+            return
+        if stamp is None and not self._missing_seen:
+            self._missing_seen = True  # a directory re-made before its file, an rm before the cp
+            self._look_later(SETTLE)
+            return
+        self._missing_seen = False
+        self._reload_now()
 
     def _fail(self, message: str) -> None:
         if message != self.degraded:

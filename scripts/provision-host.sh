@@ -5,11 +5,13 @@
 #      and /usr/local/bin/varpd;
 #   3. /etc/varpd/varpd.toml and /etc/varpd/hosts.json generated from UNDERLAY (python3 -m varpd.lab.vagrant:
 #      the seed's hosts.json with record N on host N's address);
-#   4. man/ -> /usr/local/share/man; configs/varpd.service -> /etc/systemd/system/varpd.service, enabled and
-#      (re)started: Type=notify, so the restart returns once the daemon serves its socket;
-#   5. the guest namespace "guest" with scripts/add-guest.sh: vnic0 on the overlay bridge,
-#      this host's MAC, overlay IPv4 and link-local IPv6 from hosts.json, MTU 1400.
-# Idempotent: `vagrant provision` re-runs it (a restart leaves kernel state in place).
+#   4. man/ -> /usr/local/share/man; configs/varpd-netns@.service enabled for the namespace "guest" (made at
+#      boot, before varpd: the daemon's sandbox cannot make namespaces the host sees); configs/varpd.service
+#      enabled and (re)started: Type=notify, so the restart returns once the daemon serves its socket;
+#   5. the guest with `varpd create-vnic`: vnic0 on overlay0's bridge, eth0 in namespace guest with this
+#      host's MAC, overlay IPv4 and link-local IPv6 from hosts.json, MTU 1400. varpd saves it and
+#      re-creates it into the namespace after a reboot (no provisioning needed).
+# Idempotent: `vagrant provision` re-runs it (a restart leaves kernel state in place; the VNIC is made anew).
 #
 #   provision-host.sh HOSTNAME [UNDERLAY]   (root; UNDERLAY: ADDR/LEN,ADDR/LEN,ADDR/LEN in host order;
 #                                            the repo is at $VARPD_SRC, default /vagrant)
@@ -54,10 +56,10 @@ varpd --version
 say "configuration in $ETC for underlay $UNDERLAY"
 install -d -m 0755 "$ETC"
 # generated and checked with the daemon's own loaders (one line naming the file on a problem);
-# prints this host's guest (MAC IPV4 IPV6 BRIDGE) and the other guests' IPv4 addresses
+# prints this host's guest (MAC IPV4 IPV6 OVERLAY) and the other guests' IPv4 addresses
 GUESTS=$("$VENV/bin/python" -m varpd.lab.vagrant --host "$HOST" --underlay "$UNDERLAY" --etc "$ETC" \
     --seed "$SRC/configs/hosts.json") || die "configuration refused"
-{ read -r MAC IP4 IP6 BRIDGE; read -r OTHERS; } <<<"$GUESTS"
+{ read -r MAC IP4 IP6 OVERLAY; read -r OTHERS; } <<<"$GUESTS"
 chmod 0644 "$ETC/varpd.toml" "$ETC/hosts.json"
 
 say "manual pages"
@@ -66,16 +68,27 @@ install -D -m 0644 "$SRC/man/varpd.toml.5" /usr/local/share/man/man5/varpd.toml.
 install -D -m 0644 "$SRC/man/hosts.json.5" /usr/local/share/man/man5/hosts.json.5
 mandb -q 2>/dev/null || true
 
-say "systemd unit"
+say "systemd units"
 install -m 0644 "$SRC/configs/varpd.service" /etc/systemd/system/varpd.service
+install -m 0644 "$SRC/configs/varpd-netns@.service" /etc/systemd/system/varpd-netns@.service
 systemctl daemon-reload
+systemctl enable --quiet --now varpd-netns@guest.service   # the guest's namespace, now and at every boot
 systemctl enable --quiet varpd.service
 systemctl restart varpd.service   # Type=notify: returns once varpd serves its socket and overlays
 
-say "guest namespace: $MAC $IP4 $IP6 on $BRIDGE"
-bash "$SRC/scripts/add-guest.sh" --ns guest --vnic vnic0 --bridge "$BRIDGE" --mtu 1400 "$MAC" "$IP4" "$IP6"
+say "guest: vnic0 on $OVERLAY, eth0 in namespace guest: $MAC $IP4 $IP6"
+if varpd show-vnic vnic0 >/dev/null 2>&1; then
+    varpd delete-vnic vnic0   # made anew: a changed MAC or address takes effect
+elif ip link show dev vnic0 >/dev/null 2>&1; then
+    ip link del vnic0   # a guest made by hand (or by the former add-guest.sh) that varpd does not know
+fi
+ADDRS=()
+[ "$IP4" = "-" ] || ADDRS+=(--address "$IP4/24")
+[ "$IP6" = "-" ] || ADDRS+=(--address "$IP6/64")
+varpd create-vnic -m "$MAC" -l "$OVERLAY" --netns guest "${ADDRS[@]}" --mtu 1400 vnic0
 
 systemctl --no-pager --lines=0 status varpd.service
+varpd show-vnic
 varpd show-overlay -f
 PEER=${OTHERS%% *}
 say "done; try: vagrant ssh $HOST -c 'sudo ip netns exec guest ping -c3 $PEER'"

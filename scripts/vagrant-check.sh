@@ -76,6 +76,10 @@ timed up vagrant up --provider="$PROVIDER"
 pings after-up
 timed reload vagrant reload "$RELOAD_HOST"
 pings after-reload
+# what the rebooted host's varpd did at boot (the VNIC re-created into varpd-netns@guest's namespace)
+vagrant ssh "$RELOAD_HOST" -c "sudo sh -c 'systemctl --no-pager status varpd-netns@guest varpd | head -n 30; \
+    varpd show-vnic; journalctl -b --no-pager -u varpd | grep vnic='" >"$LOG/after-reload-state.log" 2>&1 || true
+grep -E 'event=(re-created|adopted|restore-failed)|vnic0 ' "$LOG/after-reload-state.log" | sed 's/^/  /' || true
 timed provision vagrant provision
 if grep -n -i -E '(^|[^a-z_])(error|traceback|cannot reach)' "$LOG/provision.log"; then
     failed "re-provision printed error lines (above; log: $LOG/provision.log)"

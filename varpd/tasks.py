@@ -6,13 +6,6 @@ import asyncio
 from collections.abc import Callable, Coroutine
 
 
-async def every(interval: float, tick: Callable[[], object]) -> None:
-    """Call `tick` every `interval` s until cancelled: a timer for cheap synchronous upkeep."""
-    while True:
-        await asyncio.sleep(interval)
-        tick()
-
-
 class TaskSet:
     """The event loop keeps only weak references to tasks, so their owner must hold them; this
     holds each until it ends (then reports a failure, if asked) and cancels what is left on stop."""

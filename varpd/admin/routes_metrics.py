@@ -7,6 +7,8 @@ a scrape should cost the daemon nothing between scrapes.
 
 from __future__ import annotations
 
+from typing import Any
+
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
@@ -31,6 +33,8 @@ _COUNTERS = (
      {"backend": "mapping_changes"}),
     ("varpd_reconciles", "reconciler passes, and those that repaired the kernel", "result",
      {"pass": "reconciles", "repair": "reconcile_repairs"}),
+    ("varpd_drift_repairs", "kernel entries put back after a change behind varpd's back (kernel events)", "table",
+     {"any": "drift_repairs"}),
     ("varpd_events_lost", "times kernel events were lost (ENOBUFS) and state re-read", "cause", {"enobufs": "events_lost"}),
     ("varpd_dhcp", "DHCP frames handled", "action",
      {"proxied": "dhcp_proxied", "native": "dhcp_native_replies", "dropped": "dhcp_dropped"}),
@@ -67,7 +71,23 @@ class VarpdCollector:
         yield entries
         yield from families.values()
         yield latency
+        yield from self._backend_metrics(overlays)
         yield from self._admin_connections()
+
+    def _backend_metrics(self, overlays):
+        """Samples backends report themselves (evpn: routes, sessions), one family per name."""
+        found: dict[str, Any] = {}
+        for rt in overlays:
+            report = getattr(getattr(rt, "backend", None), "metrics", None)
+            for m in report() if report is not None else ():
+                names = ["overlay", "plugin", *(k for k, _ in m.labels)]
+                family = found.get(m.name)
+                if family is None:
+                    cls = CounterMetricFamily if m.kind == "counter" else GaugeMetricFamily
+                    family = found[m.name] = (cls(m.name, m.help, labels=names), names)
+                family[0].add_metric([rt.name, rt.cfg.search, *(v for _, v in m.labels)], m.value)
+        for family, _ in found.values():
+            yield family
 
     def _admin_connections(self):
         """The admin listeners' open connections, and those refused beyond the cap (varpd.admin.limits)."""

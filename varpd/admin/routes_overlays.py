@@ -6,13 +6,14 @@ from aiohttp import web
 
 from varpd.admin.app import SERVICE, BadRequest, json_type, read_json_object
 from varpd.config.daemon import OverlayConfig
+from varpd.daemon import backend_views
 
 routes = web.RouteTableDef()
 
 
 @routes.get("/v1/overlays")
 async def list_overlays(request: web.Request) -> web.Response:
-    return web.json_response([o.describe() for o in request.app[SERVICE].overlays()])
+    return web.json_response([backend_views.describe(o) for o in request.app[SERVICE].overlays()])
 
 
 @routes.post("/v1/overlays")
@@ -25,7 +26,7 @@ async def create_overlay(request: web.Request) -> web.Response:
 
 @routes.get("/v1/overlays/{name}")
 async def show_overlay(request: web.Request) -> web.Response:
-    return web.json_response(request.app[SERVICE].get(request.match_info["name"]).describe())
+    return web.json_response(backend_views.describe(request.app[SERVICE].get(request.match_info["name"])))
 
 
 @routes.delete("/v1/overlays/{name}")
@@ -45,7 +46,7 @@ async def delete_overlay(request: web.Request) -> web.Response:
 async def overlay_entries(request: web.Request) -> web.Response:
     """The overlay's FDB and neighbour entries as the kernel has them now."""
     rt = request.app[SERVICE].get(request.match_info["name"])
-    return web.json_response(await rt.kernel_entries())
+    return web.json_response(await backend_views.entries(rt))
 
 
 @routes.post("/v1/overlays/{name}/reconcile")

@@ -39,6 +39,17 @@ StatusListener = Callable[[str | None], None]
 
 
 @dataclass(frozen=True, slots=True)
+class MetricSample:
+    """One sample of a backend metric: `kind` is "counter" or "gauge"; samples of one name share its help."""
+
+    name: str
+    kind: str
+    help: str
+    labels: tuple[tuple[str, str], ...]
+    value: float
+
+
+@dataclass(frozen=True, slots=True)
 class OverlayContext:
     """What a backend may know of the overlay it serves."""
 
@@ -59,6 +70,8 @@ class Backend(abc.ABC):
     # True when answers come from memory without I/O: the daemon then answers a kernel miss
     # inline instead of in a task of its own (one event-loop pass less on the hot path).
     answers_from_memory: ClassVar[bool] = False
+    # What show-overlay -t says an entry pushed from this backend came from (None: the mode, "push").
+    origin: ClassVar[str | None] = None
 
     def __init__(self, ctx: OverlayContext, props: dict[str, Any]) -> None:
         self.ctx = ctx
@@ -107,6 +120,19 @@ class Backend(abc.ABC):
     def snapshot(self) -> Mapping | None:
         """Enumerable backends: the whole current table, for push mode."""
         return None
+
+    # -- admin views (varpd.daemon.backend_views) -------------------------------------
+    def extra(self) -> dict[str, Any]:
+        """Backend state show-overlay adds to the overlay's description (sessions, peers...)."""
+        return {}
+
+    def detail(self, mac: str) -> dict[str, Any] | None:
+        """Where the backend's answer for `mac` came from (lookup-overlay), when it knows more."""
+        return None
+
+    def metrics(self) -> list[MetricSample]:
+        """The backend's own /metrics samples (the overlay and plugin labels are added)."""
+        return []
 
     # -- change stream -------------------------------------------------------
     def add_listener(self, listener: ChangeListener) -> None:

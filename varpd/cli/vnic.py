@@ -52,8 +52,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "create-vnic", help="create a VNIC: a guest's port on an overlay's bridge, with MAC spoofing protection",
         description="Create a VNIC on an overlay (which needs a bridge, -b of create-overlay). veth (default): "
-                    "a pair whose guest end, with MAC and the overlay's MTU, goes into --netns (created if "
-                    "missing) with the --address CIDRs; tap: a persistent tap for a QEMU/libvirt guest. The "
+                    "a pair whose guest end, with MAC and the overlay's MTU, goes into --netns with the --address "
+                    "CIDRs (a missing namespace is made only by a daemon in the host's mount namespace; under "
+                    "varpd.service make it first: systemctl enable --now varpd-netns@NS); tap: a persistent tap for a QEMU/libvirt guest. The "
                     "port is protected: the MAC is pinned on it (static, sticky), learning off, port locked. "
                     "The VNIC is saved and re-created when the daemon starts (after a reboot). A failed "
                     "create leaves nothing behind.")

@@ -18,7 +18,7 @@ from pydantic import (BaseModel, ConfigDict, Field, IPvAnyNetwork, ValidationErr
 
 from varpd.backend.errors import ConfigError
 from varpd.config.reading import MiB, read_text
-from varpd.model.identifiers import VNI_RANGE, ifname_problem, netns_problem, vni_problem
+from varpd.model.identifiers import VNI_RANGE, ifname_problem, vni_problem
 
 MAX_CONFIG_SIZE = 16 * MiB  # thousands of overlays fit in a few MiB
 _QUOTE = reprlib.Repr()
@@ -38,9 +38,6 @@ class OverlayConfig(BaseModel):
     search: str = Field(min_length=1, description="the backend (plugin) name")
     mode: Literal["auto", "push", "on-demand"] = "auto"
     bridge: str | None = Field(default=None, min_length=1, max_length=15)
-    netns: str | None = Field(default=None, min_length=1,
-                              description="network namespace (a name of /run/netns) holding the devices; "
-                                          "default: the daemon's own")
     properties: dict[str, PropValue] = Field(default_factory=dict)
     persist: bool = True
 
@@ -55,13 +52,6 @@ class OverlayConfig(BaseModel):
     @classmethod
     def _ifname(cls, value: str | None) -> str | None:
         if value is not None and (problem := ifname_problem(value)):
-            raise ValueError(problem)
-        return value
-
-    @field_validator("netns")
-    @classmethod
-    def _netns(cls, value: str | None) -> str | None:
-        if value is not None and (problem := netns_problem(value)):
             raise ValueError(problem)
         return value
 
@@ -88,7 +78,13 @@ class DaemonSettings(BaseModel):
 
     state_dir: Path = Path("/var/lib/varpd")
     socket: Path = Path("/run/varpd/varpd.sock")
-    reconcile_interval: float = Field(default=30.0, gt=0)
+    # the safety net's period: drift is repaired from kernel events within milliseconds, and a full
+    # dump-and-diff also runs at start, on device re-appearance and after lost events (ENOBUFS)
+    reconcile_interval: float = Field(default=300.0, gt=0,
+                                      description="seconds between full kernel-vs-mapping passes (safety net)")
+    event_buffer: int = Field(default=8 * 1024 * 1024, ge=4096, le=1 << 30,
+                              description="receive buffer (bytes) of the one socket that carries kernel misses and "
+                                          "the devices' FDB/neighbour changes; an overflow means a full pass")
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["kv", "json"] = Field(default="kv", description="kv: key=value text; json: one object per line")
     miss_rate_limit: float = Field(default=0.2, ge=0, description="min seconds between lookups of one destination")

@@ -42,8 +42,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from varpd.backend.errors import ConfigError
 from varpd.config.reading import MiB, read_text
-from varpd.model import Destination, Mapping, MappingRecord
-from varpd.model.addresses import check_overlay_ip, check_unicast_mac, check_vtep, mac_problem
+from varpd.model import AddressIndex, Destination, Mapping, MappingRecord
+from varpd.model.addresses import check_overlay_ip, check_unicast_mac, check_vtep, mac_problem, overlay_int_ok
 
 try:  # the packet layer owns MAC parsing; fall back to a private copy if it is absent
     from varpd.packet.mac import normalize_mac as _packet_normalize_mac
@@ -118,7 +118,7 @@ def _kind(value: Any) -> str:
     if value is None:
         return "null"
     return {bool: "a boolean", int: "a number", float: "a number", str: "a string",
-            list: "a list", dict: "an object"}.get(type(value), type(value).__name__)
+            list: "a list", dict: "an object", _Body: "an object"}.get(type(value), type(value).__name__)
 
 
 def _check_ip(value: Any) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
@@ -159,8 +159,34 @@ def _check_proxy(value: Any) -> str | None:
     return check_unicast_mac(normalize_mac(value))
 
 
-def _fast_record(mac: str, body: dict[str, Any]) -> MappingRecord:
-    """The success path of HostRecordModel.model_validate(body).to_record(mac), without pydantic.
+class _Body(tuple):
+    """A record body already checked by the fast path: (interned destination, arp int, ndp int, dhcp-proxy).
+
+    json.loads hands every record object to `_object_hook` as it closes, which turns
+    it into this at once: a million records never exist as dicts of strings all at
+    the same time (that peak was 1 KB per record, the compact record is 300 bytes)."""
+
+    __slots__ = ()
+
+
+@lru_cache(maxsize=4096)
+def _destination(ip: str, port: int) -> Destination:
+    return Destination.of(_underlay_ip(ip), port)
+
+
+def _overlay_int(text: Any, family: int) -> int:
+    """The integer of overlay address `text` (TypeError if not a str, ValueError if bad or not unicast)."""
+    try:
+        n = _from_bytes(_pton(family, text), "big")
+    except OSError:
+        raise ValueError("bad address") from None
+    if not overlay_int_ok(n, 4 if family == _AF_INET else 6):
+        raise ValueError("not a unicast address")
+    return n
+
+
+def _compact_body(body: dict[str, Any]) -> _Body:
+    """The success path of HostRecordModel.model_validate(body), without pydantic.
 
     Uses the very checks the model's validators use; any ValueError (or an unknown
     field) means the caller re-validates with the model, for its error message.
@@ -171,22 +197,23 @@ def _fast_record(mac: str, body: dict[str, Any]) -> MappingRecord:
     if type(ip) is not str or not ip or type(port) is not int or not 1 <= port <= 65535:
         raise ValueError("unusual ip or port")
     arp, ndp, proxy = body.get("arp"), body.get("ndp"), body.get("dhcp-proxy")
-    try:
-        if arp:
-            arp = check_overlay_ip(_IPv4(_from_bytes(_pton(_AF_INET, arp), "big")))  # TypeError if not a str
-        elif arp is not None and arp != "":
-            raise ValueError("arp: 0, false, [] or {} is not 'absent'")
-        if ndp:
-            ndp = check_overlay_ip(_IPv6(_from_bytes(_pton(_AF_INET6, ndp), "big")))
-        elif ndp is not None and ndp != "":
-            raise ValueError("ndp: 0, false, [] or {} is not 'absent'")
-    except OSError:
-        raise ValueError("bad address") from None
-    return MappingRecord(mac, Destination(_underlay_ip(ip), port), arp or None, ndp or None, _check_proxy(proxy))
+    if arp:
+        arp = _overlay_int(arp, _AF_INET)
+    elif arp is not None and arp != "":
+        raise ValueError("arp: 0, false, [] or {} is not 'absent'")
+    if ndp:
+        ndp = _overlay_int(ndp, _AF_INET6)
+    elif ndp is not None and ndp != "":
+        raise ValueError("ndp: 0, false, [] or {} is not 'absent'")
+    return _Body((_destination(ip, port), arp or None, ndp or None, _check_proxy(proxy)))
 
 
-_IPv4, _IPv6, _from_bytes = ipaddress.IPv4Address, ipaddress.IPv6Address, int.from_bytes
-_pton, _AF_INET, _AF_INET6 = socket.inet_pton, socket.AF_INET, socket.AF_INET6
+def _fast_record(mac: str, body: dict[str, Any]) -> MappingRecord:
+    """`body` as the record of `mac` by the fast path (ValueError, KeyError or TypeError: ask the model)."""
+    return MappingRecord.compact(mac, *_compact_body(body))
+
+
+_from_bytes, _pton, _AF_INET, _AF_INET6 = int.from_bytes, socket.inet_pton, socket.AF_INET, socket.AF_INET6
 
 
 class HostRecordModel(BaseModel):
@@ -227,7 +254,7 @@ class HostRecordModel(BaseModel):
 
     def to_record(self, mac: str) -> MappingRecord:
         """The model as the backend-neutral record of `mac` (already normalised by the caller)."""
-        return MappingRecord(mac, Destination(self.ip, self.port), self.arp, self.ndp, self.dhcp_proxy)
+        return MappingRecord(mac, Destination.of(self.ip, self.port), self.arp, self.ndp, self.dhcp_proxy)
 
 
 def record_body(rec: MappingRecord) -> dict[str, Any]:
@@ -366,6 +393,17 @@ def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return obj
 
 
+def _object_hook(pairs: list[tuple[str, Any]]) -> dict[str, Any] | _Body:
+    """Every JSON object as it closes: a good record body becomes a `_Body`, anything else a dict."""
+    obj = _no_duplicates(pairs)
+    if len(obj) <= 5:
+        try:
+            return _compact_body(obj)
+        except (ValueError, KeyError, TypeError):
+            pass
+    return obj
+
+
 def parse_hosts(text: str, source: str = "<string>") -> Mapping:
     """Validate a whole hosts.json text; ConfigError (one line, with file:line) on the first problem.
 
@@ -386,20 +424,27 @@ def parse_hosts(text: str, source: str = "<string>") -> Mapping:
 def _parse_hosts(text: str, source: str) -> Mapping:
     report = _Reporter(text, source)
     try:
-        raw = json.loads(text, object_pairs_hook=_no_duplicates)
+        raw = json.loads(text, object_pairs_hook=_object_hook)
     except json.JSONDecodeError as exc:
         raise ConfigError(f"{source}:{exc.lineno}:{exc.colno}: invalid JSON: {exc.msg}") from None
     except _Duplicate as dup:
         raise report.duplicate(dup.name) from None
     except (ValueError, RecursionError) as exc:  # an int of > 4300 digits, nesting too deep
         raise ConfigError(f"{source}: invalid JSON: {exc}") from None
+    if isinstance(raw, _Body):
+        raise ConfigError(f"{source}: the top level must be an object keyed by MAC address, not one record")
     if not isinstance(raw, dict):
         raise ConfigError(f"{source}: the top level must be an object keyed by MAC address, not {_kind(raw)}")
     records: dict[str, MappingRecord] = {}
-    index_of: dict[str, int] = {}
-    by_ip: dict[Any, MappingRecord] = {}
+    by_ip = AddressIndex()
+    tables = {"arp": by_ip.v4, "ndp": by_ip.v6}
+    v4, v6 = by_ip.v4, by_ip.v6
     validate = HostRecordModel.model_validate
-    fast = _fast_record
+    compact = MappingRecord.compact
+
+    def index_of(mac: str) -> int:  # error path only: records are kept in the file's order
+        return next(i for i, m in enumerate(records) if m == mac)
+
     for index, (key, body) in enumerate(raw.items()):
         try:
             mac = normalize_mac(key)
@@ -409,29 +454,31 @@ def _parse_hosts(text: str, source: str) -> Mapping:
         if problem is not None:
             raise report.error(problem, index)
         if mac in records:
-            first = report.line(index_of[mac])
+            first = report.line(index_of(mac))
             raise ConfigError(f"{source}: duplicate MAC {mac} (lines {first} and {report.line(index)})")
-        if not isinstance(body, dict):
+        if body.__class__ is _Body:
+            rec = compact(mac, *body)
+        elif not isinstance(body, dict):
             raise report.error(f"{mac}: the value must be an object with 'ip' and 'port', not {_kind(body)}", index)
-        try:
-            rec = fast(mac, body)
-        except (ValueError, KeyError, TypeError):
+        else:
             try:  # the model says what is wrong (or accepts an unusual spelling the fast path skipped)
                 rec = validate(body).to_record(mac)
             except ValidationError as exc:
                 field, reason = describe_validation_error(exc.errors()[0])
                 raise report.error(f"{mac}: {reason}", index, field) from None
-        for ip, name in ((rec.arp, "arp"), (rec.ndp, "ndp")):
-            if ip is None:
-                continue
-            other = by_ip.setdefault(ip, rec)  # one hash of the (slow-hashing) address per IP
-            if other is not rec:
-                raise report.error(
-                    f"{mac}: field '{name}': {ip} is already claimed by {other.mac} "
-                    f"(line {report.line(index_of[other.mac], name)})", index, name)
+        if rec.arp_int is not None and v4.setdefault(rec.arp_int, rec) is not rec:
+            _claimed(report, rec, "arp", tables, index, index_of)
+        if rec.ndp_int is not None and v6.setdefault(rec.ndp_int, rec) is not rec:
+            _claimed(report, rec, "ndp", tables, index, index_of)
         records[mac] = rec
-        index_of[mac] = index
     return Mapping(records, by_ip)
+
+
+def _claimed(report: _Reporter, rec: MappingRecord, name: str, tables: dict, index: int, index_of) -> None:
+    ip = getattr(rec, name)
+    other = tables[name][int(ip)]
+    raise report.error(f"{rec.mac}: field '{name}': {ip} is already claimed by {other.mac} "
+                       f"(line {report.line(index_of(other.mac), name)})", index, name)
 
 
 def load_hosts(path: str | Path, max_size: int = MAX_SIZE) -> Mapping:

@@ -9,7 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from varpd.config.hosts import normalize_mac
 from varpd.model.addresses import check_unicast_mac
-from varpd.model.identifiers import ifname_problem, netns_problem
+from varpd.model.identifiers import ifname_problem
 
 
 class VnicConfig(BaseModel):
@@ -26,17 +26,10 @@ class VnicConfig(BaseModel):
     addresses: tuple[IPv4Interface | IPv6Interface, ...] = ()
     mtu: int | None = Field(default=None, ge=576, le=9000, description="default: the VXLAN device's MTU")
 
-    @field_validator("name", "overlay", "guest_ifname")
+    @field_validator("name", "overlay", "guest_ifname", "netns")
     @classmethod
-    def _ifname(cls, value: str) -> str:
-        if problem := ifname_problem(value):
-            raise ValueError(problem)
-        return value
-
-    @field_validator("netns")
-    @classmethod
-    def _netns(cls, value: str | None) -> str | None:
-        if value is not None and (problem := netns_problem(value)):
+    def _ifname(cls, value: str | None) -> str | None:
+        if value is not None and (problem := ifname_problem(value)):
             raise ValueError(problem)
         return value
 

@@ -2,8 +2,9 @@
 
 What each mode wants and how it gets there is a strategy of varpd.daemon.modes (push,
 on-demand, point); this module owns what they share: the device, the kernel tables, the lock,
-the backend's lookups through the cache, and the reconciler. In every mode the reconciler compares the kernel with what is wanted and
-applies only the difference, so start, restart and ENOBUFS never flush.
+the backend's lookups through the cache; varpd.daemon.kernel_sync keeps the kernel equal to what
+is wanted (batched programming, the full pass, event-driven drift repair), applying only the
+difference, so start, restart and ENOBUFS never flush.
 """
 
 from __future__ import annotations
@@ -12,29 +13,31 @@ import asyncio
 import collections
 import logging
 import time
-from typing import Any
+from pathlib import Path
+from typing import Any, Callable
 
 from varpd.backend import registry
 from varpd.backend.base import Backend, DestType, OverlayContext, PluginMode
 from varpd.backend.errors import BackendError, PropertyError
 from varpd.backend.properties import PropertySpec, format_value, resolve
 from varpd.config.daemon import DaemonSettings, OverlayConfig
+from varpd.daemon.cache_sweeper import sweeper
 from varpd.daemon.change_log import ChangeLog
-from varpd.daemon import placement
 from varpd.daemon.guest_frames import GuestFrames
 from varpd.daemon.modes import ModeStrategy, strategy_for
 from varpd.daemon.overlay_props import DAEMON_PROPERTIES, native_dhcp
-from varpd.daemon.reconciler import plan
+from varpd.daemon.kernel_sync import KernelSync
 from varpd.model import Destination, MappingChange
 from varpd.model.addresses import check_vtep
-from varpd.model.cache import CACHE_SWEEP_INTERVAL, MISSING, LookupCache
+from varpd.model.cache import MISSING, LookupCache
 from varpd.model.latency import LatencyHistogram
-from varpd.model.overrides import Override, apply_overrides, format_override
+from varpd.model.overrides import Override, format_override
 from varpd.packet import build_gratuitous_arp, build_unsolicited_na
-from varpd.tasks import TaskSet, every
+from varpd.tasks import TaskSet
 from varpd_kmod import device as kdev
+from varpd_kmod.frames import FrameTap
 from varpd_kmod.netlink import KernelTables
-from varpd_kmod.types import DeviceHandle, FdbEntry, L2Miss, L3Miss, NeighEntry
+from varpd_kmod.types import DeviceHandle, DeviceSpec, FdbChange, L2Miss, L3Miss, NeighChange, NeighEntry
 
 log = logging.getLogger(__name__)
 
@@ -72,10 +75,12 @@ class OverlayRuntime:
         self._lock = asyncio.Lock()
         self._tasks = TaskSet(on_failure=self._task_failed)
         self._change_log = ChangeLog(log, cfg.name)
+        self._taps: list[FrameTap] = []
         self.frames: GuestFrames | None = None
-        self.place: placement.Place | None = None  # the namespace and listen address, as last surveyed
         self._server_mac = "02:00:00:00:00:01"
         self.orphan = False  # a device found in the kernel with no overlay configured for it
+        self.sync = KernelSync(self)
+        self.on_device: Callable[["OverlayRuntime"], None] | None = None  # the service: a new ifindex
 
     # -- validation (no side effects) -------------------------------------------------
     def validate(self) -> None:
@@ -117,24 +122,63 @@ class OverlayRuntime:
         # no await between the snapshot and the listener: no change can fall in between
         self.backend.add_listener(self._on_change)
         self.backend.add_status_listener(self._on_backend_status)
-        await placement.ensure_device(self)
+        await self._ensure_device()
         await self.reconcile(adopt=True)
-        self._tasks.spawn(self._reconcile_loop())
-        self._tasks.spawn(every(CACHE_SWEEP_INTERVAL, self.cache.sweep))  # /metrics and memory follow expiry
+        self._tasks.spawn(self.sync.loop())
+        sweeper().watch(self.cache)  # /metrics and memory follow expiry, one timer for all overlays
         if self.cfg.bridge:
-            placement.open_taps(self)
-        self.refresh_status()
+            self._open_taps()
+        self._set_status(self.backend.degraded)
         log.info("overlay=%s event=started vni=%d mode=%s plugin=%s ifindex=%d",
                  self.name, self.cfg.vni, self.mode, self.cfg.search, self.handle.ifindex)
 
+    async def _ensure_device(self) -> None:
+        point = self.mode == "point"
+        spec = DeviceSpec(
+            name=self.name,
+            vni=self.cfg.vni,
+            local_ip=self.local.ip,
+            port=self.local.port,
+            bridge=self.cfg.bridge,
+            underlay_dev=self.values.get("vxlan/underlay_dev"),
+            mtu=self.values.get("link/mtu"),
+            proxy=not point,
+            l2miss=not point,
+            l3miss=not point,
+        )
+        old = self.handle
+        handle = await kdev.ensure_overlay(spec)
+        # keep "who created what" across re-creation and restarts: delete removes what we made
+        made_vxlan, made_bridge = self._created_before
+        if old is not None:
+            made_vxlan, made_bridge = made_vxlan or old.created_vxlan, made_bridge or old.created_bridge
+        self.handle = DeviceHandle(handle.name, handle.ifindex, handle.vni, handle.bridge, handle.bridge_ifindex,
+                                   made_vxlan or handle.created_vxlan, made_bridge or handle.created_bridge)
+        if self.tables is not None:
+            self.tables.close()
+        self.tables = KernelTables(handle.ifindex)
+        if self.on_device is not None and (old is None or old.ifindex != handle.ifindex):
+            self.on_device(self)
+        if self.cfg.bridge:
+            try:
+                self._server_mac = Path(f"/sys/class/net/{self.cfg.bridge}/address").read_text().strip()
+            except OSError:
+                pass
+
     async def stop(self, *, delete_device: bool) -> None:
         await self._tasks.cancel_all()
+        sweeper().unwatch(self.cache)
         self._change_log.close()
-        placement.release(self)
+        for tap in self._taps:
+            tap.close()
+        self._taps.clear()
         if self.backend is not None:
             await self.backend.stop()
+        if self.tables is not None:
+            self.tables.close()
+            self.tables = None
         if delete_device and self.handle is not None:
-            await kdev.delete_overlay(self.handle, self.cfg.netns)
+            await kdev.delete_overlay(self.handle)
         self.status = "STOPPED"
 
     def _task_failed(self, exc: BaseException) -> None:
@@ -151,83 +195,29 @@ class OverlayRuntime:
         self.status = new
         self.details = reason or ""
 
-    def refresh_status(self) -> None:
-        """DEGRADED while the namespace or the listen address is missing, or while the backend says so."""
-        self._set_status((self.place and self.place.problem) or (self.backend and self.backend.degraded))
-
     def _on_backend_status(self, reason: str | None) -> None:
-        self.refresh_status()
+        self._set_status(reason)
 
-    # -- kernel programming ------------------------------------------------------------
+    # -- kernel programming (varpd.daemon.kernel_sync) ------------------------------------
     async def _program(self, add_fdb=(), add_neigh=(), del_fdb=(), del_neigh=()) -> None:
-        """Apply changes in batches; the FDB goes before neighbours so a proxied ARP never points nowhere."""
-        t = self.tables
-        if t is None:
-            return  # the namespace is gone: the first reconcile in the new one programs everything
-        failures = []
-        now = time.monotonic()
-        if add_fdb:
-            failures += await t.add_fdb(add_fdb)
-            self.counters["fdb_programmed"] += len(add_fdb)
-            self.programmed_at.update((e.mac, now) for e in add_fdb)
-        if add_neigh:
-            failures += await t.add_neigh(add_neigh)
-            self.counters["neigh_programmed"] += len(add_neigh)
-            self.programmed_at.update((e.ip, now) for e in add_neigh)
-        if del_neigh:
-            failures += await t.del_neigh(del_neigh)
-            self.counters["neigh_removed"] += len(del_neigh)
-        if del_fdb:
-            failures += await t.del_fdb(del_fdb)
-            self.counters["fdb_removed"] += len(del_fdb)
-        for f in failures:
-            self.counters["program_errors"] += 1
-            log.error("overlay=%s event=program-failed entry=%s errno=%d error=%s", self.name, f.entry, f.errno, f.message)
-
-    def _wanted(self) -> tuple[list[FdbEntry], list[NeighEntry]]:
-        fdb, neigh = self.strategy.wanted()
-        return apply_overrides(fdb, neigh, self.overrides)
+        await self.sync.program(add_fdb, add_neigh, del_fdb, del_neigh)
 
     async def reconcile(self, *, adopt: bool = False) -> dict[str, int]:
-        """Make the kernel equal to what is wanted; `adopt` re-validates entries found at start."""
-        async with self._lock:
-            if not await placement.check(self):  # re-makes a device that is gone; False: no namespace
-                return {}
-            have_fdb = await self.tables.dump_fdb()
-            have_neigh = await self.tables.dump_neigh()
-            await self.strategy.before_reconcile(have_fdb, have_neigh, adopt=adopt)
-            want_fdb, want_neigh = self._wanted()
-            p = plan(want_fdb, want_neigh, have_fdb, have_neigh)
-            await self._program(p.add_fdb, p.add_neigh, p.del_fdb, p.del_neigh)
-            self.counters["reconciles"] += 1
-            if p and not adopt:
-                self.counters["reconcile_repairs"] += 1
-                log.info("overlay=%s event=reconcile %s", self.name,
-                         " ".join(f"{k}={v}" for k, v in p.summary().items()))
-            for e in p.add_fdb:
-                self.origin.setdefault(e.mac, self.mode)
-            return p.summary()
+        return await self.sync.reconcile(adopt=adopt)
+
+    def on_kernel_change(self, ev: FdbChange | NeighChange) -> None:
+        """An FDB/neighbour event of this overlay's device (the daemon's one neighbour socket)."""
+        self.sync.on_change(ev)
 
     async def _announce(self, entries: list[NeighEntry]) -> None:
         """A changed IP → MAC mapping is announced to local guests (gratuitous ARP, unsolicited NA),
         so their caches follow at once instead of after a timeout (svp's VL3 shootdown, any move)."""
-        if not entries or self.frames is None:
+        if not entries or not self._taps:
             return
         for n in entries:
             frame = build_gratuitous_arp(n.mac, n.ip) if n.ip.version == 4 else build_unsolicited_na(n.mac, n.ip)
             await self.frames.send_to_guests(frame)
         self.counters["announcements"] += len(entries)
-
-    async def _reconcile_loop(self) -> None:
-        while True:
-            await asyncio.sleep(self.settings.reconcile_interval)
-            try:
-                await self.reconcile()
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # keep serving; the next pass tries again
-                self.counters["errors"] += 1
-                log.error("overlay=%s event=reconcile-failed error=%s", self.name, exc)
 
     # -- mapping changes ---------------------------------------------------------------
     def _on_change(self, change: MappingChange) -> None:
@@ -271,9 +261,13 @@ class OverlayRuntime:
         await self.strategy.on_miss(ev)  # push/point: everything known is programmed; the reconciler covers losses
 
     async def on_events_lost(self) -> None:
-        self.counters["events_lost"] += 1
-        log.warning("overlay=%s event=events-lost action=reconcile", self.name)
-        await self.reconcile()
+        self.sync.events_lost()
+
+    # -- frames the kernel cannot answer (varpd.daemon.guest_frames) --------------------
+    def _open_taps(self) -> None:
+        self.frames = GuestFrames.open(self)
+        self._taps += self.frames.taps
+        self._tasks.spawn(self.frames.run())
 
     # -- presentation ------------------------------------------------------------------
     def describe(self) -> dict[str, Any]:
@@ -299,7 +293,6 @@ class OverlayRuntime:
             "status": self.status,
             "details": self.details,
             "bridge": self.cfg.bridge,
-            "netns": self.cfg.netns,
             "properties": props,
             "counters": counters,
         }

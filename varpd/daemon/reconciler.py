@@ -3,20 +3,35 @@
 Pure logic; the overlay runtime feeds it dumps from kmod-shim and applies the
 plan with batched netlink.  Entries still wanted are never touched, so a
 reconcile (at start, after ENOBUFS, periodically) never disturbs traffic.
+
+Ownership: a dump says which kernel entries carry varpd's mark
+(varpd_kmod.netlink.fdb_owned / neigh_owned).  Only marked entries are ever
+removed; an entry someone else added for a key varpd does not want survives.
+A key varpd wants is varpd's: an unmarked entry there is taken over (an older
+varpd's entry is adopted this way, once: afterwards it carries the mark).
 """
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
-from typing import Iterable
+from typing import Generator, Iterable, Mapping
 
 from varpd_kmod.types import FdbEntry, NeighEntry
 
+# entries looked at between two yields of plan_async: ~10 ms of work
+BATCH = 20_000
 FLOOD_MAC = "00:00:00:00:00:00"  # the VXLAN default destination: broadcast, multicast, unknown unicast
 
 
 def _dest_key(e: FdbEntry) -> tuple:
     return e.dst.version, e.dst, e.port
+
+
+def _appended(mac: str) -> bool:
+    """All-zeros and multicast MACs hold a list of remotes (appended: the kernel refuses a
+    replace), compared as a set of whole entries; any other MAC has one remote."""
+    return mac == FLOOD_MAC or int(mac[:2], 16) & 1 == 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,49 +40,127 @@ class Plan:
     del_fdb: tuple[FdbEntry, ...] = ()
     add_neigh: tuple[NeighEntry, ...] = ()
     del_neigh: tuple[NeighEntry, ...] = ()
+    # wanted entries whose MAC the kernel holds unmarked: deleted and added again with the mark
+    # (KernelTables.take_fdb), since the VXLAN driver does not re-mark an entry on replace
+    take_fdb: tuple[FdbEntry, ...] = ()
 
     def __bool__(self) -> bool:
-        return bool(self.add_fdb or self.del_fdb or self.add_neigh or self.del_neigh)
+        return bool(self.add_fdb or self.del_fdb or self.add_neigh or self.del_neigh or self.take_fdb)
 
     def summary(self) -> dict[str, int]:
         return {
-            "fdb_added": len(self.add_fdb),
+            "fdb_added": len(self.add_fdb) + len(self.take_fdb),
             "fdb_removed": len(self.del_fdb),
             "neigh_added": len(self.add_neigh),
             "neigh_removed": len(self.del_neigh),
+            "fdb_adopted": len({e.mac for e in self.take_fdb}),
         }
 
 
 def plan(
     want_fdb: Iterable[FdbEntry],
     want_neigh: Iterable[NeighEntry],
-    have_fdb: Iterable[FdbEntry],
-    have_neigh: Iterable[NeighEntry],
+    have_fdb: Mapping[FdbEntry, bool],
+    have_neigh: Mapping[NeighEntry, bool],
 ) -> Plan:
-    """Adds (with replace) for missing or different entries; deletes for keys not wanted at all.
+    """Adds (with replace) for missing, different or unmarked entries; deletes for marked entries
+    not wanted at all.  `have_*` map each kernel entry to whether it carries varpd's mark.
 
-    FDB entries are keyed by MAC, neighbour entries by IP: a changed destination
-    is one replace, never a delete followed by an add. The all-zeros MAC is the
-    flood list: several entries that differ by destination (appended, the kernel
-    refuses a replace), so it is compared as a set of whole entries.
+    FDB entries are keyed by MAC, neighbour entries by IP: a changed destination is one
+    replace, never a delete followed by an add.  The all-zeros MAC is the flood list:
+    several entries that differ by destination (appended), compared as a set of whole
+    entries, so a wanted extra VTEP is appended and a gone one deleted alone.
     """
-    want_fdb, have_fdb = list(want_fdb), list(have_fdb)
-    want_flood = {e for e in want_fdb if e.mac == FLOOD_MAC}
-    have_flood = {e for e in have_fdb if e.mac == FLOOD_MAC}
-    want_f = {e.mac: e for e in want_fdb if e.mac != FLOOD_MAC}
+    steps = _plan(want_fdb, want_neigh, have_fdb, have_neigh)
+    for _ in steps:
+        pass
+    return steps.result
+
+
+async def plan_async(
+    want_fdb: Iterable[FdbEntry],
+    want_neigh: Iterable[NeighEntry],
+    have_fdb: Mapping[FdbEntry, bool],
+    have_neigh: Mapping[NeighEntry, bool],
+) -> Plan:
+    """`plan`, giving the event loop a turn every BATCH entries (1M entries take seconds)."""
+    steps = _plan(want_fdb, want_neigh, have_fdb, have_neigh)
+    for _ in steps:
+        await asyncio.sleep(0)
+    return steps.result
+
+
+class _Steps:
+    """Iterate a generator to its end and keep what it returned."""
+
+    def __init__(self, gen: Generator[None, None, Plan]) -> None:
+        self._gen = gen
+        self.result: Plan | None = None
+
+    def __iter__(self):
+        self.result = yield from self._gen
+
+
+def _plan(want_fdb, want_neigh, have_fdb, have_neigh) -> _Steps:
+    return _Steps(_plan_steps(want_fdb, want_neigh, have_fdb, have_neigh))
+
+
+def _plan_steps(want_fdb, want_neigh, have_fdb, have_neigh) -> Generator[None, None, Plan]:
+    n = 0
+    want_f: dict[str, list[FdbEntry]] = {}
+    for e in want_fdb:
+        want_f.setdefault(e.mac, []).append(e)
+        n += 1
+        if n % BATCH == 0:
+            yield
     have_f: dict[str, list[FdbEntry]] = {}
-    for e in have_fdb:
-        if e.mac != FLOOD_MAC:
-            have_f.setdefault(e.mac, []).append(e)
-    add_fdb = [e for mac, e in want_f.items() if have_f.get(mac) != [e]]
-    # A MAC with several remotes (appended by someone else) keeps only the wanted one.
-    del_fdb = [
-        e for mac, entries in have_f.items() for e in entries if mac not in want_f or (e != want_f[mac] and len(entries) > 1)
-    ]
-    add_fdb += sorted(want_flood - have_flood, key=_dest_key)
-    del_fdb += sorted(have_flood - want_flood, key=_dest_key)
+    foreign: set[str] = set()  # MACs whose kernel entry is not varpd's (the mark is per MAC)
+    for e, owned in have_fdb.items():
+        have_f.setdefault(e.mac, []).append(e)
+        if not owned:
+            foreign.add(e.mac)
+        n += 1
+        if n % BATCH == 0:
+            yield
+    add_fdb: list[FdbEntry] = []
+    del_fdb: list[FdbEntry] = []
+    take_fdb: list[FdbEntry] = []
+    for mac, wants in want_f.items():
+        kernel = have_f.get(mac)
+        if kernel is None:
+            add_fdb += wants
+        elif mac in foreign:
+            take_fdb += wants
+        elif not _appended(mac):
+            # one remote: the add replaces a different one; extras appended by someone go
+            if kernel != wants[-1:]:
+                add_fdb.append(wants[-1])
+                del_fdb += [e for e in kernel if e != wants[-1]] if len(kernel) > 1 else []
+        else:
+            add_fdb += sorted(set(wants) - set(kernel), key=_dest_key)
+            del_fdb += sorted(set(kernel) - set(wants), key=_dest_key)
+        n += 1
+        if n % BATCH == 0:
+            yield
+    for mac, kernel in have_f.items():
+        if mac not in want_f and mac not in foreign:
+            del_fdb += kernel
+        n += 1
+        if n % BATCH == 0:
+            yield
     want_n = {e.ip: e for e in want_neigh}
-    have_n = {e.ip: e for e in have_neigh}
-    add_neigh = [e for ip, e in want_n.items() if have_n.get(ip) != e]
-    del_neigh = [e for ip, e in have_n.items() if ip not in want_n]
-    return Plan(tuple(add_fdb), tuple(del_fdb), tuple(add_neigh), tuple(del_neigh))
+    have_n: dict[object, tuple[NeighEntry, bool]] = {}
+    for e, owned in have_neigh.items():
+        have_n[e.ip] = (e, owned)
+        n += 1
+        if n % BATCH == 0:
+            yield
+    add_neigh: list[NeighEntry] = []
+    for ip, e in want_n.items():
+        if have_n.get(ip) != (e, True):
+            add_neigh.append(e)  # a replace: sets the lladdr and the mark
+        n += 1
+        if n % BATCH == 0:
+            yield
+    del_neigh = [e for ip, (e, owned) in have_n.items() if owned and ip not in want_n]
+    return Plan(tuple(add_fdb), tuple(del_fdb), tuple(add_neigh), tuple(del_neigh), tuple(take_fdb))

@@ -47,27 +47,15 @@ class HostSpec:
         return rec
 
 
-UNDERLAYS = ("ipv4", "ipv6")
-
-
-def seed_hosts(n: int = 3, *, dhcp_proxy: bool = True, underlay: str = "ipv4") -> list[HostSpec]:
-    """The seed's layout: hostN at 192.0.2.N (`underlay="ipv6"`: 2001:db8::N), MAC de:ad:be:ef:00:(N-1),
-    10.55.55.(N+1), fe80::(N+2)."""
-    if underlay not in UNDERLAYS:
-        raise ValueError(f"underlay must be one of {', '.join(UNDERLAYS)}, not {underlay!r}")
+def seed_hosts(n: int = 3, *, dhcp_proxy: bool = True) -> list[HostSpec]:
+    """The seed's layout: hostN at 192.0.2.N, MAC de:ad:be:ef:00:(N-1), 10.55.55.(N+1), fe80::(N+2)."""
     return [
         HostSpec(
-            f"host{i}", f"192.0.2.{i}" if underlay == "ipv4" else f"2001:db8::{i:x}", f"de:ad:be:ef:00:{i - 1:02x}",
-            f"10.55.55.{i + 1}", f"fe80::{i + 2:x}",
+            f"host{i}", f"192.0.2.{i}", f"de:ad:be:ef:00:{i - 1:02x}", f"10.55.55.{i + 1}", f"fe80::{i + 2:x}",
             dhcp_proxy="de:ad:be:ef:00:00" if dhcp_proxy and i == 2 else None,
         )
         for i in range(1, n + 1)
     ]
-
-
-def underlay_cidr(ip: str) -> str:
-    """A lab host's underlay address with its prefix: /24 in 192.0.2.0/24, /64 in 2001:db8::/64."""
-    return f"{ip}/64" if ":" in ip else f"{ip}/24"
 
 
 def run(*cmd: str, check: bool = True, timeout: float = 30.0, input: str | None = None) -> subprocess.CompletedProcess:
@@ -176,14 +164,17 @@ def _toml_value(v) -> str:
 def write_varpd_config(path: str | Path, host: HostSpec, *, hosts_json: str | Path | None = None,
                        state_dir: str | Path, sock: str | Path, mode: str = "push", overlay: str = "vx23",
                        vni: int = 23, bridge: str = "br0", reconcile_interval: float = 1.0,
-                       log_level: str = "debug", search: str = "files", properties: dict | None = None) -> Path:
-    """A daemon config for one lab host; `search` picks the backend, `properties` adds its properties."""
+                       log_level: str = "debug", search: str = "files", properties: dict | None = None,
+                       daemon: dict | None = None) -> Path:
+    """A daemon config for one lab host; `search` picks the backend, `properties` adds its properties,
+    `daemon` more [daemon] settings."""
     props = {"vxlan/listen_ip": host.underlay_ip, "vxlan/listen_port": VXLAN_PORT}
     if search == "files":
         props["files/config"] = str(hosts_json)
     props.update(properties or {})
     lines = ["[daemon]", f"state_dir = {_toml_value(state_dir)}", f"socket = {_toml_value(sock)}",
-             f"reconcile_interval = {float(reconcile_interval)!r}", f"log_level = {_toml_value(log_level)}", "",
+             f"reconcile_interval = {float(reconcile_interval)!r}", f"log_level = {_toml_value(log_level)}",
+             *(f"{k} = {_toml_value(v)}" for k, v in (daemon or {}).items()), "",
              "[[overlays]]", f"name = {_toml_value(overlay)}", f"vni = {vni}", f"search = {_toml_value(search)}",
              f"mode = {_toml_value(mode)}", f"bridge = {_toml_value(bridge)}", "", "[overlays.properties]"]
     lines += [f"{json.dumps(k)} = {_toml_value(v)}" for k, v in props.items()]
@@ -276,9 +267,7 @@ class Lab:
                 self._add_ns(hns)
                 run("ip", "-n", self.underlay, "link", "add", port, "type", "veth", "peer", "name", "eth0", "netns", hns)
                 run("ip", "-n", self.underlay, "link", "set", port, "master", "ubr0", "up")
-                # nodad: usable at once (varpd would call the overlay DEGRADED until DAD passed)
-                run("ip", "-n", hns, "addr", "add", underlay_cidr(h.underlay_ip), "dev", "eth0",
-                    *(["nodad"] if ":" in h.underlay_ip else []))
+                run("ip", "-n", hns, "addr", "add", f"{h.underlay_ip}/24", "dev", "eth0")
                 run("ip", "-n", hns, "link", "set", "eth0", "up")
                 self.add_guest(h, mac=h.guest_mac, ip4=h.guest_ip4, ip6=h.guest_ip6, vnic="vnic0", tag="guest")
         except BaseException:

@@ -6,7 +6,7 @@ the given underlay: record N gets host N's address. The host's own record is its
 
     python3 -m varpd.lab.vagrant --host zlan2 --underlay 192.168.56.11/24,192.168.56.12/24,192.168.56.13/24 \
         --etc /etc/varpd
-prints the host's guest as `MAC IPV4 IPV6 BRIDGE` and the other guests' IPv4 addresses.
+prints the host's guest as `MAC IPV4 IPV6 OVERLAY` and the other guests' IPv4 addresses.
 """
 from __future__ import annotations
 
@@ -31,7 +31,7 @@ CONFIG = """\
 [daemon]
 state_dir = "/var/lib/varpd"          # StateDirectory= of varpd.service
 socket = "/run/varpd/varpd.sock"      # RuntimeDirectory= of varpd.service
-reconcile_interval = 30.0
+reconcile_interval = 300.0
 log_level = "info"
 
 [[overlays]]
@@ -98,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, OSError, ConfigError) as exc:
         print(f"varpd.lab.vagrant: {exc}", file=sys.stderr)
         return 1
-    print(mine["mac"], mine.get("arp", "-"), mine.get("ndp", "-"), "br-overlay0")
+    print(mine["mac"], mine.get("arp", "-"), mine.get("ndp", "-"), "overlay0")
     print(" ".join(r["arp"] for r in others if "arp" in r))
     return 0
 

@@ -23,7 +23,7 @@ from ipaddress import IPv6Address
 
 from varpd.model.mapping import IPAddress
 
-__all__ = ["check_overlay_ip", "check_unicast_mac", "check_vtep", "mac_problem"]
+__all__ = ["check_overlay_ip", "check_unicast_mac", "check_vtep", "mac_problem", "overlay_int_ok"]
 
 _ZERO_MAC = "00:00:00:00:00:00"
 _HEX = frozenset("0123456789abcdef")
@@ -48,14 +48,18 @@ def check_unicast_mac(mac: str) -> str:
     return mac
 
 
+def overlay_int_ok(n: int, version: int) -> bool:
+    """Whether the address whose integer is `n` is neither unspecified, loopback, multicast nor broadcast.
+
+    On the integer: a hosts.json of a million records checks two addresses per record."""
+    if version == 4:
+        return not (n == 0 or n >> 24 == 127 or n >> 28 == 14 or n == 0xFFFFFFFF)
+    return not (n <= 1 or n >> 120 == 0xFF)
+
+
 def _common(ip: IPAddress, role: str) -> None:
-    # on the integer: a hosts.json of a million records checks two addresses per record
     n = int(ip)
-    if ip.version == 4:
-        bad = n == 0 or n >> 24 == 127 or n >> 28 == 14 or n == 0xFFFFFFFF
-    else:
-        bad = n <= 1 or n >> 120 == 0xFF
-    if not bad:
+    if overlay_int_ok(n, ip.version):
         return
     if n == 0:
         raise ValueError(f"{ip} is the unspecified address, not {role}")

@@ -6,9 +6,11 @@ ago is not looked up again, and a negative answer is remembered for
 `negative_ttl` so that a storm to an unknown destination costs nothing.
 The counters and `entry`/`stats` exist for the admin API (`GET .../cache`, `.../lookup`).
 
-Expired answers are dropped by `sweep()`, which the overlay calls every second (a lookup only
+Expired answers are dropped by `sweep()`, which the daemon's one sweeper
+(varpd.daemon.cache_sweeper) calls every second while anything waits to expire (a lookup only
 drops the one it finds expired): without it `/metrics` counted 49,520 entries for a cache
-holding 4.  Each TTL is the same for every answer of its kind, so answers expire in the order
+holding 4.  An empty cache (every push-mode overlay's) costs no timer at all: `on_pending` tells
+the sweeper when a cache gets something to sweep.  Each TTL is the same for every answer of its kind, so answers expire in the order
 they were stored: the sweep pops them off the front of a queue per kind, touching only what
 expired, never scanning the cache.
 """
@@ -25,7 +27,7 @@ K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")
 
 MISSING = object()
-CACHE_SWEEP_INTERVAL = 1.0  # s between two sweep() calls of an overlay
+CACHE_SWEEP_INTERVAL = 1.0  # s between two sweep() calls of a cache with something to expire
 
 
 @dataclass(slots=True)
@@ -71,6 +73,7 @@ class LookupCache(Generic[K, V]):
         self.hits = self.misses = self.negative_hits = self.rate_limited = 0
         self.evictions = 0  # live entries dropped to stay under max_entries
         self.expirations = 0  # entries dropped because their TTL ran out
+        self.on_pending: Callable[[], None] | None = None  # called when an empty cache gets something to sweep
 
     def get(self, key: K) -> V | None | object:
         """The cached answer (None = known negative), or MISSING."""
@@ -98,6 +101,8 @@ class LookupCache(Generic[K, V]):
         self._slots.pop(key, None)  # stored again: it moves to the end, the storage order holds
         self._slots[key] = _Slot(value, expires, now)
         queue = self._expiry[negative]
+        if not queue and self.on_pending is not None:
+            self.on_pending()
         queue.append((expires, key))
         if len(queue) > 2 * self.max_entries:  # keys stored again and again within a TTL
             self._rebuild_expiry()
@@ -137,6 +142,8 @@ class LookupCache(Generic[K, V]):
             self._last_lookup.clear()
             self._stamps.clear()
         self._last_lookup[key] = now
+        if not self._stamps and self.on_pending is not None:
+            self.on_pending()
         self._stamps.append((now, key))
         return True
 
@@ -152,6 +159,10 @@ class LookupCache(Generic[K, V]):
 
     def __len__(self) -> int:
         return len(self._slots)
+
+    def pending(self) -> bool:
+        """Whether a sweep() may still have something to drop (an answer or a stamp queued)."""
+        return bool(self._expiry[0] or self._expiry[1] or self._stamps)
 
     def sweep(self) -> int:
         """Drop the expired answers and the rate-limit stamps older than min_interval (both would

@@ -38,12 +38,12 @@ async def test_flood_list_is_appended_per_vtep_and_deleted_one_by_one(flooding):
     zeros = [FdbEntry(ZERO, IPv4Address(f"192.0.2.{n}"), 4789) for n in (2, 3, 4)]
     assert await kt.add_fdb(zeros) == []
     assert await kt.add_fdb(zeros[:1]) == []  # appending a remote that exists is a no-op
-    assert await kt.dump_fdb() == set(zeros)
+    assert await kt.dump_fdb() == dict.fromkeys(zeros, True)
     shown = [e["dst"] for e in json.loads(sh("bridge", "-n", ns, "-j", "fdb", "show", "dev", "vx0"))
              if e["mac"] == ZERO]
     assert sorted(shown) == ["192.0.2.2", "192.0.2.3", "192.0.2.4"]
     assert await kt.del_fdb(zeros[1:2]) == []
-    assert await kt.dump_fdb() == {zeros[0], zeros[2]}
+    assert set(await kt.dump_fdb()) == {zeros[0], zeros[2]}
 
 
 async def test_neigh_suppress_port_and_its_static_bridge_entries(flooding):

@@ -5,7 +5,8 @@ from ipaddress import IPv4Address, IPv6Address
 
 import pytest
 
-from varpd_kmod import EventsLost, KernelTables, L2Miss, L3Miss, MissListener, NeighEntry
+from varpd_kmod import (EventsLost, FdbChange, FdbEntry, KernelTables, L2Miss, L3Miss, MissListener,
+                        NeighChange, NeighEntry)
 
 from _kmod_helpers import ash, sh
 
@@ -128,3 +129,41 @@ async def test_events_iterator(topo):
         await ping
         ml.close()
     assert ev.ifindex == topo.handle.ifindex
+
+
+async def test_entry_changes_of_watched_devices(topo):
+    """FDB and neighbour changes of a watch_entries() device arrive on the miss socket, marked
+    with whether they are varpd's; the bridge's learning on guest ports is not reported."""
+    vx = topo.handle.ifindex
+    mine = FdbEntry("02:14:00:00:00:01", IPv4Address("192.0.2.2"), 4789)
+    with MissListener(netns=topo.host) as ml, KernelTables(vx, netns=topo.host) as kt:
+        ml.watch_entries(vx)
+        seen: list = []
+        assert await kt.add_fdb([mine]) == []
+        ev = await wait_for_event(ml, lambda e: isinstance(e, FdbChange), seen=seen)
+        assert ev == FdbChange(vx, mine.mac, mine.dst, 0, deleted=False, owned=True)  # port 0: the device's
+        sh("bridge", "-n", topo.host, "fdb", "del", mine.mac, "dev", "vx0", "self")
+        ev = await wait_for_event(ml, lambda e: isinstance(e, FdbChange), seen=seen)
+        assert (ev.mac, ev.deleted) == (mine.mac, True)
+        sh("bridge", "-n", topo.host, "fdb", "add", mine.mac, "dev", "vx0", "dst", "192.0.2.9", "port", "8472",
+           "self", "permanent")
+        ev = await wait_for_event(ml, lambda e: isinstance(e, FdbChange), seen=seen)
+        assert ev == FdbChange(vx, mine.mac, IPv4Address("192.0.2.9"), 8472, deleted=False, owned=False)
+
+        n = NeighEntry(IPv4Address("10.23.14.1"), mine.mac)
+        assert await kt.add_neigh([n]) == []
+        ev = await wait_for_event(ml, lambda e: isinstance(e, NeighChange), seen=seen)
+        assert ev == NeighChange(vx, n.ip, n.mac, deleted=False, owned=True)
+        sh("ip", "-n", topo.host, "neigh", "del", str(n.ip), "dev", "vx0")
+        # the kernel first says FAILED (an RTM_NEWNEIGH: no usable lladdr), then RTM_DELNEIGH
+        ev = await wait_for_event(ml, lambda e: isinstance(e, NeighChange) and e.deleted, seen=seen)
+        assert ev == NeighChange(vx, n.ip, None, deleted=True, owned=True)
+
+        # the guest's traffic makes the bridge learn its MAC on a guest port: not a watched device
+        await ash("ping", "-c", "1", "-W", "1", "10.23.0.9", ns=topo.guest, check=False)
+        ml.unwatch_entries(vx)
+        assert await kt.add_fdb([mine]) == []
+        await asyncio.sleep(0.2)
+        late = ml.poll()
+        assert not [e for e in seen + late if isinstance(e, (FdbChange, NeighChange)) and e.ifindex != vx], seen
+        assert not [e for e in late if isinstance(e, FdbChange)]

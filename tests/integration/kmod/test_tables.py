@@ -84,9 +84,9 @@ async def test_bulk_fdb_and_neigh(vx, capsys):
     dumped = await kt.dump_fdb()
     with capsys.disabled():
         print(f"[kmod] dump_fdb: {len(dumped)} entries in {(time.perf_counter() - t2) * 1000:.1f} ms")
-    assert dumped == set(entries)
+    assert dumped == dict.fromkeys(entries, True)  # every one carries varpd's mark
     assert bridge_fdb_remote(ns) == {(e.mac, str(e.dst)) for e in entries}
-    assert await kt.dump_neigh() == set(neighs)
+    assert await kt.dump_neigh() == dict.fromkeys(neighs, True)
     assert ip_neigh(ns) == {(str(e.ip), e.mac) for e in neighs}
 
     # the bridge's own "master" entries and the device MAC are not reported
@@ -96,7 +96,7 @@ async def test_bulk_fdb_and_neigh(vx, capsys):
     moved = [FdbEntry(e.mac, IPv4Address("192.0.2.250"), e.port) for e in entries[:10]]
     assert await kt.add_fdb(moved) == []
     expected = set(moved) | set(entries[10:])
-    assert await kt.dump_fdb() == expected
+    assert set(await kt.dump_fdb()) == expected
 
     # delete half (including the moved ones)
     half = moved + entries[10:5000]
@@ -104,10 +104,10 @@ async def test_bulk_fdb_and_neigh(vx, capsys):
     assert await kt.del_fdb(half) == []
     with capsys.disabled():
         print(f"[kmod] del_fdb: {len(half)} entries in {(time.perf_counter() - t3) * 1000:.1f} ms")
-    assert await kt.dump_fdb() == set(entries[5000:])
+    assert set(await kt.dump_fdb()) == set(entries[5000:])
     assert len(bridge_fdb_remote(ns)) == 5000
     assert await kt.del_neigh(neighs[:500]) == []
-    assert await kt.dump_neigh() == set(neighs[500:])
+    assert set(await kt.dump_neigh()) == set(neighs[500:])
     assert len(ip_neigh(ns)) == 500
 
     # deleting what is already gone is not a failure (ENOENT ignored)
@@ -127,13 +127,13 @@ async def test_invalid_entries_do_not_stop_the_batch(vx):
     assert by_entry[bad_af].errno == errno.EAFNOSUPPORT
     assert by_entry[bad_af].message
     assert by_entry[bad_mac].errno == errno.EINVAL
-    assert await kt.dump_fdb() == set(good)
+    assert set(await kt.dump_fdb()) == set(good)
 
     bad_neigh = NeighEntry(IPv4Address("10.24.9.9"), "02:00:00:00:00")  # short MAC
     ok = neigh_entries(10)
     failures = await kt.add_neigh(ok[:5] + [bad_neigh] + ok[5:])
     assert [f.entry for f in failures] == [bad_neigh]
-    assert await kt.dump_neigh() == set(ok)
+    assert set(await kt.dump_neigh()) == set(ok)
 
 
 async def test_only_remote_entries_are_dumped(vx):
@@ -146,8 +146,9 @@ async def test_only_remote_entries_are_dumped(vx):
     # a reachable / stale neighbour learned by the kernel is (resp. is not) reported
     sh("ip", "-n", ns, "neigh", "add", "10.99.0.1", "lladdr", "02:33:00:00:00:02", "dev", "vx0", "nud", "stale")
     sh("ip", "-n", ns, "neigh", "add", "10.99.0.2", "lladdr", "02:33:00:00:00:03", "dev", "vx0", "nud", "reachable")
-    assert await kt.dump_fdb() == {FdbEntry("00:00:00:00:00:00", IPv4Address("192.0.2.77"), 4789)}
-    assert await kt.dump_neigh() == {NeighEntry(IPv4Address("10.99.0.2"), "02:33:00:00:00:03")}
+    # added by hand: not varpd's
+    assert await kt.dump_fdb() == {FdbEntry("00:00:00:00:00:00", IPv4Address("192.0.2.77"), 4789): False}
+    assert await kt.dump_neigh() == {NeighEntry(IPv4Address("10.99.0.2"), "02:33:00:00:00:03"): False}
     kt.close()
     with pytest.raises(KmodError):
         await kt.add_fdb(fdb_entries(1))
@@ -156,3 +157,30 @@ async def test_only_remote_entries_are_dumped(vx):
 async def test_tables_missing_netns():
     with pytest.raises(KmodError):
         KernelTables(1, netns="vk-missing-does-not-exist")
+
+
+async def test_varpd_marks_its_entries_and_takes_over_unmarked_ones(vx):
+    """iproute2 shows varpd's mark: `extern_learn` on FDB entries (the VXLAN FDB of this kernel
+    drops NDA_PROTOCOL), `proto 118` on neighbours.  An unmarked entry for a MAC varpd wants is
+    deleted and added again with the mark (take_fdb), since a replace does not re-mark it."""
+    ns, h, kt = vx
+    a, b = fdb_entries(2, base=5000)
+    n = NeighEntry(IPv4Address("10.24.5.5"), a.mac)
+    assert await kt.add_fdb([a]) == [] and await kt.add_neigh([n]) == []
+    shown = sh("bridge", "-n", ns, "fdb", "show", "dev", "vx0")
+    assert any(a.mac in line and "extern_learn" in line and "permanent" in line for line in shown.splitlines()), shown
+    assert "proto 118" in sh("ip", "-n", ns, "neigh", "show", "dev", "vx0", "10.24.5.5")
+    # changed by hand: no longer varpd's
+    sh("bridge", "-n", ns, "fdb", "replace", a.mac, "dev", "vx0", "dst", "192.0.2.99", "self", "permanent")
+    sh("bridge", "-n", ns, "fdb", "add", b.mac, "dev", "vx0", "dst", str(b.dst), "port", str(b.port), "self", "permanent")
+    dumped = await kt.dump_fdb()
+    assert dumped == {FdbEntry(a.mac, IPv4Address("192.0.2.99"), a.port): False, b: False}
+    assert await kt.add_fdb([a, b]) == []  # a replace carries the mark, the kernel keeps the old flags
+    assert set((await kt.dump_fdb()).values()) == {False}
+    assert await kt.take_fdb([a, b]) == []
+    assert await kt.dump_fdb() == {a: True, b: True}
+    sh("ip", "-n", ns, "neigh", "replace", "10.24.5.5", "lladdr", b.mac, "dev", "vx0", "nud", "permanent",
+       "protocol", "static")
+    assert await kt.dump_neigh() == {NeighEntry(n.ip, b.mac): False}
+    assert await kt.add_neigh([n]) == []  # a neighbour replace does re-mark
+    assert await kt.dump_neigh() == {n: True}

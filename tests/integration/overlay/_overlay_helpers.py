@@ -227,8 +227,8 @@ class Overlay:
             if only is None or only == h:
                 write_hosts_json(self.hosts_json[h.name], self.hosts, extra)
 
-    def start(self, host: HostSpec) -> None:
-        self.lab.start_varpd(host, self.configs[host.name])
+    def start(self, host: HostSpec, wrapper: tuple[str, ...] = ()) -> None:
+        self.lab.start_varpd(host, self.configs[host.name], wrapper)
 
     def log_text(self, host: HostSpec) -> str:
         return self.lab.log_path(host).read_text(errors="replace")
@@ -236,15 +236,14 @@ class Overlay:
 
 @contextmanager
 def overlay_lab(workdir: Path, *, tag: str, mode: str = "push", properties: dict[str, dict] | None = None,
-                settle: float = 0.0, underlay: str = "ipv4") -> Iterator[Overlay]:
+                settle: float = 0.0, reconcile_interval: float = 1.0, daemon: dict | None = None) -> Iterator[Overlay]:
     """3-host lab with the seed's mapping and a varpd per host; always torn down.
 
     `properties`: host name → extra overlay properties (e.g. native DHCP on one host).
-    `underlay`: "ipv6" puts the hosts at 2001:db8::N (hosts.json and vxlan/listen_ip in IPv6).
     The initial FDB/neighbour tables of every host are recorded before any guest traffic,
     `settle` seconds after all daemons are ready and the guests are attached.
     """
-    hosts = seed_hosts(3, underlay=underlay)
+    hosts = seed_hosts(3)
     lab = Lab(hosts, prefix=session_prefix("vt-", tag))
     ov = Overlay(lab, workdir, mode, hosts)
     try:
@@ -256,7 +255,8 @@ def overlay_lab(workdir: Path, *, tag: str, mode: str = "push", properties: dict
             write_hosts_json(ov.hosts_json[h.name], hosts)
             ov.configs[h.name] = write_varpd_config(
                 d / "varpd.toml", h, hosts_json=ov.hosts_json[h.name], state_dir=d / "state", sock=d / "varpd.sock",
-                mode=mode, properties=(properties or {}).get(h.name))
+                mode=mode, properties=(properties or {}).get(h.name), reconcile_interval=reconcile_interval,
+                daemon=daemon)
         for h in hosts:
             ov.start(h)
         for h in hosts:

@@ -35,9 +35,12 @@ def _restore(ov):
 def test_reconcile_repairs_kernel_drift(ov):
     lab, h1, ns = ov.lab, ov.h1, ov.lab.host_ns(ov.h1)
     lab.exec(ns, "bridge", "fdb", "del", ov.h2.guest_mac, "dev", "vx23", "self")
-    lab.exec(ns, "bridge", "fdb", "add", "02:00:00:00:00:99", "dev", "vx23", "dst", "192.0.2.99", "self", "permanent")
+    # a stray entry carrying varpd's mark (extern_learn): the reconciler's to remove (unmarked ones
+    # survive: test_drift_repair)
+    lab.exec(ns, "bridge", "fdb", "add", "02:00:00:00:00:99", "dev", "vx23", "dst", "192.0.2.99", "self", "permanent",
+             "extern_learn")
     lab.exec(ns, "ip", "neigh", "del", ov.h3.guest_ip4, "dev", "vx23")
-    assert ov.h2.guest_mac not in fdb(lab, h1) and "02:00:00:00:00:99" in fdb(lab, h1)
+    # (the deleted entries may be back already: drift repair answers the kernel's events at once)
 
     def repaired():
         f = fdb(lab, h1)

@@ -2,8 +2,10 @@
 remote guest, its port protection, a tap for a VM, persistence across a restart, re-creation after
 the namespace and the pair are gone (a reboot), refusals that leave nothing behind.
 
-The lab's daemons run under `ip netns exec`, whose private mount namespace keeps a namespace the
-daemon creates from everyone else: such a guest is entered through /proc/<daemon pid>/root.
+The lab's daemons run under `ip netns exec`, whose private mount namespace (a slave of the host's,
+like varpd.service's sandbox) sees namespaces the host makes but would keep one the daemon made from
+everyone else: the daemon refuses to make one there, the namespaces are made by the host first
+(as varpd-netns@.service does at boot).
 """
 from __future__ import annotations
 
@@ -21,6 +23,10 @@ from _overlay_helpers import fdb, overlay_lab, ping_stats, wait_for
 from varpd.lab import HostSpec
 
 MAC = "de:ad:be:ef:01:00"
+# configs/varpd.service's capabilities (util-linux setpriv), its mount namespace being a slave of the
+# host's like the one `ip netns exec` gives the lab's daemons
+UNIT_CAPS = ("setpriv", "--bounding-set", "-all,+net_admin,+net_raw,+sys_admin")
+NO_SYS_ADMIN = ("setpriv", "--bounding-set", "-all,+net_admin,+net_raw")
 IP4, IP6 = "10.55.55.20", "fe80::20"
 
 
@@ -112,17 +118,30 @@ def test_veth_vnic_pings_survives_restart_and_is_recreated_after_a_reboot(ov):
     assert "vnic=vnic2 overlay=vx23 event=adopted" in ov.log_text(h1)
     assert show(ov, "vnic2")[0] == "UP"
 
-    # a reboot: the daemon stops, the guest namespace and the pair are gone; the daemon makes both again
+    # a reboot: the daemon stops, the guest namespace and the pair are gone; at boot the namespace is
+    # made again, empty (varpd-netns@.service: `ip netns add`, before varpd), and the daemon re-creates
+    # the pair into it, configured and protected
     lab.stop_varpd(h1)
     lab.remove_guest(gns)
-    lab._made.append(gns)  # the daemon makes it again: down() removes it (its mount point here) at the end
     wait_for(lambda: host1(ov, "ip", "link", "show", "vnic2", check=False).returncode != 0, 10, "the pair to go")
-    ov.start(h1)
+    lab._add_ns(gns)
+    # without CAP_SYS_ADMIN it cannot enter the namespace (setns(2)): shown, nothing half made
+    ov.start(h1, NO_SYS_ADMIN)
+    lab.wait_ready(h1)
+    status, warning, _, _ = show(ov, "vnic2")
+    assert status == "MISSING" and "Operation not permitted" in warning, warning
+    assert host1(ov, "ip", "link", "show", "vnic2", check=False).returncode != 0
+    lab.stop_varpd(h1)
+    ov.start(h1, UNIT_CAPS)
     lab.wait_ready(h1)
     assert "vnic=vnic2 overlay=vx23 event=re-created" in ov.log_text(h1)
     assert port(ov, "vnic2") == {"master": "br0", "learning": False, "locked": True, "pinned": [MAC]}
-    made = f"/proc/{lab.daemons[h1.name].proc.pid}/root/run/netns/{gns}"  # in the daemon's mount namespace
-    assert guest_pings(made, ov.h2.guest_ip4) and guest_pings(made, ov.h2.guest_ip6)
+    link = json.loads(in_guest(gpath, "ip", "-j", "-d", "link", "show", "dev", "eth0").stdout)[0]
+    assert (link["address"], link["mtu"], link.get("inet6_addr_gen_mode")) == (MAC, vx_mtu(ov), "none")
+    eth0 = json.loads(in_guest(gpath, "ip", "-j", "addr", "show", "dev", "eth0").stdout)[0]
+    assert {a["local"] for a in eth0["addr_info"]} == {IP4, IP6}
+    assert show(ov, "vnic2")[0] == "UP"
+    assert guest_pings(gpath, ov.h2.guest_ip4) and guest_pings(gpath, ov.h2.guest_ip6)
 
     res = cli(ov, "delete-overlay", "vx23")
     assert res.returncode == 1 and "has VNICs attached: vnic2" in res.stderr
@@ -157,21 +176,35 @@ def test_tap_vnic_is_protected_kept_across_restart_and_deleted(ov):
     assert host1(ov, "ip", "link", "show", "tap2", check=False).returncode != 0
 
 
-@pytest.mark.parametrize("args, mentions", [
-    (["-m", "01:00:5e:00:00:01", "--netns", "NS"], "multicast"),
-    (["-m", MAC], "needs --netns"),
-    (["-m", MAC, "--type", "tap", "--address", "10.55.55.30/24"], "takes no --netns or --address"),
-    (["-m", MAC, "--netns", "NS", "--address", "10.55.55.30/24", "--address", "10.55.55.30/24"], "File exists"),
+@pytest.mark.parametrize("args, premade, mentions", [
+    (["-m", "01:00:5e:00:00:01", "--netns", "NS"], True, "multicast"),
+    (["-m", MAC], False, "needs --netns"),
+    (["-m", MAC, "--type", "tap", "--address", "10.55.55.30/24"], False, "takes no --netns or --address"),
+    (["-m", MAC, "--netns", "NS", "--address", "10.55.55.30/24", "--address", "10.55.55.30/24"], True,
+     "File exists"),
+    # the daemon's private mount namespace (ip netns exec here, the unit's sandbox on a host): a
+    # namespace it made would be seen by no one else
+    (["-m", MAC, "--netns", "NS"], False, "create it first with `ip netns add"),
 ])
-def test_failed_create_vnic_leaves_nothing(ov, args, mentions):
+def test_failed_create_vnic_leaves_nothing(ov, args, premade, mentions):
     gns = f"{ov.lab.prefix}host1-bad"
-    res = cli(ov, "create-vnic", "-l", "vx23", *[gns if a == "NS" else a for a in args], "vbad")
-    assert res.returncode == 1 and mentions in res.stderr, res.stderr
-    assert len(res.stderr.strip().splitlines()) == 1
-    assert host1(ov, "ip", "link", "show", "vbad", check=False).returncode != 0
-    assert not state_file(ov, "vbad").exists()
-    assert not os.path.exists(f"/run/netns/{gns}")  # the namespace it made is gone too
-    assert "vbad" not in ok(ov, "show-vnic", "-p", "-o", "link")
+    if premade:
+        ov.lab._add_ns(gns)
+    try:
+        res = cli(ov, "create-vnic", "-l", "vx23", *[gns if a == "NS" else a for a in args], "vbad")
+        assert res.returncode == 1 and mentions in res.stderr, res.stderr
+        assert len(res.stderr.strip().splitlines()) == 1
+        assert host1(ov, "ip", "link", "show", "vbad", check=False).returncode != 0
+        assert not state_file(ov, "vbad").exists()
+        assert os.path.exists(f"/run/netns/{gns}") == premade  # a namespace it did not make is kept
+        if premade:
+            assert json.loads(subprocess.run(["ip", "-n", gns, "-j", "link"], capture_output=True, text=True,
+                                             check=True).stdout) == [json.loads(subprocess.run(
+                ["ip", "-n", gns, "-j", "link", "show", "lo"], capture_output=True, text=True).stdout)[0]]
+        assert "vbad" not in ok(ov, "show-vnic", "-p", "-o", "link")
+    finally:
+        if premade:
+            ov.lab.remove_guest(gns)
 
 
 def test_a_netns_path_that_is_no_namespace_is_refused_and_kept(ov):

@@ -1,6 +1,8 @@
+import asyncio
 from ipaddress import ip_address as ip
 
-from varpd.daemon.reconciler import plan
+from varpd.daemon import reconciler
+from varpd.daemon.reconciler import plan, plan_async
 from varpd_kmod.types import FdbEntry, NeighEntry
 
 A = FdbEntry("de:ad:be:ef:00:01", ip("192.0.2.2"), 4789)
@@ -9,13 +11,23 @@ NA = NeighEntry(ip("10.55.55.3"), "de:ad:be:ef:00:01")
 NB = NeighEntry(ip("10.55.55.4"), "de:ad:be:ef:00:02")
 
 
+def mine(*entries) -> dict:
+    """Kernel entries carrying varpd's mark."""
+    return dict.fromkeys(entries, True)
+
+
+def others(*entries) -> dict:
+    """Kernel entries someone else added (another protocol, or none)."""
+    return dict.fromkeys(entries, False)
+
+
 def test_equal_states_need_nothing():
-    assert not plan([A, B], [NA, NB], {A, B}, {NA, NB})
+    assert not plan([A, B], [NA, NB], mine(A, B), mine(NA, NB))
 
 
 def test_missing_entries_are_added_and_bogus_ones_removed():
     bogus = FdbEntry("02:00:00:00:00:99", ip("192.0.2.99"), 4789)
-    p = plan([A, B], [NA], {A, bogus}, {NA, NB})
+    p = plan([A, B], [NA], mine(A, bogus), mine(NA, NB))
     assert p.add_fdb == (B,)
     assert p.del_fdb == (bogus,)
     assert p.add_neigh == ()
@@ -24,20 +36,20 @@ def test_missing_entries_are_added_and_bogus_ones_removed():
 
 def test_moved_destination_is_one_replace_not_delete_then_add():
     moved = FdbEntry(A.mac, ip("192.0.2.3"), 4789)
-    p = plan([moved], [], {A}, set())
+    p = plan([moved], [], mine(A), {})
     assert p.add_fdb == (moved,)
     assert p.del_fdb == ()
 
 
 def test_ip_moved_to_other_mac_is_replaced():
     moved = NeighEntry(NA.ip, B.mac)
-    p = plan([], [moved], set(), {NA})
+    p = plan([], [moved], {}, mine(NA))
     assert p.add_neigh == (moved,) and p.del_neigh == ()
 
 
 def test_extra_remote_of_a_wanted_mac_is_removed():
     extra = FdbEntry(A.mac, ip("192.0.2.50"), 4789)
-    p = plan([A], [], {A, extra}, set())
+    p = plan([A], [], mine(A, extra), {})
     assert p.del_fdb == (extra,)
 
 
@@ -46,18 +58,69 @@ Z2, Z3, Z4 = (FdbEntry(FLOOD, ip(f"192.0.2.{n}"), 4789) for n in (2, 3, 4))
 
 
 def test_flood_list_is_several_all_zeros_entries_compared_as_a_set():
-    assert not plan([A, Z2, Z3], [], {A, Z2, Z3}, set())
-    p = plan([A, Z2, Z3, Z4], [], {A, Z2, Z3}, set())
+    assert not plan([A, Z2, Z3], [], mine(A, Z2, Z3), {})
+    p = plan([A, Z2, Z3, Z4], [], mine(A, Z2, Z3), {})
     assert p.add_fdb == (Z4,) and p.del_fdb == ()
 
 
 def test_a_vtep_gone_from_the_flood_list_is_deleted_alone():
-    p = plan([Z2], [], {Z2, Z3, FdbEntry(FLOOD, ip("192.0.2.3"), 8472)}, set())
+    p = plan([Z2], [], mine(Z2, Z3, FdbEntry(FLOOD, ip("192.0.2.3"), 8472)), {})
     assert p.add_fdb == ()
     assert set(p.del_fdb) == {Z3, FdbEntry(FLOOD, ip("192.0.2.3"), 8472)}
 
 
 def test_point_mode_moving_its_one_default_destination_deletes_the_old_one_at_once():
     # before: the new all-zeros entry was appended and the old one kept until the next pass
-    p = plan([Z3], [], {Z2}, set())
+    p = plan([Z3], [], mine(Z2), {})
     assert p.add_fdb == (Z3,) and p.del_fdb == (Z2,)
+
+
+def test_entries_of_others_for_keys_not_wanted_survive():
+    hand = FdbEntry("02:00:00:00:00:77", ip("192.0.2.77"), 4789)
+    hand_n = NeighEntry(ip("10.55.55.77"), "02:00:00:00:00:77")
+    assert not plan([A], [NA], {**mine(A), **others(hand)}, {**mine(NA), **others(hand_n)})
+
+
+def test_unmarked_wanted_entries_are_taken_over_once():
+    """An older varpd's entries (no mark) equal to wanted ones: the FDB one is deleted and added
+    again (the kernel keeps a hand-added entry's flags on replace), the neighbour one replaced."""
+    p = plan([A], [NA], others(A), others(NA))
+    assert p.take_fdb == (A,) and p.add_fdb == () and p.del_fdb == ()
+    assert p.add_neigh == (NA,)
+    assert not plan([A], [NA], mine(A), mine(NA))  # afterwards: nothing
+
+
+def test_changed_by_hand_is_taken_back():
+    theirs = FdbEntry(A.mac, ip("192.0.2.66"), 4789)
+    p = plan([A], [NA], others(theirs), others(NeighEntry(NA.ip, B.mac)))
+    assert p.take_fdb == (A,) and p.add_neigh == (NA,) and not p.del_neigh
+
+
+def test_a_flood_list_someone_else_made_is_left_alone_or_taken_over():
+    assert not plan([], [], others(Z2, Z3), {})
+    p = plan([Z2, Z4], [], others(Z2, Z3), {})
+    assert p.take_fdb == (Z2, Z4) and not p.add_fdb and not p.del_fdb
+
+
+def test_plan_async_yields_and_agrees(monkeypatch):
+    monkeypatch.setattr(reconciler, "BATCH", 3)
+    want = [FdbEntry(f"02:00:00:00:01:{i:02x}", ip("192.0.2.9"), 4789) for i in range(20)]
+    have = mine(*want[5:], FdbEntry("02:00:00:00:02:01", ip("192.0.2.9"), 4789))
+    turns = 0
+
+    async def run():
+        nonlocal turns
+
+        async def count():
+            nonlocal turns
+            while True:
+                await asyncio.sleep(0)
+                turns += 1
+
+        counter = asyncio.ensure_future(count())
+        result = await plan_async(want, [], have, {})
+        counter.cancel()
+        return result
+
+    assert asyncio.run(run()) == plan(want, [], have, {})
+    assert turns >= 10  # the loop ran between batches

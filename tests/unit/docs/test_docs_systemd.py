@@ -15,13 +15,14 @@ from varpd.lab.vagrant import DEFAULT_UNDERLAY, HOSTS as HOST_NAMES, parse_under
 
 ROOT = Path(__file__).resolve().parents[3]
 UNIT = ROOT / "configs" / "varpd.service"
+NETNS_UNIT = ROOT / "configs" / "varpd-netns@.service"
 PROVISION = ROOT / "scripts" / "provision-host.sh"
 
 
-def _directives() -> dict[str, list[str]]:
+def _directives(unit: Path = UNIT) -> dict[str, list[str]]:
     out: dict[str, list[str]] = {}
     section = ""
-    for line in UNIT.read_text().splitlines():
+    for line in unit.read_text().splitlines():
         line = line.strip()
         if not line or line.startswith(("#", ";")):
             continue
@@ -59,7 +60,11 @@ def test_hardening_and_restart_policy():
     d = _directives()
     want = {
         "Type": "notify", "NotifyAccess": "main", "Restart": "on-failure", "RuntimeDirectory": "varpd", "StateDirectory": "varpd",
-        "CapabilityBoundingSet": "CAP_NET_ADMIN CAP_NET_RAW", "AmbientCapabilities": "CAP_NET_ADMIN CAP_NET_RAW",
+        "CapabilityBoundingSet": "CAP_NET_ADMIN CAP_NET_RAW CAP_SYS_ADMIN",
+        "AmbientCapabilities": "CAP_NET_ADMIN CAP_NET_RAW CAP_SYS_ADMIN",
+        # CAP_SYS_ADMIN is for setns(2) into guests' network namespaces only: no mounts (ProtectSystem=
+        # holds), no other namespace types
+        "SystemCallFilter": "~@mount", "RestrictNamespaces": "net",
         "NoNewPrivileges": "yes", "ProtectSystem": "strict", "ProtectHome": "yes", "PrivateTmp": "yes",
         "ReadWritePaths": "/var/lib/varpd /run/varpd",
         "RestrictAddressFamilies": "AF_UNIX AF_INET AF_INET6 AF_NETLINK AF_PACKET",
@@ -84,16 +89,29 @@ def test_daemon_paths_are_writable_under_the_unit(host, tmp_path):
     assert cfg["state_dir"] == "/var/lib/" + _one(_directives(), "StateDirectory")
 
 
+def test_the_guest_namespace_unit_runs_before_varpd_and_keeps_a_namespace():
+    """varpd-netns@NS makes NS at boot outside varpd's sandbox (which cannot make namespaces the host
+    sees); an existing NS is never replaced (its guest would be cut off)."""
+    d = _directives(NETNS_UNIT)
+    assert (_one(d, "Type"), _one(d, "RemainAfterExit"), _one(d, "Before")) == ("oneshot", "yes", "varpd.service")
+    assert d["Install.WantedBy"] == ["varpd.service"]
+    argv = shlex.split(_one(d, "ExecStart"))
+    assert argv[:2] == ["/bin/sh", "-c"]
+    assert argv[2] == "[ -e /run/netns/%i ] || ip netns add %i; ip -n %i link set lo up"
+    assert "ExecStop" not in " ".join(d) and "netns del" not in NETNS_UNIT.read_text()
+
+
 @pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze is not installed (Debian: systemd)")
-def test_systemd_analyze_verify(tmp_path):
+@pytest.mark.parametrize("source, name", [(UNIT, "varpd.service"), (NETNS_UNIT, "varpd-netns@guest.service")])
+def test_systemd_analyze_verify(tmp_path, source, name):
     # verify insists that ExecStart's binary exists: point it at one that does (the venv is only on the VMs)
     true = shutil.which("true")
-    unit = tmp_path / "varpd.service"
-    unit.write_text(UNIT.read_text().replace("/opt/varpd/bin/varpd", true))
+    unit = tmp_path / name
+    unit.write_text(source.read_text().replace("/opt/varpd/bin/varpd", true))
     res = subprocess.run(["systemd-analyze", "verify", "--man=no", str(unit)], capture_output=True, text=True,
                          timeout=60)
     out = (res.stdout + res.stderr).strip()
-    if res.returncode != 0 and "varpd.service" not in out:
+    if res.returncode != 0 and name not in out:
         pytest.skip(f"systemd-analyze cannot run here: {out[:300]}")
     # unknown keys and bad values are only warnings (exit 0): any line about the unit is a failure
-    assert res.returncode == 0 and "varpd.service" not in out, out
+    assert res.returncode == 0 and name not in out, out

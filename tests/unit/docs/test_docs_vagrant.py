@@ -114,7 +114,7 @@ def test_the_generator_says_what_is_wrong_in_one_line(tmp_path, capsys):
     assert err.count("\n") == 1 and "VARPD_UNDERLAY" in err
 
 
-@pytest.mark.parametrize("script", ["provision-host.sh", "add-guest.sh", "vagrant-check.sh"])
+@pytest.mark.parametrize("script", ["provision-host.sh", "vagrant-check.sh"])
 def test_scripts_parse_and_are_executable(script):
     path = ROOT / "scripts" / script
     assert os.access(path, os.X_OK)
@@ -129,7 +129,7 @@ def test_provision_installs_the_mapping_and_the_man_pages():
     text = (ROOT / "scripts" / "provision-host.sh").read_text()
     assert "python\" -m varpd.lab.vagrant --host \"$HOST\" --underlay \"$UNDERLAY\"" in text
     assert "ln -sf \"$VENV/bin/varpd\" /usr/local/bin/varpd" in text  # varpd on PATH in the VMs
-    assert "|| true" not in text.split('say "systemd unit"')[1]  # a failing check fails the provision
+    assert "|| true" not in text.split('say "systemd units"')[1]  # a failing check fails the provision
     assert 'pip" install --quiet --disable-pip-version-check "$BUILD"' in text and "SRC=${VARPD_SRC:-/vagrant}" in text
     for pkg in ("python3-venv", "iproute2"):
         assert pkg in text

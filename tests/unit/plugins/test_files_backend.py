@@ -41,9 +41,10 @@ def rename_over(path: Path, data: dict | str) -> None:
     os.replace(tmp, path)
 
 
-def make(path: Path | str, interval: float | None = POLL, **given) -> FilesBackend:
-    """A FilesBackend on `path`; `interval` overrides the poll period (None: keep files/reload_interval's)."""
-    props = resolve(FilesBackend.properties, {"files/config": str(path), **given})
+def make(path: Path | str, interval: float | None = POLL, watch: str = "poll", **given) -> FilesBackend:
+    """A FilesBackend on `path` (`watch`: files/watch); `interval` overrides the poll period (None: keep
+    files/reload_interval's).  tests/unit/plugins/test_files_inotify.py has inotify's own cases."""
+    props = resolve(FilesBackend.properties, {"files/config": str(path), "files/watch": watch, **given})
     b = FilesBackend(CONTEXT, props)
     if interval is not None:
         b.interval = interval
@@ -57,10 +58,10 @@ def hosts_file(tmp_path) -> Path:
     return path
 
 
-@pytest.fixture
-async def started(hosts_file):
+@pytest.fixture(params=["poll", "inotify"])
+async def started(hosts_file, request):
     path = hosts_file
-    b = make(path)
+    b = make(path, watch=request.param)
     await b.start()
     rec = ChangeRecorder()
     statuses: list[str | None] = []
@@ -335,9 +336,10 @@ async def test_failed_explicit_reload_is_not_forgotten_by_the_poller(started):
 
 async def test_stop_cancels_the_watcher(started):
     b, path, rec, _ = started
-    task = b._task
+    task, subscription = b._task, b._subscription
+    assert (task is None) != (subscription is None)  # polled or watched, never both
     await b.stop()
-    assert task.done() and b._task is None
+    assert (task is None or task.done()) and b._task is None and b._subscription is None
     write(path, _edited())
     await asyncio.sleep(5 * POLL)
     assert rec.changes == []

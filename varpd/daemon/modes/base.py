@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Iterable
+from typing import TYPE_CHECKING, Iterable, Sequence
 
 from varpd.model import Mapping, MappingChange
 from varpd_kmod.types import FdbEntry, L2Miss, L3Miss, NeighEntry
@@ -22,11 +22,21 @@ class ModeStrategy:
     def load(self, mapping: Mapping) -> None:
         """The backend's whole mapping at start (enumerable backends only)."""
 
-    async def before_reconcile(self, have_fdb: set[FdbEntry], have_neigh: set[NeighEntry], *, adopt: bool) -> None:
-        """Refresh what `wanted` returns, given what the kernel holds now."""
+    async def before_reconcile(self, have_fdb: dict[FdbEntry, bool], have_neigh: dict[NeighEntry, bool], *,
+                               adopt: bool) -> None:
+        """Refresh what `wanted` returns, given what the kernel holds now (entry → carries varpd's mark)."""
 
     def wanted(self) -> tuple[Iterable[FdbEntry], Iterable[NeighEntry]]:
         return (), ()
+
+    def want_fdb(self, mac: str) -> Sequence[FdbEntry]:
+        """`wanted()`'s FDB entries for one MAC (drift repair asks per kernel event): a mode with
+        much state answers from its index; this walk suits a mode with a few entries."""
+        return tuple(e for e in self.wanted()[0] if e.mac == mac)
+
+    def want_neigh(self, ip) -> NeighEntry | None:
+        """`wanted()`'s neighbour entry for one IP, or None."""
+        return next((n for n in self.wanted()[1] if n.ip == ip), None)
 
     async def apply_change(self, change: MappingChange) -> None:
         """A delta from the backend's change stream."""

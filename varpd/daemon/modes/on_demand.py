@@ -27,6 +27,13 @@ class OnDemandMode(ModeStrategy):
     def wanted(self):
         return self.installed_fdb.values(), self.installed_neigh.values()
 
+    def want_fdb(self, mac: str):
+        e = self.installed_fdb.get(mac)
+        return () if e is None else (e,)
+
+    def want_neigh(self, ip):
+        return self.installed_neigh.get(ip)
+
     def installed(self) -> tuple[int, int]:
         return len(self.installed_fdb), len(self.installed_neigh)
 
@@ -40,12 +47,12 @@ class OnDemandMode(ModeStrategy):
         self.installed_fdb.clear()
         self.installed_neigh.clear()
 
-    async def before_reconcile(self, have_fdb: set[FdbEntry], have_neigh: set[NeighEntry], *, adopt: bool) -> None:
+    async def before_reconcile(self, have_fdb: dict[FdbEntry, bool], have_neigh: dict[NeighEntry, bool], *, adopt: bool) -> None:
         if adopt and not self._adopted:
             await self._adopt(have_fdb, have_neigh)
         await self._revalidate()
 
-    async def _adopt(self, have_fdb: set[FdbEntry], have_neigh: set[NeighEntry]) -> None:
+    async def _adopt(self, have_fdb: dict[FdbEntry, bool], have_neigh: dict[NeighEntry, bool]) -> None:
         """After a restart, keep the kernel's entries that the backend still confirms."""
         self._adopted = True
         rt = self.rt

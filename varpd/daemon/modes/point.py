@@ -17,7 +17,7 @@ class PointMode(ModeStrategy):
         super().__init__(rt)
         self.fdb: list[FdbEntry] = []
 
-    async def before_reconcile(self, have_fdb: set[FdbEntry], have_neigh: set[NeighEntry], *, adopt: bool) -> None:
+    async def before_reconcile(self, have_fdb: dict[FdbEntry, bool], have_neigh: dict[NeighEntry, bool], *, adopt: bool) -> None:
         dest = await self.rt.backend.default()
         self.fdb = [fdb_for(ALL_ZEROS, dest)] if dest is not None else []
 

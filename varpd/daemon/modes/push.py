@@ -27,6 +27,13 @@ class PushMode(ModeStrategy):
     def wanted(self):
         return self.desired.fdb.values(), self.desired.neigh.values()
 
+    def want_fdb(self, mac: str):
+        e = self.desired.fdb.get(mac)
+        return () if e is None else (e,)
+
+    def want_neigh(self, ip):
+        return self.desired.neigh.get(ip)
+
     async def apply_change(self, change: MappingChange) -> None:
         rt = self.rt
         add_f, add_n, del_f, del_n = self.desired.apply(change)
