@@ -10,6 +10,7 @@ from typing import Any
 from varpd.daemon.desired import fdb_for, neighs_for
 from varpd.daemon.modes.base import ModeStrategy
 from varpd.model import MappingChange
+from varpd.model.addresses import check_overlay_ip, mac_problem
 from varpd_kmod.types import FdbEntry, L2Miss, L3Miss, NeighEntry
 
 
@@ -143,6 +144,9 @@ class OnDemandMode(ModeStrategy):
             return None if dest is None else fdb_for(mac, dest)
         if mac in self.installed_fdb:
             return self.installed_fdb[mac]
+        if mac_problem(mac) is not None:  # no backend holds a group or all-zeros MAC: never ask it
+            rt.counters["misses_not_vnic"] += 1
+            return None
         dest = await rt._lookup_mac(mac)
         if dest is None or dest.ip == rt.local.ip or dest.ip.version != rt.local.ip.version:
             rt.counters["misses_unanswered"] += 1
@@ -158,6 +162,11 @@ class OnDemandMode(ModeStrategy):
     async def resolve_ip(self, ip) -> None:
         rt = self.rt
         if ip in self.installed_neigh:
+            return
+        try:
+            check_overlay_ip(ip)
+        except ValueError:  # a multicast, broadcast or unspecified target is nobody's address
+            rt.counters["misses_not_vnic"] += 1
             return
         mac = await rt._lookup_ip(ip)
         if mac is None:
