@@ -1,5 +1,9 @@
 """A network-namespace overlay lab: one underlay bridge, N "hosts", one guest per host.
 
+A guest is a namespace made with the lab (like varpd-netns@.service on a real host) whose eth0 is
+made by the host's varpd when the guest is attached (`create-vnic`, over the daemon's socket); a
+hand-made VTEP without varpd gets the same port from ip/bridge commands.
+
 Sync and subprocess-driven (`ip`, `sysctl`): this is test and lab tooling, never daemon
 code. Every namespace is ``<prefix>underlay``, ``<prefix>hostN`` or ``<prefix>hostN-…``;
 all links live inside those namespaces, so deleting the namespaces (after killing what
@@ -8,6 +12,7 @@ runs in them) removes everything. ``down()`` and ``cleanup()`` work after a part
 
 from __future__ import annotations
 
+import dataclasses
 import http.client
 import json
 import os
@@ -218,6 +223,18 @@ def http_request(sock: str | Path, method: str, url: str, body: object = None,
         return resp.status, body.decode(errors="replace")
 
 
+@dataclass(frozen=True)
+class _Guest:
+    ns: str
+    mac: str
+    ip4: str | None
+    ip6: str | None
+    by_varpd: bool = False  # its VNIC was made by the host's daemon (create-vnic)
+
+    def addresses(self) -> list[str]:
+        return [a for a in (self.ip4 and f"{self.ip4}/24", self.ip6 and f"{self.ip6}/64") if a]
+
+
 @dataclass
 class _Daemon:
     proc: subprocess.Popen
@@ -233,7 +250,7 @@ class Lab:
         self.guest_mtu = guest_mtu
         self.underlay = f"{prefix}underlay"
         self._made: list[str] = []
-        self._vnic_macs: dict[tuple[str, str], str] = {}  # (host, vnic) → the guest MAC behind it
+        self._guests: dict[tuple[str, str], _Guest] = {}  # (host, vnic) → the guest behind it
         self._procs: list[subprocess.Popen] = []
         self.daemons: dict[str, _Daemon] = {}
 
@@ -277,46 +294,82 @@ class Lab:
 
     def add_guest(self, host: HostSpec, *, mac: str, ip4: str | None, ip6: str | None,
                   vnic: str = "vnic0", tag: str = "guest") -> str:
-        """A guest namespace whose eth0 has `mac`; its peer `vnic` stays (up, unbridged) in the host."""
-        hns, gns, mtu = self.host_ns(host), self.guest_ns(host, tag), str(self.guest_mtu)
+        """A guest namespace (made like `ip netns add`, as varpd-netns@.service does on a host) for the
+        guest `mac`; attach_guest() gives it its eth0, with `vnic` the port in the host namespace."""
+        gns = self.guest_ns(host, tag)
         self._add_ns(gns)
-        self._vnic_macs[(host.name, vnic)] = mac
-        run("ip", "-n", hns, "link", "add", vnic, "mtu", mtu, "type", "veth",
-            "peer", "name", "eth0", "address", mac, "mtu", mtu, "netns", gns)
-        self.exec(hns, "sysctl", "-qw", f"net.ipv6.conf.{vnic}.disable_ipv6=1")  # a bridge port needs no address
-        run("ip", "-n", hns, "link", "set", vnic, "up")
-        self.exec(gns, "sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=0", "net.ipv6.conf.eth0.disable_ipv6=0",
-                  "net.ipv6.conf.eth0.accept_dad=0")
-        # only the mapping's link-local: an EUI-64 one could be picked as source and never be resolvable
-        run("ip", "-n", gns, "link", "set", "eth0", "addrgenmode", "none")
-        if ip4:
-            run("ip", "-n", gns, "addr", "add", f"{ip4}/24", "dev", "eth0")
-        run("ip", "-n", gns, "link", "set", "eth0", "up")
-        if ip6:
-            run("ip", "-n", gns, "addr", "add", f"{ip6}/64", "dev", "eth0", "nodad")
+        self._guests[(host.name, vnic)] = _Guest(gns, mac, ip4, ip6)
         return gns
 
+    def _guest(self, host: HostSpec, vnic: str) -> "_Guest":
+        guest = self._guests.get((host.name, vnic))
+        if guest is None:
+            raise LabError(f"{self.host_ns(host)}: {vnic} was not made by add_guest: its guest is unknown")
+        return guest
+
     def remove_guest(self, gns: str) -> None:
-        _kill_ns(gns)  # its veth pair (and the host's vnic) goes with it
+        """The guest's VNIC deleted through its daemon (if it made it and runs), then its namespace."""
+        for (hname, vnic), guest in list(self._guests.items()):
+            if guest.ns == gns:
+                d = self.daemons.get(hname)
+                if guest.by_varpd and d is not None and d.proc.poll() is None:
+                    http_request(d.sock, "DELETE", f"/v1/vnics/{vnic}", timeout=10.0)
+                del self._guests[(hname, vnic)]
+        _kill_ns(gns)  # a pair still there goes with it
         if gns in self._made:
             self._made.remove(gns)
 
     def attach_guest(self, host: HostSpec, vnic: str = "vnic0", bridge: str = "br0", timeout: float = 20.0) -> None:
-        """Wait for the daemon to create `bridge` in the host namespace, then enslave `vnic` to it
-        with port security (illumos: `protection=mac-nospoof`): the guest's MAC is pinned to the
-        port (static, sticky: a frame forged elsewhere cannot move it) and the port is locked with
-        learning off, so frames whose source is any other MAC are dropped where they enter."""
-        mac = self._vnic_macs.get((host.name, vnic))
-        if mac is None:
-            raise LabError(f"{self.host_ns(host)}: {vnic} was not made by add_guest: its guest MAC is unknown")
+        """Once `bridge` exists in the host namespace, the guest's port on it: on a host running varpd,
+        `varpd create-vnic -m MAC -l OVERLAY --netns GUEST_NS --address IP4/24 --address IP6/64 --mtu
+        GUEST_MTU VNIC` (its API request) for the overlay whose bridge it is; on a hand-made VTEP without
+        varpd, the same steps with ip/bridge (the test of the lab alone, iproute2 interop peers).
+        Either way the port is protected (illumos: `protection=mac-nospoof`): the guest MAC pinned
+        (static, sticky), learning off, locked."""
+        guest = self._guest(host, vnic)
         hns, deadline = self.host_ns(host), time.monotonic() + timeout
         while run("ip", "-n", hns, "link", "show", "dev", bridge, check=False).returncode != 0:
             if time.monotonic() > deadline:
                 raise LabError(f"{hns}: bridge {bridge} did not appear within {timeout}s\n{self.log_tail(host)}")
             time.sleep(0.05)
+        d = self.daemons.get(host.name)
+        if d is None or d.proc.poll() is not None:
+            self._attach_by_hand(host, vnic, bridge, guest)
+            return
+        try:
+            status, overlays = http_get(d.sock, "/v1/overlays", timeout=10.0)
+            names = [o["name"] for o in overlays if o.get("bridge") == bridge] if status == 200 else []
+            if not names:
+                raise LabError(f"{hns}: no overlay of varpd on {host.name} has bridge {bridge} ({status}: "
+                               f"{overlays!r})")
+            body = {"name": vnic, "overlay": names[0], "mac": guest.mac, "type": "veth", "netns": guest.ns,
+                    "addresses": guest.addresses(), "mtu": self.guest_mtu}
+            status, answer = http_request(d.sock, "POST", "/v1/vnics", body, timeout=30.0)
+        except (OSError, http.client.HTTPException) as exc:
+            raise LabError(f"{hns}: varpd on {host.name} did not answer create-vnic {vnic} "
+                           f"({type(exc).__name__}: {exc}; wait_ready first)\n{self.log_tail(host)}") from None
+        if status != 201:
+            raise LabError(f"{hns}: create-vnic {vnic} on {names[0]} failed ({status}): {answer}")
+        self._guests[(host.name, vnic)] = dataclasses.replace(guest, by_varpd=True)
+
+    def _attach_by_hand(self, host: HostSpec, vnic: str, bridge: str, guest: "_Guest") -> None:
+        hns, gns, mtu = self.host_ns(host), guest.ns, str(self.guest_mtu)
+        run("ip", "-n", hns, "link", "add", vnic, "mtu", mtu, "type", "veth",
+            "peer", "name", "eth0", "address", guest.mac, "mtu", mtu, "netns", gns)
+        self.exec(hns, "sysctl", "-qw", f"net.ipv6.conf.{vnic}.disable_ipv6=1")  # a bridge port needs no address
         run("ip", "-n", hns, "link", "set", vnic, "master", bridge)
-        run("bridge", "-n", hns, "fdb", "replace", mac, "dev", vnic, "master", "static", "sticky")
+        run("bridge", "-n", hns, "fdb", "replace", guest.mac, "dev", vnic, "master", "static", "sticky")
         run("bridge", "-n", hns, "link", "set", "dev", vnic, "learning", "off", "locked", "on")
+        run("ip", "-n", hns, "link", "set", vnic, "up")
+        self.exec(gns, "sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=0", "net.ipv6.conf.eth0.disable_ipv6=0",
+                  "net.ipv6.conf.eth0.accept_dad=0")
+        # only the mapping's link-local: an EUI-64 one could be picked as source and never be resolvable
+        run("ip", "-n", gns, "link", "set", "eth0", "addrgenmode", "none")
+        if guest.ip4:
+            run("ip", "-n", gns, "addr", "add", f"{guest.ip4}/24", "dev", "eth0")
+        run("ip", "-n", gns, "link", "set", "eth0", "up")
+        if guest.ip6:
+            run("ip", "-n", gns, "addr", "add", f"{guest.ip6}/64", "dev", "eth0", "nodad")
 
     def down(self) -> None:
         for d in self.daemons.values():

@@ -66,8 +66,6 @@ def test_guests_see_and_reach_nothing_of_the_host(tmp_path):
         lab.up()
         g23 = lab.guest_ns(h1)
         g24 = lab.add_guest(h1, mac=G24.guest_mac, ip4=G24.guest_ip4, ip6=G24.guest_ip6, vnic="vnic1", tag="g24")
-        capture = UnderlayCapture(lab, tmp_path, namespaces={g23: g23, g24: g24}, bpf="",
-                                  promiscuous=True).start()
         hns = lab.host_ns(h1)
         listener = lab.popen(hns, sys.executable, "-u", "-c", _LISTENER, str(PORT))
         assert listener.stdout.readline().strip() == "listening"
@@ -82,9 +80,11 @@ def test_guests_see_and_reach_nothing_of_the_host(tmp_path):
                     f'[overlays.properties]\n"vxlan/listen_ip" = "{h1.underlay_ip}"\n"vxlan/listen_port" = 4789\n'
                     f'"files/config" = "{tmp_path / "hosts24.json"}"\n')
         lab.start_varpd(h1, cfg)
-        lab.attach_guest(h1)
-        lab.attach_guest(h1, vnic="vnic1", bridge="br24")
         lab.wait_ready(h1)
+        lab.attach_guest(h1)  # varpd create-vnic: the guests' eth0 exist from here
+        lab.attach_guest(h1, vnic="vnic1", bridge="br24")
+        capture = UnderlayCapture(lab, tmp_path, namespaces={g23: g23, g24: g24}, bpf="",
+                                  promiscuous=True).start()
         time.sleep(3)  # DAD, router solicitation and MLD of a device with a link-local come within this
 
         macs = _host_macs(lab, hns)

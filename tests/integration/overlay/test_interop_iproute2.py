@@ -40,9 +40,9 @@ def interop(tmp_path_factory):
                     ["link", "add", "vx23", "type", "vxlan", "id", "23", "local", peer.underlay_ip,
                      "dstport", "4789", "nolearning"],
                     ["link", "set", "vx23", "master", "br0"],
-                    ["link", "set", "vnic0", "master", "br0"],
                     ["link", "set", "vx23", "up"], ["link", "set", "br0", "up"]):
             lab.exec(pns, "ip", *cmd)
+        lab.attach_guest(peer)  # no varpd here: the guest's port made by hand
         pguest = lab.guest_ns(peer)
         for h in varpd_hosts:
             lab.exec(pns, "bridge", "fdb", "add", h.guest_mac, "dev", "vx23", "dst", h.underlay_ip, "self", "permanent")

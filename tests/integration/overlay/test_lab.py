@@ -37,15 +37,15 @@ def test_lab_topology_carries_an_overlay(tmp_path):
         names = set(list_namespaces(prefix))
         assert names == {f"{prefix}underlay"} | {f"{prefix}host{i}{s}" for i in (1, 2, 3) for s in ("", "-guest")}
         g1 = lab.guest_ns(lab.hosts[0])
-        link = lab.exec(g1, "ip", "-j", "link", "show", "eth0").stdout
-        assert '"address":"de:ad:be:ef:00:00"' in link.replace(" ", "")
         # underlay: hosts reach each other's VTEP address
         ping(lab, lab.host_ns(lab.hosts[0]), "192.0.2.3", attempts=2)
-        # vnic0 is not bridged until attach_guest
+        # a guest gets its port once the bridge is there
         with pytest.raises(LabError, match="did not appear"):
             lab.attach_guest(lab.hosts[0], timeout=0.2)
 
         _hand_made_overlay(lab)
+        link = lab.exec(g1, "ip", "-j", "link", "show", "eth0").stdout
+        assert '"address":"de:ad:be:ef:00:00"' in link.replace(" ", "")
         assert fdb(lab, lab.hosts[0])["de:ad:be:ef:00:01"]["dst"] == "192.0.2.2"
         assert neigh(lab, lab.hosts[0])["fe80::5"]["lladdr"] == "de:ad:be:ef:00:02"
 
@@ -70,8 +70,8 @@ def test_lab_topology_carries_an_overlay(tmp_path):
 def test_down_after_partial_up_and_cleanup():
     prefix = session_prefix("vt-", "part")
     hosts = seed_hosts(2)
-    # an invalid MAC makes the second guest fail half-way through up()
-    hosts[1] = type(hosts[1])(hosts[1].name, hosts[1].underlay_ip, "zz:zz", hosts[1].guest_ip4, hosts[1].guest_ip6)
+    # an invalid underlay address makes the second host fail half-way through up()
+    hosts[1] = type(hosts[1])(hosts[1].name, "192.0.2.999", hosts[1].guest_mac, hosts[1].guest_ip4, hosts[1].guest_ip6)
     lab = Lab(hosts, prefix=prefix)
     with pytest.raises(LabError):
         lab.up()
