@@ -15,8 +15,10 @@ table (init), so each subscriber applies only the difference.
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import logging
 import shutil
+import signal
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -30,6 +32,7 @@ log = logging.getLogger(__name__)
 logging.getLogger("grpc._cython.cygrpc").setLevel(logging.INFO)  # a debug line per call otherwise
 
 BACKOFF_START, BACKOFF_MAX = 0.5, 10.0
+PR_SET_PDEATHSIG = 1
 READY_TIMEOUT = 10.0
 
 
@@ -138,7 +141,7 @@ class GobgpEngine:
         self._proc = await asyncio.create_subprocess_exec(
             self._binary, f"--api-hosts=127.0.0.1:{s.api_port}", "--log-plain", "--pprof-disable",
             "--log-level=info", stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.STDOUT)
+            stderr=asyncio.subprocess.STDOUT, preexec_fn=_die_with_parent)
         self._tasks.spawn(self._forward_log(self._proc))
         self._channel = grpc.aio.insecure_channel(f"127.0.0.1:{s.api_port}")
         self.stub = self.api.grpc.GobgpApiStub(self._channel)
@@ -207,8 +210,10 @@ class GobgpEngine:
                                                         keepalive_interval=max(1, s.hold_time // 3),
                                                         idle_hold_time_after_reset=1)),
                 transport=pb.Transport(local_address=s.listen_ip),
-                # the capability makes peers send End-of-RIB, which tells when a re-established
-                # session has sent everything (the stale routes left then are gone)
+                # the graceful-restart capability (helper only) makes peers send End-of-RIB: when it
+                # comes, a re-established session has sent everything.  Peers do not keep this
+                # host's routes when it crashes: gobgpd sets the forwarding-state bit only when
+                # started with -r, which also holds back its own updates until every peer's EoR
                 graceful_restart=pb.GracefulRestart(enabled=True, helper_only=True,
                                                     restart_time=min(4095, s.restart_time)),
                 afi_safis=[pb.AfiSafi(config=pb.AfiSafiConfig(family=family, enabled=True),
@@ -236,6 +241,14 @@ class GobgpEngine:
     @property
     def running(self) -> bool:
         return self.state == "running" and self.stub is not None
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: SIGKILL when varpd dies.  An orphaned gobgpd would go on
+    advertising a dead host's VNICs; killed, its sessions drop like a crashed host's and peers
+    keep its routes only for the graceful-restart time it advertised."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
 
 
 def _short(exc: BaseException) -> str:

@@ -20,6 +20,7 @@ import pwd
 import shutil
 import signal
 import subprocess
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,13 +42,18 @@ def frr_missing() -> str | None:
 
 @dataclass
 class FrrRouter:
+    """`workdir` is made by start() under the system's temporary directory (world-traversable):
+    FRR runs as frr and must reach it, and a pytest tmp_path lives below pytest-of-root, which
+    every pytest session resets to 0700 (another session starting made bgpd fail with "Can't
+    create pid lock file ... Permission denied")."""
+
     ns: str
-    workdir: Path
     router_id: str
     asn: int
     neighbors: tuple[str, ...]
     route_reflector: bool = False
     log_level: str = "informational"
+    workdir: Path = field(default=Path(), init=False)
     _procs: dict = field(default_factory=dict, repr=False)
 
     @property
@@ -78,14 +84,14 @@ class FrrRouter:
                 "-A", "127.0.0.1"]
 
     def start(self) -> "FrrRouter":
+        self.workdir = Path(tempfile.mkdtemp(prefix=f"varpd-frr-{self.ns}-"))
+        self.workdir.chmod(0o755)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         (self.workdir / "frr.conf").write_text(self.config())
         (self.workdir / "frr.log").touch()
         frr = pwd.getpwnam("frr")
         for p in (self.workdir, self.run_dir, self.workdir / "frr.log", self.workdir / "frr.conf"):
             shutil.chown(p, frr.pw_uid, frr.pw_gid)
-        for parent in list(self.workdir.parents)[:-1]:  # frr must traverse to its files
-            parent.chmod(parent.stat().st_mode | 0o011)
         self.start_daemon("zebra")
         self.start_daemon("bgpd")
         return self
@@ -120,6 +126,8 @@ class FrrRouter:
     def stop(self) -> None:
         for daemon in ("bgpd", "zebra"):
             self.kill(daemon, signal.SIGTERM)
+        if self.workdir != Path() and self.workdir.name.startswith("varpd-frr-"):
+            shutil.rmtree(self.workdir, ignore_errors=True)
 
     def vtysh(self, *commands: str) -> str:
         args = ["ip", "netns", "exec", self.ns, "vtysh", "--vty_socket", str(self.run_dir)]

@@ -73,6 +73,13 @@ def remote_neigh_ok(lab: Lab, host: HostSpec, remotes: list[HostSpec]) -> bool:
 
 
 # traffic ---------------------------------------------------------------------------------------
+def wait_all_pushed(lab: Lab, hosts: list[HostSpec], timeout: float, what: str = "pushed entries") -> None:
+    """Until every host has every other host's FDB and neighbour entries (push mode: no traffic needed)."""
+    for h in hosts:
+        others = [r for r in hosts if r.underlay_ip != h.underlay_ip]
+        wait_for(lambda: remote_fdb_ok(lab, h, others) and remote_neigh_ok(lab, h, others), timeout, f"{h.name}: {what}")
+
+
 def ping(lab: Lab, ns: str, dst: str, *, v6: bool = False, attempts: int = 5, count: int = 3,
          wait: float = 1.0) -> subprocess.CompletedProcess:
     """Succeeds when one run of `ping -cN` gets a reply; on-demand loses the first packets."""
@@ -217,9 +224,7 @@ class Overlay:
 
     def wait_pushed(self, timeout: float = 5) -> None:
         """Until every host has every other host's FDB and neighbour entries (push mode: no traffic needed)."""
-        for h in self.hosts:
-            wait_for(lambda: remote_fdb_ok(self.lab, h, self.remotes(h)) and remote_neigh_ok(self.lab, h, self.remotes(h)),
-                     timeout, f"{h.name}: pushed entries")
+        wait_all_pushed(self.lab, self.hosts, timeout)
 
     def write_hosts(self, extra=(), only: HostSpec | None = None) -> None:
         """(Re)write every host's hosts.json (atomic rename) with the lab's hosts + `extra`."""

@@ -13,7 +13,7 @@ import pytest
 from varpd.lab import HostSpec, Lab, seed_hosts, session_prefix, write_varpd_config
 from varpd.lab.topology import run, varpd_bin
 
-from _overlay_helpers import fdb, neigh, ping, remote_fdb_ok, remote_neigh_ok, wait_for
+from _overlay_helpers import fdb, neigh, ping, remote_fdb_ok, remote_neigh_ok, wait_all_pushed, wait_for
 from etcd_fixture import EtcdServer, require_etcd
 
 pytest.importorskip("aetcd")
@@ -84,9 +84,7 @@ def elab(tmp_path_factory):
             lab.wait_ready(h)
         for h in hosts:
             lab.attach_guest(h)
-        for h in hosts:
-            wait_for(lambda: remote_fdb_ok(lab, h, el.remotes(h)) and remote_neigh_ok(lab, h, el.remotes(h)), 10,
-                     f"{h.name}: entries pushed from etcd")
+        wait_all_pushed(lab, hosts, 10, "entries pushed from etcd")
         yield el
     finally:
         if etcd is not None:

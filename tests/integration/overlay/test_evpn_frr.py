@@ -49,7 +49,7 @@ def evpn(tmp_path_factory):
         pytest.skip(reason)
     workdir = tmp_path_factory.mktemp("evpnlab")
     lab = Lab([H1, H2], prefix=session_prefix("e16-", "f"))
-    frr = FrrRouter(lab.host_ns(H2), workdir / "frr", router_id=H2.underlay_ip, asn=ASN, neighbors=(H1.underlay_ip,))
+    frr = FrrRouter(lab.host_ns(H2), router_id=H2.underlay_ip, asn=ASN, neighbors=(H1.underlay_ip,))
     try:
         lab.up()
         make_vtep(lab.host_ns(H2), vni=VNI, local_ip=H2.underlay_ip, bridge="br0", vxlan="vx23", ports=["vnic0"],
