@@ -22,7 +22,7 @@ HOSTS = {"zlan": "192.168.56.11", "zlan2": "192.168.56.12", "zlan3": "192.168.56
 # what the offline test environment (shared/vagrant-offline) sets
 OFFLINE = {"VARPD_BOX": "local/bookworm64", "VARPD_LIBVIRT_DRIVER": "qemu", "VARPD_LIBVIRT_MGMT_NET": "varpd-mgmt",
            "VARPD_LIBVIRT_MGMT_ADDR": "198.51.100.0/25", "VARPD_LIBVIRT_UNDERLAY_NET": "varpd-underlay",
-           "VARPD_UNDERLAY": "198.51.100.211/25,198.51.100.212/25,198.51.100.213/25"}
+           "VARPD_UNDERLAY": "198.51.100.211/25,198.51.100.212/25,198.51.100.213/25", "VARPD_BOOT_TIMEOUT": "1200"}
 
 
 @pytest.mark.skipif(shutil.which("vagrant") is None,
@@ -65,7 +65,7 @@ def test_vagrantfile_layout():
     default = ",".join(f"{ip}/24" for ip in HOSTS.values())
     assert f'ENV.fetch("VARPD_UNDERLAY", "{default}")' in text and vagrant.DEFAULT_UNDERLAY == default
     for var in ("VARPD_LIBVIRT_DRIVER", "VARPD_LIBVIRT_MGMT_NET", "VARPD_LIBVIRT_MGMT_ADDR",
-                "VARPD_LIBVIRT_UNDERLAY_NET", "VARPD_SERIAL_DIR"):
+                "VARPD_LIBVIRT_UNDERLAY_NET", "VARPD_SERIAL_DIR", "VARPD_BOOT_TIMEOUT"):
         assert f'ENV["{var}"]' in text or f'ENV.fetch("{var}"' in text, var
         assert re.search(rf"^#\s+{var}\s", text, re.M), f"{var} is not described in the header"
     for name, n in zip(HOSTS, range(0x11, 0x14)):
