@@ -161,10 +161,10 @@ class FrrRouter:
         return data.get(neighbor, {}).get("bgpState") == "Established"
 
 
-def make_vtep(ns: str, *, vni: int, local_ip: str, bridge: str, vxlan: str, ports: list[str],
-              svi: list[str], guests: list[tuple[str, str]]) -> None:
-    """The Linux side of an FRR VTEP: `vxlan` in `bridge` with the guest `ports`, SVI addresses, and
-    the guests' (ip, mac) as neighbour entries on the SVI (what zebra advertises as MAC/IP)."""
+def make_vtep(ns: str, *, vni: int, local_ip: str, bridge: str, vxlan: str, svi: list[str],
+              guests: list[tuple[str, str]], ports: tuple[str, ...] = ()) -> None:
+    """The Linux side of an FRR VTEP: `vxlan` in `bridge` (with `ports`), SVI addresses, and the
+    guests' (ip, mac) as neighbour entries on the SVI (what zebra advertises as MAC/IP)."""
     def ip(*a: str) -> None:
         run("ip", "-n", ns, *a)
 

@@ -52,9 +52,10 @@ def evpn(tmp_path_factory):
     frr = FrrRouter(lab.host_ns(H2), router_id=H2.underlay_ip, asn=ASN, neighbors=(H1.underlay_ip,))
     try:
         lab.up()
-        make_vtep(lab.host_ns(H2), vni=VNI, local_ip=H2.underlay_ip, bridge="br0", vxlan="vx23", ports=["vnic0"],
+        make_vtep(lab.host_ns(H2), vni=VNI, local_ip=H2.underlay_ip, bridge="br0", vxlan="vx23",
                   svi=["10.55.55.254/24", "2001:db8:55::fe/64"],
                   guests=[(H2.guest_ip4, H2.guest_mac), (H2.guest_ip6, H2.guest_mac)])
+        lab.attach_guest(H2)  # no varpd on host2: the guest's port made by hand, on FRR's bridge
         frr.start()
         el = EvpnLab(lab, frr, workdir)
         el.write_local()
