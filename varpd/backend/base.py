@@ -78,6 +78,7 @@ class Backend(abc.ABC):
         self.props = props
         self._listeners: list[ChangeListener] = []
         self._status_listeners: list[StatusListener] = []
+        self._flood_listeners: list[Callable[[], None]] = []
         self.degraded: str | None = None
 
     @classmethod
@@ -145,11 +146,29 @@ class Backend(abc.ABC):
         """Tell the daemon the mapping changed; subclasses call this.  A listener's bug is logged and
         goes no further: it must neither stop the backend's watcher nor keep the change from the others."""
         if change:
-            for listener in list(self._listeners):
-                try:
-                    listener(change)
-                except Exception:
-                    log.exception("backend=%s overlay=%s event=listener-failed", self.name, self.ctx.name)
+            self._notify(self._listeners, change)
+
+    def _notify(self, listeners: list, *args: object) -> None:
+        for listener in list(listeners):
+            try:
+                listener(*args)
+            except Exception:
+                log.exception("backend=%s overlay=%s event=listener-failed", self.name, self.ctx.name)
+
+    # -- flood peers (vxlan/flood = replicate) --------------------------------------
+    def flood_peers(self) -> frozenset[Destination]:
+        """VTEPs that want this overlay's broadcast and multicast but hold no record of the mapping
+        (EVPN type-3 routes, a gateway): with vxlan/flood=replicate each gets one copy of every
+        broadcast, next to the mapping's VTEPs and vxlan/flood_peers. Call flood_peers_changed()
+        whenever the answer changes."""
+        return frozenset()
+
+    def add_flood_listener(self, listener: Callable[[], None]) -> None:
+        self._flood_listeners.append(listener)
+
+    def flood_peers_changed(self) -> None:
+        """Tell the daemon flood_peers() changed: the flood list is reprogrammed at once."""
+        self._notify(self._flood_listeners)
 
     def set_degraded(self, reason: str | None) -> None:
         """Record (or clear, with None) why this backend is not fully serving."""

@@ -6,6 +6,9 @@
   the bridge's MAC; a client renewing at T1 unicasts its REQUEST there, and the tap reads it.
 - On-demand mode: the ARP/NS whose miss the kernel dropped, answered from the mapping; later
   ones the kernel's proxy answers itself, so they are left to it.
+- Flooding (vxlan/flood = replicate): the kernel carries every broadcast to every host, so DHCP
+  is never relayed (the server hears the client itself), and a frame whose source the mapping
+  places on another host is left to that host's varpd.
 
 Only frames addressed to the bridge are read (broadcast, multicast, its MAC): a promiscuous
 bridge (tcpdump on it) also passes up the frames between its ports (PACKET_OTHERHOST), among
@@ -87,6 +90,9 @@ class GuestFrames:
         counters = self.rt.counters
         if captured.outgoing or captured.pkttype == PACKET_OTHERHOST:
             return  # sent by this host, or seen only because the bridge is promiscuous
+        if self.rt.flooding is not None and captured.data[6:12].hex(":") in self.rt.strategy.desired.fdb:
+            counters["frames_flooded_in"] += 1  # flooded here from the guest's host, whose varpd answers it
+            return
         if not self.limiter.allow(captured.data[6:12]):
             counters["frames_rate_limited"] += 1
             return
@@ -149,6 +155,8 @@ class GuestFrames:
         if isinstance(action, dhcp_responder.Inject):
             rt.counters["dhcp_native_replies"] += 1
             await self.send_to_guests(action.frame)
+        elif isinstance(action, dhcp_responder.Forward) and rt.flooding is not None:
+            rt.counters["dhcp_flooded"] += 1  # the kernel floods the broadcast to every host: a copy is a duplicate
         elif isinstance(action, dhcp_responder.Forward):
             dest = await rt._lookup_mac(action.mac, force=True)
             if dest is None:

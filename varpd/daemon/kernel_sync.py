@@ -14,6 +14,7 @@ import logging
 import time
 from typing import TYPE_CHECKING, Sequence
 
+from varpd.daemon import flooding
 from varpd.daemon.drift import DriftRepair, Resync
 from varpd.daemon.reconciler import plan_async
 from varpd.model.overrides import apply_overrides
@@ -44,11 +45,14 @@ class KernelSync:
     # -- what is wanted ------------------------------------------------------------------
     def wanted(self) -> tuple[list[FdbEntry], list[NeighEntry]]:
         fdb, neigh = self.rt.strategy.wanted()
-        return apply_overrides(fdb, neigh, self.rt.overrides)
+        fdb, neigh = apply_overrides(fdb, neigh, self.rt.overrides)
+        return fdb + flooding.reconciled(self.rt), neigh
 
     def wanted_fdb(self, mac: str) -> Sequence[FdbEntry]:
         """`wanted()` for one MAC, without walking the whole mapping."""
         overrides = self.rt.overrides
+        if mac == flooding.FLOOD_MAC:
+            return flooding.last_programmed(self.rt)
         if mac in overrides:
             dest = overrides[mac]
             return () if dest is None else (FdbEntry(mac, dest.ip, dest.port),)

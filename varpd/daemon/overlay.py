@@ -22,6 +22,7 @@ from varpd.backend.errors import BackendError, PropertyError
 from varpd.backend.properties import PropertySpec, format_value, resolve
 from varpd.config.daemon import DaemonSettings, OverlayConfig
 from varpd.daemon.cache_sweeper import sweeper
+from varpd.daemon import flooding
 from varpd.daemon.change_log import ChangeLog
 from varpd.daemon.guest_frames import GuestFrames
 from varpd.daemon.modes import ModeStrategy, strategy_for
@@ -70,6 +71,7 @@ class OverlayRuntime:
         self.local: Destination | None = None
         self.strategy: ModeStrategy | None = None  # set by validate(), once the mode is known
         self.native = None
+        self.flooding: flooding.Flooding | None = None  # vxlan/flood = replicate
         self.cache: LookupCache = LookupCache(settings.cache_ttl, settings.negative_ttl, settings.miss_rate_limit)
         self.origin: dict[Any, str] = {}
         self._lock = asyncio.Lock()
@@ -108,6 +110,7 @@ class OverlayRuntime:
             raise PropertyError("mode", f"backend {self.cfg.search} cannot enumerate its mapping: use on-demand")
         else:
             self.mode = self.cfg.mode
+        self.flooding = flooding.flooding_for(self.values, self.local, self.mode, self.cfg.bridge)
         self.strategy = strategy_for(self)
 
     # -- lifecycle ----------------------------------------------------------------------
@@ -122,6 +125,7 @@ class OverlayRuntime:
         # no await between the snapshot and the listener: no change can fall in between
         self.backend.add_listener(self._on_change)
         self.backend.add_status_listener(self._on_backend_status)
+        self.backend.add_flood_listener(lambda: self._tasks.spawn(flooding.sync(self)))
         await self._ensure_device()
         await self.reconcile(adopt=True)
         self._tasks.spawn(self.sync.loop())
@@ -133,7 +137,6 @@ class OverlayRuntime:
                  self.name, self.cfg.vni, self.mode, self.cfg.search, self.handle.ifindex)
 
     async def _ensure_device(self) -> None:
-        point = self.mode == "point"
         spec = DeviceSpec(
             name=self.name,
             vni=self.cfg.vni,
@@ -142,9 +145,7 @@ class OverlayRuntime:
             bridge=self.cfg.bridge,
             underlay_dev=self.values.get("vxlan/underlay_dev"),
             mtu=self.values.get("link/mtu"),
-            proxy=not point,
-            l2miss=not point,
-            l3miss=not point,
+            **flooding.device_flags(self.mode == "point", self.flooding),
         )
         old = self.handle
         handle = await kdev.ensure_overlay(spec)
@@ -156,7 +157,7 @@ class OverlayRuntime:
                                    made_vxlan or handle.created_vxlan, made_bridge or handle.created_bridge)
         if self.tables is not None:
             self.tables.close()
-        self.tables = KernelTables(handle.ifindex)
+        self.tables = flooding.tables_for(self.handle, self.flooding)
         if self.on_device is not None and (old is None or old.ifindex != handle.ifindex):
             self.on_device(self)
         if self.cfg.bridge:
@@ -227,6 +228,7 @@ class OverlayRuntime:
     async def _apply_change(self, change: MappingChange) -> None:
         async with self._lock:
             await self.strategy.apply_change(change)
+        await flooding.sync(self)
         self._change_log.add(change)
 
     # -- the backend's answers, through the cache ----------------------------------------
@@ -293,6 +295,7 @@ class OverlayRuntime:
             "status": self.status,
             "details": self.details,
             "bridge": self.cfg.bridge,
+            "flood": flooding.describe(self),
             "properties": props,
             "counters": counters,
         }

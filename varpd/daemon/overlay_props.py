@@ -21,6 +21,12 @@ VXLAN_PROPERTIES: tuple[PropertySpec, ...] = (
                  description="UDP port of the VXLAN tunnel"),
     PropertySpec("vxlan/underlay_dev", PropType.STRING, Protection.READ,
                  description="underlay interface to bind the VTEP to (optional)"),
+    PropertySpec("vxlan/flood", PropType.STRING, Protection.READ, default="none", choices=("none", "replicate"),
+                 description="broadcast and multicast: none (never leave the host; ARP/NDP answered from the "
+                             "mapping) or replicate (one copy to every remote VTEP; needs push mode and a bridge)"),
+    PropertySpec("vxlan/flood_peers", PropType.STRING, Protection.WRITE,
+                 description="more VTEPs to flood to with replicate, ip[:port] ([IPv6]:port) separated by commas "
+                             "or spaces: VTEPs that hold no VNIC of the mapping (a hand-made peer, a gateway)"),
     PropertySpec("link/mtu", PropType.UINT, Protection.READ, minimum=576, maximum=9000,
                  description="MTU of the overlay device (kernel default if unset)"),
 )
