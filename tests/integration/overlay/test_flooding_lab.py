@@ -116,6 +116,17 @@ def test_a_vtep_appearing_in_the_mapping_joins_the_flood_list_and_leaves_it(floo
     wait_for(lambda: _flood_fdb(lab, h1) == before, 10, "192.0.2.6 gone from host1's flood list")
 
 
+def test_a_flood_entry_deleted_behind_varpds_back_comes_back(flood_lab):
+    lab = flood_lab
+    h1 = lab.host("host1")
+    wait_for(lambda: "192.0.2.3" in _flood_fdb(lab, h1), 10, "host1's flood list")
+    lab.exec(lab.host_ns(h1), "bridge", "fdb", "del", ZERO, "dev", "vx23", "dst", "192.0.2.3")
+    wait_for(lambda: "192.0.2.3" in _flood_fdb(lab, h1), 5, "the deleted flood entry back")
+    entry = next(e for e in json.loads(lab.exec(lab.host_ns(h1), "bridge", "-j", "fdb", "show", "dev", "vx23").stdout)
+                 if e["mac"] == ZERO and e["dst"] == "192.0.2.3")
+    assert "extern_learn" in entry["flags"], entry  # varpd's mark, as on every entry it programs
+
+
 @pytest.mark.parametrize("v6", [False, True], ids=["ipv4", "ipv6"])
 @pytest.mark.parametrize("peer", [FLOOD_LEARN, STATIC])
 def test_ping_both_ways_with_a_vtep_varpd_did_not_configure(flood_lab, peer, v6):
