@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench._common import Result, cleanup_all, install_cleanup  # noqa: E402
 
-FIGURES = ("fig1", "fig2", "fig3", "fig4", "fig5", "fig6", "fig7", "fig8")
+FIGURES = ("fig1", "fig2", "fig3", "fig4", "fig5", "fig6", "fig7", "fig8", "fig9", "fig10", "fig11")
 
 
 def _fmt(v) -> str:
@@ -69,6 +69,8 @@ def main(argv=None) -> int:
     ap.add_argument("--quick", action="store_true", help="small sizes and short runs (< 60 s): checks the script")
     ap.add_argument("--json", metavar="FILE", help="write every figure (with raw samples) to FILE")
     ap.add_argument("--only", metavar="LIST", help=f"comma-separated subset of {','.join(FIGURES)}")
+    ap.add_argument("--records", metavar="N,N,...", default="10000,100000,1000000",
+                    type=lambda v: [int(x) for x in v.split(",")], help="fig9's mapping sizes (default 10k,100k,1M)")
     args = ap.parse_args(argv)
     if os.geteuid() != 0:
         print("bench/run.py: needs root (network namespaces)", file=sys.stderr)
@@ -77,7 +79,7 @@ def main(argv=None) -> int:
     q = args.quick
     install_cleanup()
 
-    from bench import _backends, _drift, _etcd, _iperf, _micro, _miss, _programming
+    from bench import _backends, _drift, _etcd, _iperf, _micro, _miss, _programming, _scale
 
     plan = [
         ("fig1", lambda: _programming.bench_programming(2000 if q else 10_000, 1 if q else 5)),
@@ -88,6 +90,9 @@ def main(argv=None) -> int:
         ("fig6", lambda: _etcd.bench_etcd(10 if q else 50)),
         ("fig7", lambda: _backends.bench_backends(1000, 300 if q else 3000, 100_000 if q else 1_000_000, 1 if q else 3)),
         ("fig8", lambda: _drift.bench_drift(50 if q else 500)),
+        ("fig9", lambda: _scale.bench_records([1000, 10_000] if q else args.records, 3 if q else 20)),
+        ("fig10", lambda: _scale.bench_overlays([1, 20] if q else [1, 100, 1000], 3 if q else 20)),
+        ("fig11", lambda: _scale.bench_edit(10 if q else 100)),
     ]
     results: list[Result] = []
     errors: dict[str, str] = {}

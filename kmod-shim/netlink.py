@@ -384,10 +384,58 @@ def open_route_socket(
 
 
 # --- KernelTables -------------------------------------------------------------
+# The kernel puts at most 32 KiB in one netlink datagram (a dump's skb is capped at
+# SKB_WITH_OVERHEAD(32768); ACKs are capped by NETLINK_CAP_ACK): a receive buffer of
+# twice that never truncates one (a 20k-entry dump's largest was 32,436 bytes).
+RECV_BUFFER = 64 * 1024
+
+
+class _BufferPool:
+    """Receive buffers lent to whichever KernelTables is working: a thousand overlays, mostly
+    idle, share the few that run at once instead of holding one each (1 MiB each, before)."""
+
+    def __init__(self) -> None:
+        self._free: list[tuple[bytearray, memoryview]] = []
+
+    def take(self) -> tuple[bytearray, memoryview]:
+        if self._free:
+            return self._free.pop()
+        buf = bytearray(RECV_BUFFER)
+        return buf, memoryview(buf)
+
+    def give(self, lent: tuple[bytearray, memoryview]) -> None:
+        self._free.append(lent)
+
+
+_BUFFERS = _BufferPool()
+
+
+class _LendingLock:
+    """The instance's lock; whoever holds it holds a receive buffer (`_buf`, `_view`) too."""
+
+    __slots__ = ("_lock", "_owner")
+
+    def __init__(self, owner: "KernelTables") -> None:
+        self._lock = asyncio.Lock()
+        self._owner = owner
+
+    async def __aenter__(self) -> None:
+        await self._lock.acquire()
+        self._owner._buf, self._owner._view = _BUFFERS.take()
+
+    async def __aexit__(self, *exc) -> None:
+        owner = self._owner
+        _BUFFERS.give((owner._buf, owner._view))
+        owner._buf = owner._view = None
+        self._lock.release()
+
+
 class KernelTables:
     """Batched programming of one VXLAN device's FDB and neighbour tables.
 
-    One netlink socket per instance; operations are serialised with a lock.
+    One netlink socket per instance (a dump of one overlay never waits behind another's);
+    operations are serialised with a lock, and hold a receive buffer from a shared pool
+    only while they run.
     """
 
     CHUNK_BYTES = 64 * 1024
@@ -401,10 +449,10 @@ class KernelTables:
         actual = self._sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
         # keep the ACKs of one chunk well inside the receive buffer
         self._chunk_msgs = max(16, min(4096, actual // (2 * self.ACK_TRUESIZE)))
-        self._buf = bytearray(1 << 20)
-        self._view = memoryview(self._buf)
+        self._buf: bytearray | None = None  # lent by _BUFFERS while the lock is held
+        self._view: memoryview | None = None
         self._seq = 0
-        self._lock = asyncio.Lock()
+        self._lock = _LendingLock(self)
         self._dev_port: int | None = None
         self.closed = False
 
