@@ -290,6 +290,9 @@ class Varpd:
     def _index(self) -> None:
         """ifindex → overlay, and the devices whose entry changes the listener reports."""
         self._by_ifindex = {rt.handle.ifindex: rt for rt in self.overlays() if rt.handle is not None}
+        # a flooding overlay keeps its neighbour entries on its bridge (varpd.daemon.flooding)
+        self._by_ifindex.update({rt.handle.bridge_ifindex: rt for rt in self.overlays()
+                                 if rt.handle is not None and rt.flooding is not None and rt.handle.bridge_ifindex})
         if self._listener is not None:
             self._listener.set_entry_watch(self._by_ifindex)
 
