@@ -89,7 +89,7 @@ def main(argv=None) -> int:
         ("fig5", lambda: _iperf.bench_iperf(2 if q else 6, 1 if q else 3)),
         ("fig6", lambda: _etcd.bench_etcd(10 if q else 50)),
         ("fig7", lambda: _backends.bench_backends(1000, 300 if q else 3000, 100_000 if q else 1_000_000, 1 if q else 3)),
-        ("fig8", lambda: _drift.bench_drift(50 if q else 500)),
+        ("fig8", lambda: _drift.bench_drift(50 if q else 500) + _drift.bench_full_pass(5000 if q else 100_000)),
         ("fig9", lambda: _scale.bench_records([1000, 10_000] if q else args.records, 3 if q else 20)),
         ("fig10", lambda: _scale.bench_overlays([1, 20] if q else [1, 100, 1000], 3 if q else 20)),
         ("fig11", lambda: _scale.bench_edit(10 if q else 100)),

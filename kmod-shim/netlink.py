@@ -14,6 +14,7 @@ import errno as _errno
 import os
 import socket
 import struct
+import time
 from ipaddress import IPv4Address, IPv6Address, ip_address
 from typing import Callable, Iterable, Iterator
 
@@ -439,6 +440,7 @@ class KernelTables:
     """
 
     CHUNK_BYTES = 64 * 1024
+    DUMP_SLICE = 0.002  # seconds of dump parsing between two turns of the event loop
     RCVBUF = 8 * 1024 * 1024
     ACK_TRUESIZE = 1024  # conservative kernel memory charged per queued ACK skb
 
@@ -715,11 +717,15 @@ class KernelTables:
             interrupted = False
             done = False
             while not done:
-                # sock_recv_into returns without yielding while data is queued: a dump of 1M
-                # entries would hold the loop for seconds; misses and admin requests go between
-                await asyncio.sleep(0)
                 n = await loop.sock_recv_into(sock, buf)
-                for off, mlen, t, mflags, mseq in _messages(view, n):
+                started = time.perf_counter()
+                for k, (off, mlen, t, mflags, mseq) in enumerate(_messages(view, n)):
+                    # sock_recv_into returns without yielding while data is queued, and one
+                    # receive holds ~450 entries: a dump of 1M would hold the loop for seconds.
+                    # The loop gets a turn every DUMP_SLICE s (the buffer is ours: the lock is held)
+                    if k & 63 == 0 and time.perf_counter() - started > self.DUMP_SLICE:
+                        await asyncio.sleep(0)
+                        started = time.perf_counter()
                     if mseq != seq:
                         continue
                     if mflags & NLM_F_DUMP_INTR:

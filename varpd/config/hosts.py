@@ -28,7 +28,6 @@ first 64 characters at most (a 5 MB `ip` string is not copied into the log).
 
 from __future__ import annotations
 
-import gc
 import ipaddress
 import json
 import re
@@ -44,6 +43,7 @@ from varpd.backend.errors import ConfigError
 from varpd.config.reading import MiB, read_text
 from varpd.model import AddressIndex, Destination, Mapping, MappingRecord
 from varpd.model.addresses import check_overlay_ip, check_unicast_mac, check_vtep, mac_problem, overlay_int_ok
+from varpd.nogc import collector_paused
 
 try:  # the packet layer owns MAC parsing; fall back to a private copy if it is absent
     from varpd.packet.mac import normalize_mac as _packet_normalize_mac
@@ -412,13 +412,8 @@ def parse_hosts(text: str, source: str = "<string>") -> Mapping:
     """
     # Hundreds of thousands of small objects: the cyclic GC would rescan them over and over
     # (a third of the time) though none of them can form a cycle.
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
+    with collector_paused():
         return _parse_hosts(text, source)
-    finally:
-        if enabled:
-            gc.enable()
 
 
 def _parse_hosts(text: str, source: str) -> Mapping:

@@ -10,14 +10,16 @@ Three ways in, one wanted state (the mode strategy's, with the administrator's o
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import time
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING, Iterable, Sequence
 
 from varpd.daemon import flooding
 from varpd.daemon.drift import DriftRepair, Resync
 from varpd.daemon.reconciler import plan_async
 from varpd.model.overrides import apply_overrides
+from varpd.nogc import collector_paused
 from varpd_kmod import device as kdev
 from varpd_kmod.types import FdbChange, FdbEntry, NeighChange, NeighEntry, OpFailure
 
@@ -43,10 +45,14 @@ class KernelSync:
         self.resync = Resync(rt._tasks, self._safe_reconcile)
 
     # -- what is wanted ------------------------------------------------------------------
-    def wanted(self) -> tuple[list[FdbEntry], list[NeighEntry]]:
+    def wanted(self) -> tuple[Iterable[FdbEntry], Iterable[NeighEntry]]:
+        """Iterables, not lists: plan_async walks a million of them between yields (the strategy's
+        state changes only under the runtime's lock, which a full pass holds)."""
         fdb, neigh = self.rt.strategy.wanted()
-        fdb, neigh = apply_overrides(fdb, neigh, self.rt.overrides)
-        return fdb + flooding.reconciled(self.rt), neigh
+        if self.rt.overrides:
+            fdb, neigh = apply_overrides(fdb, neigh, self.rt.overrides)
+        flood = flooding.reconciled(self.rt)
+        return (itertools.chain(fdb, flood) if flood else fdb), neigh
 
     def wanted_fdb(self, mac: str) -> Sequence[FdbEntry]:
         """`wanted()` for one MAC, without walking the whole mapping."""
@@ -97,25 +103,30 @@ class KernelSync:
         Only entries carrying varpd's mark are removed (varpd.daemon.reconciler)."""
         rt = self.rt
         async with rt._lock:
-            if await kdev.link_index(rt.name) != rt.handle.ifindex:
-                log.warning("overlay=%s event=device-missing action=recreate", rt.name)
-                rt.counters["device_recreated"] += 1
-                await rt._ensure_device()
-            have_fdb = await rt.tables.dump_fdb()
-            have_neigh = await rt.tables.dump_neigh()
-            await rt.strategy.before_reconcile(have_fdb, have_neigh, adopt=adopt)
-            want_fdb, want_neigh = self.wanted()
-            p = await plan_async(want_fdb, want_neigh, have_fdb, have_neigh)
-            await self.program(p.add_fdb, p.add_neigh, p.del_fdb, p.del_neigh, p.take_fdb)
-            rt.counters["reconciles"] += 1
-            if p and not adopt:
-                rt.counters["reconcile_repairs"] += 1
-                log.info("overlay=%s event=reconcile %s", rt.name, " ".join(f"{k}={v}" for k, v in p.summary().items()))
-            elif p.take_fdb:
-                log.info("overlay=%s event=adopted fdb=%d", rt.name, p.summary()["fdb_adopted"])
-            for e in p.add_fdb + p.take_fdb:
-                rt.origin.setdefault(e.mac, rt.mode)
-            return p.summary()
+            with collector_paused():  # 1M dumped entries: a collection would stall the loop for ~1 s
+                return await self._reconcile(adopt)
+
+    async def _reconcile(self, adopt: bool) -> dict[str, int]:
+        rt = self.rt
+        if await kdev.link_index(rt.name) != rt.handle.ifindex:
+            log.warning("overlay=%s event=device-missing action=recreate", rt.name)
+            rt.counters["device_recreated"] += 1
+            await rt._ensure_device()
+        have_fdb = await rt.tables.dump_fdb()
+        have_neigh = await rt.tables.dump_neigh()
+        await rt.strategy.before_reconcile(have_fdb, have_neigh, adopt=adopt)
+        want_fdb, want_neigh = self.wanted()
+        p = await plan_async(want_fdb, want_neigh, have_fdb, have_neigh)
+        await self.program(p.add_fdb, p.add_neigh, p.del_fdb, p.del_neigh, p.take_fdb)
+        rt.counters["reconciles"] += 1
+        if p and not adopt:
+            rt.counters["reconcile_repairs"] += 1
+            log.info("overlay=%s event=reconcile %s", rt.name, " ".join(f"{k}={v}" for k, v in p.summary().items()))
+        elif p.take_fdb:
+            log.info("overlay=%s event=adopted fdb=%d", rt.name, p.summary()["fdb_adopted"])
+        for e in p.add_fdb + p.take_fdb:
+            rt.origin.setdefault(e.mac, rt.mode)
+        return p.summary()
 
     async def _safe_reconcile(self) -> None:
         try:

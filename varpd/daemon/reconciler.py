@@ -14,13 +14,16 @@ varpd's entry is adopted this way, once: afterwards it carries the mark).
 from __future__ import annotations
 
 import asyncio
+import time
 from dataclasses import dataclass
 from typing import Generator, Iterable, Mapping
 
 from varpd_kmod.types import FdbEntry, NeighEntry
 
-# entries looked at between two yields of plan_async: ~10 ms of work
-BATCH = 20_000
+# plan_async gives the loop a turn once SLICE seconds of planning have run: the loop serves
+# misses and admin requests between slices (a request takes several turns, each waits a slice)
+SLICE = 0.002
+BATCH = 256  # entries between two looks at the clock
 FLOOD_MAC = "00:00:00:00:00:00"  # the VXLAN default destination: broadcast, multicast, unknown unicast
 
 
@@ -83,10 +86,13 @@ async def plan_async(
     have_fdb: Mapping[FdbEntry, bool],
     have_neigh: Mapping[NeighEntry, bool],
 ) -> Plan:
-    """`plan`, giving the event loop a turn every BATCH entries (1M entries take seconds)."""
+    """`plan`, giving the event loop a turn every SLICE seconds (1M entries take seconds)."""
     steps = _plan(want_fdb, want_neigh, have_fdb, have_neigh)
+    started = time.perf_counter()
     for _ in steps:
-        await asyncio.sleep(0)
+        if time.perf_counter() - started > SLICE:
+            await asyncio.sleep(0)
+            started = time.perf_counter()
     return steps.result
 
 
@@ -148,7 +154,12 @@ def _plan_steps(want_fdb, want_neigh, have_fdb, have_neigh) -> Generator[None, N
         n += 1
         if n % BATCH == 0:
             yield
-    want_n = {e.ip: e for e in want_neigh}
+    want_n: dict[object, NeighEntry] = {}
+    for e in want_neigh:
+        want_n[e.ip] = e
+        n += 1
+        if n % BATCH == 0:
+            yield
     have_n: dict[object, tuple[NeighEntry, bool]] = {}
     for e, owned in have_neigh.items():
         have_n[e.ip] = (e, owned)
@@ -162,5 +173,11 @@ def _plan_steps(want_fdb, want_neigh, have_fdb, have_neigh) -> Generator[None, N
         n += 1
         if n % BATCH == 0:
             yield
-    del_neigh = [e for ip, (e, owned) in have_n.items() if owned and ip not in want_n]
+    del_neigh: list[NeighEntry] = []
+    for ip, (e, owned) in have_n.items():
+        if owned and ip not in want_n:
+            del_neigh.append(e)
+        n += 1
+        if n % BATCH == 0:
+            yield
     return Plan(tuple(add_fdb), tuple(del_fdb), tuple(add_neigh), tuple(del_neigh), tuple(take_fdb))

@@ -117,3 +117,26 @@ def test_resync_coalesces_requests():
 
     asyncio.run(go())
     assert len(runs) == 2  # the first, and exactly one more
+
+
+def test_push_answers_per_key_what_wanted_lists():
+    """Drift repair asks a strategy per key: its answers agree with the whole wanted state."""
+    from types import SimpleNamespace
+
+    from varpd.daemon.modes.push import PushMode
+    from varpd.model import Destination, Mapping, MappingRecord
+
+    local = Destination(ip("192.0.2.1"), 4789)
+    recs = [MappingRecord(f"02:14:00:00:01:{i:02x}", Destination(ip(f"192.0.2.{10 + i}"), 4789),
+                          arp=ip(f"10.14.1.{i + 1}"), ndp=ip(f"fe80::14:{i + 1}")) for i in range(20)]
+    recs.append(MappingRecord("02:14:00:00:02:01", local, arp=ip("10.14.2.1")))  # a local VNIC: never wanted
+    mapping = Mapping.of(recs)
+    rt = SimpleNamespace(local=local, name="vx", backend=SimpleNamespace(snapshot=lambda: mapping))
+    mode = PushMode(rt)
+    mode.load(mapping)
+    fdb, neigh = (list(x) for x in mode.wanted())
+    assert len(fdb) == 20 and len(neigh) == 40
+    assert all(mode.want_fdb(e.mac) == (e,) for e in fdb)
+    assert all(mode.want_neigh(n.ip) == n for n in neigh)
+    assert mode.want_neigh(ip("10.14.2.1")) is None and mode.want_fdb("02:14:00:00:02:01") == ()
+    assert mode.want_neigh(ip("10.14.9.9")) is None

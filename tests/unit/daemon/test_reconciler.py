@@ -104,6 +104,7 @@ def test_a_flood_list_someone_else_made_is_left_alone_or_taken_over():
 
 def test_plan_async_yields_and_agrees(monkeypatch):
     monkeypatch.setattr(reconciler, "BATCH", 3)
+    monkeypatch.setattr(reconciler, "SLICE", 0.0)  # a turn at every look at the clock
     want = [FdbEntry(f"02:00:00:00:01:{i:02x}", ip("192.0.2.9"), 4789) for i in range(20)]
     have = mine(*want[5:], FdbEntry("02:00:00:00:02:01", ip("192.0.2.9"), 4789))
     turns = 0

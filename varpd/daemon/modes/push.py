@@ -8,6 +8,7 @@ import logging
 from varpd.daemon.desired import DesiredState
 from varpd.daemon.modes.base import ModeStrategy
 from varpd.model import Mapping, MappingChange
+from varpd_kmod.types import NeighEntry
 
 log = logging.getLogger("varpd.daemon.overlay")
 
@@ -32,7 +33,14 @@ class PushMode(ModeStrategy):
         return () if e is None else (e,)
 
     def want_neigh(self, ip):
-        return self.desired.neigh.get(ip)
+        """By the backend's address index (DesiredState keeps none: memory), confirmed against the
+        desired record, so a change the runtime has not applied yet is not wanted yet."""
+        mapping = self.rt.backend.snapshot() if self.rt.backend is not None else None
+        rec = mapping.by_ip.get(ip) if mapping is not None else None
+        mine = self.desired.records.get(rec.mac) if rec is not None else None
+        if mine is None or ip not in (mine.arp, mine.ndp):
+            return None
+        return NeighEntry(ip, mine.mac)
 
     async def apply_change(self, change: MappingChange) -> None:
         rt = self.rt
