@@ -11,6 +11,7 @@ broadcast ARP or multicast NS leaving a host.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import signal
 import subprocess
@@ -214,6 +215,52 @@ def test_avahi_finds_a_service_published_on_another_host(flood_lab):
                          f"host1's service from {n}")
         assert {(s[3], s[6], s[7], s[8]) for s in found} == {("f15\\032on\\032host1", "f15host1.local",
                                                               "10.55.55.2", "5555")}, found
+
+
+_UDHCPC = """#!/bin/sh
+[ "$1" = bound ] && echo "LEASE ip=$ip serverid=$serverid"
+exit 0
+"""
+
+
+def test_dhcp_reaches_a_server_on_another_host_once_without_relay(flood_lab):
+    """The flood carries the client's broadcast to every host: a server guest elsewhere hears it
+    itself, with or without the record's dhcp-proxy, and exactly once (varpd relaying it to the
+    dhcp-proxy MAC as well would give the server each DISCOVER twice)."""
+    require("dnsmasq", "busybox")
+    lab = flood_lab
+    h1, h2, h3 = (lab.host(n) for n in VARPD)
+    hosts = [h for h in lab.hosts if h.name != FLOOD_LEARN]
+    write_hosts_json(lab.hosts_json, [dataclasses.replace(h, dhcp_proxy=h1.guest_mac) if h == h2 else h
+                                      for h in hosts])
+    script = lab.workdir / "udhcpc.sh"
+    script.write_text(_UDHCPC)
+    script.chmod(0o755)
+    d = lab.workdir
+    server = lab.popen(
+        lab.guest_ns(h1), "dnsmasq", "--no-daemon", "--conf-file=/dev/null", "--port=0", "--user=root",
+        "--group=root", f"--pid-file={d / 'dnsmasq.pid'}", f"--dhcp-leasefile={d / 'dnsmasq.leases'}",
+        "--dhcp-range=10.55.55.10,10.55.55.20,255.255.255.0", f"--dhcp-host={h2.guest_mac},{h2.guest_ip4}",
+        f"--dhcp-host={h3.guest_mac},{h3.guest_ip4}", "--interface=eth0", "--bind-interfaces",
+        "--dhcp-authoritative", "--log-dhcp", stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        time.sleep(1)  # the mapping change (dhcp-proxy) reaches the daemons' backends
+        for client in (h2, h3):  # with the record's dhcp-proxy, and without
+            gns = lab.guest_ns(client)
+            lab.exec(gns, "ip", "-4", "addr", "flush", "dev", "eth0")
+            try:
+                res = lab.exec(gns, "busybox", "udhcpc", "-i", "eth0", "-f", "-n", "-q", "-t", "5", "-T", "1",
+                               "-s", str(script), check=False, timeout=20)
+            finally:
+                lab.exec(gns, "ip", "addr", "replace", f"{client.guest_ip4}/24", "dev", "eth0")
+            assert f"LEASE ip={client.guest_ip4} serverid={h1.guest_ip4}" in res.stdout, res.stdout + res.stderr
+    finally:
+        server.terminate()
+        log, _ = server.communicate(timeout=5)
+        write_hosts_json(lab.hosts_json, hosts)
+    for client in (h2, h3):
+        assert log.count(f"DHCPDISCOVER(eth0) {client.guest_mac}") == 1, log
+        assert log.count(f"DHCPREQUEST(eth0) {client.guest_ip4} {client.guest_mac}") == 1, log
 
 
 # -- none: nothing broadcast leaves a host ------------------------------------------------------
