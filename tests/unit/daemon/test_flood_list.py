@@ -50,3 +50,35 @@ def test_what_cannot_work_is_refused_naming_the_property(values, mode, bridge, f
     with pytest.raises(PropertyError) as exc:
         flooding_for(values, LOCAL, mode, bridge)
     assert exc.value.name == field and words in str(exc.value), str(exc.value)
+
+
+class _Stub:
+    """The runtime as flooding.sync sees it: a strategy's wanted FDB, a backend's flood peers."""
+
+    def __init__(self, wanted, peers):
+        import asyncio
+
+        from varpd.daemon import flooding as fl_mod
+
+        self.flooding = fl_mod.Flooding(LOCAL)
+        self.wanted, self.peers = list(wanted), set(peers)
+        self.strategy = type("S", (), {"wanted": lambda s: (self.wanted, ())})()
+        self.backend = type("B", (), {"flood_peers": lambda s: frozenset(self.peers)})()
+        self.tables, self.origin, self._lock, self.programmed = object(), {}, asyncio.Lock(), []
+
+    async def _program(self, add_fdb=(), del_fdb=()):
+        self.programmed.append(([str(e.dst) for e in add_fdb], [str(e.dst) for e in del_fdb]))
+
+
+async def test_sync_programs_only_the_difference_when_vteps_come_and_go():
+    from varpd.daemon import flooding as fl_mod
+
+    rt = _Stub([FdbEntry("de:ad:be:ef:00:01", ip("192.0.2.2"), 4789)], [])
+    await fl_mod.sync(rt)
+    rt.peers.add(Destination(ip("192.0.2.7"), 4789))  # e.g. an EVPN type-3 route arrived
+    await fl_mod.sync(rt)
+    rt.wanted.clear()  # the last record on 192.0.2.2 went
+    await fl_mod.sync(rt)
+    await fl_mod.sync(rt)  # nothing changed: nothing programmed
+    assert rt.programmed == [(["192.0.2.2"], []), (["192.0.2.7"], []), ([], ["192.0.2.2"])]
+    assert fl_mod.describe(rt) == ["192.0.2.7:4789"] and rt.origin[ZERO] == "flood"
