@@ -32,7 +32,7 @@ from varpd import json_input
 from varpd.admin.limits import BODY_TIMEOUT, ConnectionGate
 from varpd.backend.errors import BackendError, ConfigError, PluginNotFound, PropertyError
 from varpd.config.daemon import ADMIN_ALLOW_DEFAULT
-from varpd.daemon.errors import OverlayExists, OverlayNotFound, VarpdError
+from varpd.daemon.errors import OverlayExists, OverlayNotFound, PlacementRefused, VarpdError
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +72,7 @@ SERVICE = web.AppKey("service", Service)
 ADMIN_LISTENERS = web.AppKey("admin_listeners", list[ConnectionGate])  # set by the runner, for /metrics
 
 # errors that are the request's fault; their str() is already the message for the user
-_BAD_REQUEST = (PropertyError, PluginNotFound, ConfigError)
+_BAD_REQUEST = (PropertyError, PluginNotFound, ConfigError, PlacementRefused)
 # the daemon's and the host's own errors: a known failure, told without a traceback
 _KNOWN_FAILURES: tuple[type[Exception], ...] = (VarpdError, BackendError)
 

@@ -12,7 +12,7 @@ from varpd.cli.client import AdminClient, CliError, api_path, run_with_client
 from varpd.cli.output import add_output_options, pick_fields, render
 
 PROP_FIELDS = ["LINK", "PROPERTY", "PERM", "VALUE", "DEFAULT", "POSSIBLE"]
-STATUS_FIELDS = ["LINK", "STATUS", "MODE", "PLUGIN", "VNI", "DETAILS"]
+STATUS_FIELDS = ["LINK", "STATUS", "MODE", "PLUGIN", "VNI", "NETNS", "DETAILS"]
 TARGET_FIELDS = ["LINK", "KIND", "TARGET", "DESTINATION", "ORIGIN", "AGE"]
 CACHE_FIELDS = ["LINK", "ENTRIES", "POSITIVE", "NEGATIVE", "HITS", "NEGHITS", "MISSES", "EVICTIONS",
                 "RATELIMITED", "TTL", "NEGTTL"]
@@ -41,8 +41,9 @@ def parse_props(groups: list[str]) -> dict[str, str]:
 async def create(client: AdminClient, args: argparse.Namespace) -> str:
     body: dict[str, Any] = {"name": args.name, "vni": args.vnetid, "encap": args.encap,
                             "search": args.search, "mode": args.mode, "properties": parse_props(args.prop)}
-    if args.bridge is not None:
-        body["bridge"] = args.bridge
+    for key in ("bridge", "netns"):
+        if getattr(args, key) is not None:
+            body[key] = getattr(args, key)
     if args.temporary:
         body["persist"] = False
     described = await client.request("POST", "/v1/overlays", body)
@@ -131,7 +132,7 @@ async def _property_rows(client: AdminClient, o: dict[str, Any]) -> list[dict[st
 
 async def _status_rows(client: AdminClient, o: dict[str, Any]) -> list[dict[str, Any]]:
     return [{"LINK": o["name"], "STATUS": o["status"], "MODE": o["mode"], "PLUGIN": o["plugin"],
-             "VNI": o["vni"], "DETAILS": o["details"]}]
+             "VNI": o["vni"], "NETNS": o.get("netns"), "DETAILS": o["details"]}]
 
 
 async def _target_rows(client: AdminClient, o: dict[str, Any]) -> list[dict[str, Any]]:
@@ -195,6 +196,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                         "as they come; auto (default): what the backend prefers")
     p.add_argument("-b", "--bridge", metavar="BRIDGE",
                    help="a Linux bridge to create (if missing) and attach the VXLAN device to")
+    p.add_argument("--netns", metavar="NS",
+                   help="the network namespace (ip netns) holding the VXLAN device and the bridge; it must exist "
+                        "and hold vxlan/listen_ip (default: the daemon's own namespace)")
     p.add_argument("name", help="the overlay's name, also its VXLAN netdev name (at most 15 characters)")
     p.set_defaults(func=run_with_client(create), check=check_props)
 
@@ -245,8 +249,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                     "Exits 1 if the name is not an overlay.")
     view = p.add_mutually_exclusive_group()
     view.add_argument("-f", "--status", action="store_true",
-                      help="status view: LINK STATUS MODE PLUGIN VNI DETAILS (STATUS is ONLINE or DEGRADED, "
-                           "DETAILS says why)")
+                      help="status view: LINK STATUS MODE PLUGIN VNI NETNS DETAILS (STATUS is ONLINE or DEGRADED, "
+                           "DETAILS says why; NETNS is the overlay's namespace, -- for the daemon's own)")
     view.add_argument("-t", "--target", action="store_true",
                       help="the kernel's entries: LINK KIND TARGET DESTINATION ORIGIN AGE (KIND is fdb for a MAC "
                            "→ underlay ip:port, neigh for an overlay IP → MAC; ORIGIN push, on-demand, manual "

@@ -10,21 +10,30 @@ import ipaddress
 import reprlib
 import tomllib
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 import yaml
-from pydantic import (BaseModel, ConfigDict, Field, IPvAnyNetwork, ValidationError, field_validator,
+from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, IPvAnyNetwork, ValidationError, field_validator,
                       model_validator)
 
 from varpd.backend.errors import ConfigError
 from varpd.config.reading import MiB, read_text
-from varpd.model.identifiers import VNI_RANGE, ifname_problem, vni_problem
+from varpd.model.identifiers import VNI_RANGE, ifname_problem, netns_problem, vni_problem
 
 MAX_CONFIG_SIZE = 16 * MiB  # thousands of overlays fit in a few MiB
 _QUOTE = reprlib.Repr()
 _QUOTE.maxstring = _QUOTE.maxother = 64
 
 PropValue = str | int | bool | float
+
+
+def _netns_name(value: str) -> str:
+    if problem := netns_problem(value):
+        raise ValueError(problem)
+    return value
+
+
+NetnsName = Annotated[str, AfterValidator(_netns_name)]  # a name of /run/netns (overlays, VNICs)
 
 
 class OverlayConfig(BaseModel):
@@ -38,6 +47,9 @@ class OverlayConfig(BaseModel):
     search: str = Field(min_length=1, description="the backend (plugin) name")
     mode: Literal["auto", "push", "on-demand"] = "auto"
     bridge: str | None = Field(default=None, min_length=1, max_length=15)
+    netns: NetnsName | None = Field(default=None,
+                              description="network namespace (a name of /run/netns) holding the devices; "
+                                          "default: the daemon's own")
     properties: dict[str, PropValue] = Field(default_factory=dict)
     persist: bool = True
 

@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from varpd.config.hosts import normalize_mac
 from varpd.model.addresses import check_unicast_mac
+from varpd.config.daemon import NetnsName
 from varpd.model.identifiers import ifname_problem
 
 
@@ -21,15 +22,15 @@ class VnicConfig(BaseModel):
     overlay: str = Field(min_length=1, max_length=15)
     mac: str
     type: Literal["veth", "tap"] = "veth"
-    netns: str | None = Field(default=None, min_length=1, max_length=64)
+    netns: NetnsName | None = None
     guest_ifname: str = Field(default="eth0", min_length=1, max_length=15)
     addresses: tuple[IPv4Interface | IPv6Interface, ...] = ()
     mtu: int | None = Field(default=None, ge=576, le=9000, description="default: the VXLAN device's MTU")
 
-    @field_validator("name", "overlay", "guest_ifname", "netns")
+    @field_validator("name", "overlay", "guest_ifname")
     @classmethod
-    def _ifname(cls, value: str | None) -> str | None:
-        if value is not None and (problem := ifname_problem(value)):
+    def _ifname(cls, value: str) -> str:
+        if problem := ifname_problem(value):
             raise ValueError(problem)
         return value
 

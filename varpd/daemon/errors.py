@@ -21,3 +21,7 @@ class StateError(VarpdError):
 
 class SocketInUse(VarpdError):
     """The admin socket's path is served by a running daemon, or is not a socket at all."""
+
+
+class PlacementRefused(VarpdError):
+    """create-overlay names a network namespace that does not exist, or a listen IP it does not have."""

@@ -99,10 +99,10 @@ class FloodTables:
     one with a static bridge entry behind the VXLAN port (suppression answers only for MACs it
     finds there), and the neighbour entries on the bridge device, where suppression reads them."""
 
-    def __init__(self, handle: DeviceHandle) -> None:
-        self.device = KernelTables(handle.ifindex)
+    def __init__(self, handle: DeviceHandle, netns: str | None = None) -> None:
+        self.device = KernelTables(handle.ifindex, netns)
         try:
-            self.bridge = KernelTables(handle.bridge_ifindex)
+            self.bridge = KernelTables(handle.bridge_ifindex, netns)
         except BaseException:
             self.device.close()
             raise
@@ -155,8 +155,8 @@ def _unicast(entries: Iterable[FdbEntry]) -> list[str]:
     return [e.mac for e in entries if e.mac != FLOOD_MAC]
 
 
-def tables_for(handle: DeviceHandle, flooding: Flooding | None) -> KernelTables | FloodTables:
-    return FloodTables(handle) if flooding is not None else KernelTables(handle.ifindex)
+def tables_for(handle: DeviceHandle, flooding: Flooding | None, netns: str | None = None) -> KernelTables | FloodTables:
+    return FloodTables(handle, netns) if flooding is not None else KernelTables(handle.ifindex, netns)
 
 
 # -- the runtime's side (varpd.daemon.overlay calls these) ------------------------------------

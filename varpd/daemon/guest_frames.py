@@ -30,7 +30,8 @@ from varpd.model.ratelimit import KeyedTokenBucket
 from varpd.packet import ArpRequest, NeighborSolicitation, PacketError, build_arp_reply, build_neighbor_advertisement, classify
 from varpd.packet.dhcp import DhcpFrame, checksum_ok
 from varpd_kmod.frames import PACKET_OTHERHOST, FrameTap, bpf_arp_ndp_dhcp
-from varpd_kmod.types import CapturedFrame
+from varpd_kmod.types import CapturedFrame, KmodError
+from varpd_kmod.underlay import link_mac
 
 if TYPE_CHECKING:
     from varpd.daemon.overlay import OverlayRuntime
@@ -52,23 +53,33 @@ class GuestFrames:
         self.rt = rt
         self.bridge_tap, self.vxlan_tap = bridge_tap, vxlan_tap
         self.limiter: KeyedTokenBucket[bytes] = KeyedTokenBucket(FRAME_RATE, FRAME_BURST)
+        self.task: asyncio.Task | None = None  # run(), cancelled by close()
 
     @classmethod
     def open(cls, rt: OverlayRuntime) -> GuestFrames:
         on_demand, native = rt.mode == "on-demand", rt.native is not None
         # on-demand: ARP/NS, to answer the request whose miss was dropped; native DHCP: ARP for its server id
         bpf = bpf_arp_ndp_dhcp(arp=on_demand or native, icmpv6=on_demand)
-        bridge_tap = FrameTap(rt.cfg.bridge, bpf=bpf, direction="in")
+        bridge_tap = FrameTap(rt.cfg.bridge, rt.cfg.netns, bpf=bpf, direction="in")
         # only sends (DHCP proxied to a remote MAC): a capturing tap here would clone and filter every frame
-        vxlan_tap = FrameTap(rt.name, capture=False)
+        vxlan_tap = FrameTap(rt.name, rt.cfg.netns, capture=False)
         return cls(rt, bridge_tap, vxlan_tap)
 
-    def server_mac(self) -> str:
+    def close(self) -> None:
+        if self.task is not None:
+            self.task.cancel()
+        for tap in self.taps:
+            tap.close()
+
+    async def server_mac(self) -> str:
         """The bridge's MAC as it is now: a bridge takes the lowest MAC of its ports unless one was set,
-        so it changes as guests attach, and a unicast to an old one is not for the bridge any more."""
+        so it changes as guests attach, and a unicast to an old one is not for the bridge any more.
+        /sys/class/net shows the daemon's namespace only: another one's bridge is asked by netlink."""
         try:
+            if self.rt.cfg.netns is not None:
+                return await link_mac(self.rt.cfg.bridge, self.rt.cfg.netns) or self.rt._server_mac
             return Path(f"/sys/class/net/{self.rt.cfg.bridge}/address").read_text().strip()
-        except OSError:
+        except (OSError, KmodError):
             return self.rt._server_mac
 
     @property
@@ -112,7 +123,7 @@ class GuestFrames:
                 counters["dhcp_frames"] += 1
                 await self._handle_dhcp(pkt)
             elif isinstance(pkt, ArpRequest) and self.rt.native and pkt.target_ip == self.rt.native.server_ip:
-                await self.send_to_guests(build_arp_reply(pkt, self.server_mac()))
+                await self.send_to_guests(build_arp_reply(pkt, await self.server_mac()))
                 counters["dhcp_server_arp_replies"] += 1
             elif self.rt.mode == "on-demand":
                 await self._answer_first_request(pkt, captured.timestamp)
@@ -151,7 +162,7 @@ class GuestFrames:
 
     async def _handle_dhcp(self, pkt: DhcpFrame) -> None:
         rt = self.rt
-        action = await dhcp_responder.respond(pkt, rt.backend, rt.native, self.server_mac())
+        action = await dhcp_responder.respond(pkt, rt.backend, rt.native, await self.server_mac())
         if isinstance(action, dhcp_responder.Inject):
             rt.counters["dhcp_native_replies"] += 1
             await self.send_to_guests(action.frame)

@@ -12,6 +12,7 @@ import logging
 from varpd.daemon.errors import StateError
 from varpd.daemon.state import StateStore
 from varpd_kmod import device as kdev
+from varpd_kmod._netns import netns_identity
 
 log = logging.getLogger(__name__)
 
@@ -19,13 +20,13 @@ log = logging.getLogger(__name__)
 class KeptBridges:
     def __init__(self, store: StateStore) -> None:
         self.store = store
-        self._bridges: dict[str, str] = {}  # deleted overlay → the bridge it made
+        self._bridges: dict[str, tuple[str, str | None]] = {}  # deleted overlay → the bridge it made, its netns
 
-    def keep(self, name: str, bridge: str, ports: list[str]) -> dict[str, str]:
+    def keep(self, name: str, bridge: str, ports: list[str], netns: str | None = None) -> dict[str, str]:
         """Record that `bridge` outlives overlay `name`; the answer's entry saying what was kept and why."""
-        self._bridges[name] = bridge
+        self._bridges[name] = (bridge, netns)
         try:
-            self.store.save_kept_bridge(name, bridge)
+            self.store.save_kept_bridge(name, bridge, netns)
         except StateError as exc:  # this run still removes it; a restart would forget it
             log.error("overlay=%s event=state-save-failed bridge=%s error=%s", name, bridge, exc)
         log.warning("overlay=%s event=bridge-kept bridge=%s ports=%s action=remove-when-unused",
@@ -38,7 +39,7 @@ class KeptBridges:
         """At start: True if `name`'s saved devices are a kept bridge (now tracked again)."""
         bridge = self.store.load_kept_bridge(name)
         if bridge is not None:
-            self._bridges[name] = bridge
+            self._bridges[name] = (bridge, self.store.load_netns(name))
         return bridge is not None
 
     def adopted(self, name: str) -> None:
@@ -46,9 +47,9 @@ class KeptBridges:
         self._bridges.pop(name, None)
 
     async def sweep(self) -> None:
-        """Remove the kept bridges that have no ports left."""
-        for name, bridge in list(self._bridges.items()):
-            if await kdev.delete_bridge(bridge):
+        """Remove the kept bridges that have no ports left (a deleted namespace took its bridge along)."""
+        for name, (bridge, netns) in list(self._bridges.items()):
+            if (netns is None or netns_identity(netns) is not None) and await kdev.delete_bridge(bridge, netns):
                 continue  # still has ports
             self._bridges.pop(name, None)
             self.store.delete(name)

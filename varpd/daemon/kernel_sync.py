@@ -19,8 +19,8 @@ from varpd.daemon import flooding
 from varpd.daemon.drift import DriftRepair, Resync
 from varpd.daemon.reconciler import plan_async
 from varpd.model.overrides import apply_overrides
+from varpd.daemon import placement
 from varpd.nogc import collector_paused
-from varpd_kmod import device as kdev
 from varpd_kmod.types import FdbChange, FdbEntry, NeighChange, NeighEntry, OpFailure
 
 if TYPE_CHECKING:
@@ -75,6 +75,8 @@ class KernelSync:
         """Apply changes in batches; the FDB goes before neighbours so a proxied ARP never points nowhere."""
         rt = self.rt
         t = rt.tables
+        if t is None:
+            return  # the namespace is gone: the first reconcile in the new one programs everything
         failures: list[OpFailure] = []
         now = time.monotonic()
         for entries, call, kind, key in ((take_fdb, "take_fdb", "fdb", _mac), (add_fdb, "add_fdb", "fdb", _mac),
@@ -108,10 +110,8 @@ class KernelSync:
 
     async def _reconcile(self, adopt: bool) -> dict[str, int]:
         rt = self.rt
-        if await kdev.link_index(rt.name) != rt.handle.ifindex:
-            log.warning("overlay=%s event=device-missing action=recreate", rt.name)
-            rt.counters["device_recreated"] += 1
-            await rt._ensure_device()
+        if not await placement.check(rt):  # re-makes a device that is gone; False: no namespace
+            return {}
         have_fdb = await rt.tables.dump_fdb()
         have_neigh = await rt.tables.dump_neigh()
         await rt.strategy.before_reconcile(have_fdb, have_neigh, adopt=adopt)

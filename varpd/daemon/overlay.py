@@ -13,7 +13,6 @@ import asyncio
 import collections
 import logging
 import time
-from pathlib import Path
 from typing import Any, Callable
 
 from varpd.backend import registry
@@ -24,6 +23,7 @@ from varpd.config.daemon import DaemonSettings, OverlayConfig
 from varpd.daemon.cache_sweeper import sweeper
 from varpd.daemon import flooding
 from varpd.daemon.change_log import ChangeLog
+from varpd.daemon import placement
 from varpd.daemon.guest_frames import GuestFrames
 from varpd.daemon.modes import ModeStrategy, strategy_for
 from varpd.daemon.overlay_props import DAEMON_PROPERTIES, native_dhcp
@@ -36,9 +36,8 @@ from varpd.model.overrides import Override, format_override
 from varpd.packet import build_gratuitous_arp, build_unsolicited_na
 from varpd.tasks import TaskSet
 from varpd_kmod import device as kdev
-from varpd_kmod.frames import FrameTap
 from varpd_kmod.netlink import KernelTables
-from varpd_kmod.types import DeviceHandle, DeviceSpec, FdbChange, L2Miss, L3Miss, NeighChange, NeighEntry
+from varpd_kmod.types import DeviceHandle, FdbChange, L2Miss, L3Miss, NeighChange, NeighEntry
 
 log = logging.getLogger(__name__)
 
@@ -77,8 +76,8 @@ class OverlayRuntime:
         self._lock = asyncio.Lock()
         self._tasks = TaskSet(on_failure=self._task_failed)
         self._change_log = ChangeLog(log, cfg.name)
-        self._taps: list[FrameTap] = []
         self.frames: GuestFrames | None = None
+        self.place: placement.Place | None = None  # the namespace and listen address, as last surveyed
         self._server_mac = "02:00:00:00:00:01"
         self.orphan = False  # a device found in the kernel with no overlay configured for it
         self.sync = KernelSync(self)
@@ -126,60 +125,25 @@ class OverlayRuntime:
         self.backend.add_listener(self._on_change)
         self.backend.add_status_listener(self._on_backend_status)
         self.backend.add_flood_listener(lambda: self._tasks.spawn(flooding.sync(self)))
-        await self._ensure_device()
+        await placement.ensure_device(self)
         await self.reconcile(adopt=True)
         self._tasks.spawn(self.sync.loop())
         sweeper().watch(self.cache)  # /metrics and memory follow expiry, one timer for all overlays
         if self.cfg.bridge:
-            self._open_taps()
-        self._set_status(self.backend.degraded)
+            placement.open_taps(self)
+        self.refresh_status()
         log.info("overlay=%s event=started vni=%d mode=%s plugin=%s ifindex=%d",
                  self.name, self.cfg.vni, self.mode, self.cfg.search, self.handle.ifindex)
-
-    async def _ensure_device(self) -> None:
-        spec = DeviceSpec(
-            name=self.name,
-            vni=self.cfg.vni,
-            local_ip=self.local.ip,
-            port=self.local.port,
-            bridge=self.cfg.bridge,
-            underlay_dev=self.values.get("vxlan/underlay_dev"),
-            mtu=self.values.get("link/mtu"),
-            **flooding.device_flags(self.mode == "point", self.flooding),
-        )
-        old = self.handle
-        handle = await kdev.ensure_overlay(spec)
-        # keep "who created what" across re-creation and restarts: delete removes what we made
-        made_vxlan, made_bridge = self._created_before
-        if old is not None:
-            made_vxlan, made_bridge = made_vxlan or old.created_vxlan, made_bridge or old.created_bridge
-        self.handle = DeviceHandle(handle.name, handle.ifindex, handle.vni, handle.bridge, handle.bridge_ifindex,
-                                   made_vxlan or handle.created_vxlan, made_bridge or handle.created_bridge)
-        if self.tables is not None:
-            self.tables.close()
-        self.tables = flooding.tables_for(self.handle, self.flooding)
-        if self.on_device is not None and (old is None or old.ifindex != handle.ifindex):
-            self.on_device(self)
-        if self.cfg.bridge:
-            try:
-                self._server_mac = Path(f"/sys/class/net/{self.cfg.bridge}/address").read_text().strip()
-            except OSError:
-                pass
 
     async def stop(self, *, delete_device: bool) -> None:
         await self._tasks.cancel_all()
         sweeper().unwatch(self.cache)
         self._change_log.close()
-        for tap in self._taps:
-            tap.close()
-        self._taps.clear()
+        placement.release(self)
         if self.backend is not None:
             await self.backend.stop()
-        if self.tables is not None:
-            self.tables.close()
-            self.tables = None
         if delete_device and self.handle is not None:
-            await kdev.delete_overlay(self.handle)
+            await kdev.delete_overlay(self.handle, self.cfg.netns)
         self.status = "STOPPED"
 
     def _task_failed(self, exc: BaseException) -> None:
@@ -196,8 +160,12 @@ class OverlayRuntime:
         self.status = new
         self.details = reason or ""
 
+    def refresh_status(self) -> None:
+        """DEGRADED while the namespace or the listen address is missing, or while the backend says so."""
+        self._set_status((self.place and self.place.problem) or (self.backend and self.backend.degraded))
+
     def _on_backend_status(self, reason: str | None) -> None:
-        self._set_status(reason)
+        self.refresh_status()
 
     # -- kernel programming (varpd.daemon.kernel_sync) ------------------------------------
     async def _program(self, add_fdb=(), add_neigh=(), del_fdb=(), del_neigh=()) -> None:
@@ -213,7 +181,7 @@ class OverlayRuntime:
     async def _announce(self, entries: list[NeighEntry]) -> None:
         """A changed IP → MAC mapping is announced to local guests (gratuitous ARP, unsolicited NA),
         so their caches follow at once instead of after a timeout (svp's VL3 shootdown, any move)."""
-        if not entries or not self._taps:
+        if not entries or self.frames is None:
             return
         for n in entries:
             frame = build_gratuitous_arp(n.mac, n.ip) if n.ip.version == 4 else build_unsolicited_na(n.mac, n.ip)
@@ -265,12 +233,6 @@ class OverlayRuntime:
     async def on_events_lost(self) -> None:
         self.sync.events_lost()
 
-    # -- frames the kernel cannot answer (varpd.daemon.guest_frames) --------------------
-    def _open_taps(self) -> None:
-        self.frames = GuestFrames.open(self)
-        self._taps += self.frames.taps
-        self._tasks.spawn(self.frames.run())
-
     # -- presentation ------------------------------------------------------------------
     def describe(self) -> dict[str, Any]:
         props = []
@@ -296,6 +258,7 @@ class OverlayRuntime:
             "details": self.details,
             "bridge": self.cfg.bridge,
             "flood": flooding.describe(self),
+            "netns": self.cfg.netns,
             "properties": props,
             "counters": counters,
         }

@@ -1,8 +1,9 @@
-"""The daemon's core: the set of overlays, their persistence, and the one miss listener.
+"""The daemon's core: the set of overlays, their persistence, and the kernel event listeners.
 
-Kernel misses and the FDB/neighbour changes of varpd's devices (drift repair)
-arrive on one netlink socket for the whole namespace and are routed to the
-overlay owning the ifindex.  An overlay that cannot start (bad
+Kernel misses, the FDB/neighbour changes of varpd's devices (drift repair) and address
+changes arrive on one netlink socket per network namespace that holds an overlay
+(varpd.daemon.namespaces) and are routed to the overlay owning the (namespace, ifindex), or
+to every overlay of the namespace.  An overlay that cannot start (bad
 file, unreachable backend) is kept, shown DEGRADED, and retried, so a daemon
 never refuses to serve the overlays that do work.
 """
@@ -17,7 +18,9 @@ import time
 
 from varpd.config.daemon import DaemonSettings, OverlayConfig
 from varpd.daemon.errors import OverlayExists, OverlayNotFound, StateError
+from varpd.daemon import placement
 from varpd.daemon.kept_bridges import KeptBridges
+from varpd.daemon.namespaces import CHECK_INTERVAL, NamespaceListeners
 from varpd.daemon.overlay import OverlayRuntime
 from varpd.backend.errors import PropertyError
 from varpd.backend.properties import PropertySpec, Protection
@@ -27,8 +30,8 @@ from varpd.model.overrides import format_override, parse_destination
 from varpd.packet.mac import normalize_mac
 from varpd.tasks import TaskSet
 from varpd_kmod import device as kdev
-from varpd_kmod.misses import MissListener
-from varpd_kmod.types import EventsLost, FdbChange, L2Miss, L3Miss, NeighChange
+from varpd_kmod.misses import Event
+from varpd_kmod.types import AddressChange, EventsLost, FdbChange, KmodError, L2Miss, L3Miss, NeighChange
 
 log = logging.getLogger(__name__)
 
@@ -39,12 +42,12 @@ class Varpd:
         self.store = StateStore(settings.state_dir)
         self.vnics = VnicManager(settings.state_dir, self)
         self._overlays: dict[str, OverlayRuntime] = {}
-        self._by_ifindex: dict[int, OverlayRuntime] = {}
+        self._by_ifindex: dict[tuple[str | None, int], OverlayRuntime] = {}  # (netns, ifindex)
         self._pending: dict[str, OverlayConfig] = {}  # could not start yet: retried
         self._kept = KeptBridges(self.store)
         self._changing = asyncio.Lock()  # one change of the set of overlays at a time
-        self._listener: MissListener | None = None
-        self._tasks = TaskSet()
+        self._namespaces = NamespaceListeners(self._on_kernel_event, settings.event_buffer)
+        self._tasks = TaskSet(on_failure=lambda exc: log.error("event=task-failed error=%r", exc, exc_info=exc))
         self.ready = False
         self.started_at = time.time()
 
@@ -60,10 +63,11 @@ class Varpd:
 
     # -- lifecycle ----------------------------------------------------------------------
     async def start(self, configured: tuple[OverlayConfig, ...]) -> None:
-        self._listener = MissListener(rcvbuf=self.settings.event_buffer)
-        self._tasks.spawn(self._miss_loop())
         wanted: dict[str, OverlayConfig] = {c.name: c for c in self.store.load_all()}
         wanted.update({c.name: c for c in configured})  # the config file wins over saved state
+        # listening before any device exists: no miss or address change of theirs is missed
+        self._check_namespaces({c.netns for c in wanted.values()})
+        self._tasks.spawn(self._namespace_loop())
         async with self._changing:
             for cfg in wanted.values():
                 await self._restart_or_retry(cfg)
@@ -81,13 +85,17 @@ class Varpd:
                 continue
             if self._kept.load(name):  # deleted, but its bridge still had ports: removed once unused
                 continue
-            handle = await kdev.find_overlay(name)
+            netns = self.store.load_netns(name)
+            try:
+                handle = await kdev.find_overlay(name, netns)
+            except KmodError:  # its namespace is gone, and the devices with it
+                handle = None
             if handle is None:
                 self.store.delete(name)
                 continue
             made_vxlan, made_bridge = self.store.load_created(name)
-            rt = OverlayRuntime(OverlayConfig(name=name, vni=handle.vni, search="-", bridge=handle.bridge),
-                                self.settings)
+            rt = OverlayRuntime(OverlayConfig(name=name, vni=handle.vni, search="-", bridge=handle.bridge,
+                                              netns=netns), self.settings)
             rt.handle = dataclasses.replace(handle, created_vxlan=made_vxlan, created_bridge=made_bridge)
             rt.orphan = True
             rt.mode = "-"
@@ -103,22 +111,23 @@ class Varpd:
         await self._tasks.cancel_all()
         for rt in self.overlays():
             await rt.stop(delete_device=False)
-        if self._listener is not None:
-            self._listener.close()
+        await self._namespaces.close()
 
     async def _start_overlay(self, cfg: OverlayConfig, *, save: bool = False) -> OverlayRuntime:
         """Start and register a runtime (and save `cfg` if `save`), or, on any failure, stop it and
         remove what this call created: devices that did not exist before, its state files."""
         for other in self._overlays.values():
-            if other.name != cfg.name and other.cfg.vni == cfg.vni and other.cfg.encap == cfg.encap:
-                raise OverlayExists(f"VNI {cfg.vni} with {cfg.encap} is already used by overlay {other.name!r}")
+            if (other.name != cfg.name and other.cfg.vni == cfg.vni and other.cfg.encap == cfg.encap
+                    and other.cfg.netns == cfg.netns):  # other namespaces are other underlays
+                raise OverlayExists(f"VNI {cfg.vni} with {cfg.encap} is already used by overlay {other.name!r}"
+                                    + (f" in {placement.where(cfg.netns)}" if cfg.netns else ""))
         existed = await _existing(cfg)
         rt = OverlayRuntime(cfg, self.settings, created=self.store.load_created(cfg.name),
                             overrides=self._saved_overrides(cfg.name))
         rt.on_device = lambda _rt: self._index()  # a device re-created by the reconciler: a new ifindex
         try:
             await rt.start()
-            self.store.save_created(cfg.name, rt.handle.created_vxlan, rt.handle.created_bridge)
+            self.store.save_created(cfg.name, rt.handle.created_vxlan, rt.handle.created_bridge, cfg.netns)
             if save:
                 self.store.save(cfg)
         except BaseException:
@@ -140,10 +149,12 @@ class Varpd:
             existing = self._overlays.get(cfg.name)
             if existing is not None and not existing.orphan:
                 raise OverlayExists(f"overlay {cfg.name!r} already exists")
+            probe = OverlayRuntime(cfg, self.settings)
+            probe.validate()
             if cfg.persist:
-                probe = OverlayRuntime(cfg, self.settings)
-                probe.validate()
                 refuse_literal_secrets(cfg.properties, probe.specs)
+            await placement.refuse_unplaceable(cfg.netns, probe.local.ip)
+            self._check_namespaces({cfg.netns})  # listening there before its device exists
             if existing is not None:  # adopt the orphan's device: the new runtime reconciles it
                 self._overlays.pop(cfg.name)
             try:
@@ -166,11 +177,14 @@ class Varpd:
                                   "(delete-vnic them first)")
             self.store.delete(name)  # first: if the state cannot be changed, nothing is
             await rt.stop(delete_device=False)
-            ports = await kdev.delete_overlay(rt.handle, force=force_bridge) if rt.handle is not None else []
+            netns = rt.cfg.netns
+            gone = self._namespaces.identity(netns) is None  # its devices went with the namespace
+            ports = [] if rt.handle is None or gone else await kdev.delete_overlay(rt.handle, netns, force=force_bridge)
             self._overlays.pop(name, None)
             self._pending.pop(name, None)
             self._index()
-            kept = [self._kept.keep(name, rt.handle.bridge, ports)] if ports else []
+            self._check_namespaces()
+            kept = [self._kept.keep(name, rt.handle.bridge, ports, netns)] if ports else []
             log.info("overlay=%s event=deleted", name)
             return kept
 
@@ -198,6 +212,8 @@ class Varpd:
         probe.validate()  # types, ranges, plugin: before anything stops
         if cfg.persist:
             refuse_literal_secrets(changes, probe.specs)
+        if "vxlan/listen_ip" in changes:
+            await placement.refuse_unplaceable(cfg.netns, probe.local.ip)
         if name in self._pending:
             if cfg.persist:
                 self.store.save(cfg)
@@ -259,48 +275,78 @@ class Varpd:
         return out
 
     # -- background loops ----------------------------------------------------------------
-    async def _miss_loop(self) -> None:
-        async for ev in self._listener.events():
-            if isinstance(ev, EventsLost):  # each overlay's full pass, coalesced (KernelSync.resync)
-                for rt in self.overlays():
-                    if rt.handle is not None:
-                        await rt.on_events_lost()
-                continue
-            if isinstance(ev, (FdbChange, NeighChange)):
-                rt = self._by_ifindex.get(ev.ifindex)
-                if rt is not None:
-                    rt.on_kernel_change(ev)
-                continue
-            if isinstance(ev, (L2Miss, L3Miss)):
-                rt = self._by_ifindex.get(ev.ifindex)
-                if rt is None:
-                    rt = self._refresh_ifindex(ev.ifindex)
-                if rt is None:
-                    continue
-                if rt.answers_inline:
-                    await rt.on_miss(ev)
-                else:
-                    self._tasks.spawn(rt.on_miss(ev))
+    def _in_use(self) -> set[str | None]:
+        """The namespaces to listen in: the daemon's own, and each one an overlay is (to be) in."""
+        return {None} | {rt.cfg.netns for rt in self._overlays.values()}
 
-    def _refresh_ifindex(self, ifindex: int) -> OverlayRuntime | None:
+    def _overlays_in(self, netns: str | None) -> list[OverlayRuntime]:
+        """The started overlays of `netns` (not orphans, not the ones waiting for a retry)."""
+        return [rt for rt in self._overlays.values()
+                if rt.cfg.netns == netns and rt.handle is not None and rt.local is not None and not rt.orphan]
+
+    def _check_namespaces(self, extra: set[str | None] = frozenset()) -> None:
+        """Listen in the namespaces in use (and `extra`); one deleted or made again (or first seen) is
+        acted on at once: its overlays reconcile (DEGRADED, or their devices made anew) and the ones
+        waiting to start are retried."""
+        for netns in self._namespaces.sync(self._in_use() | extra):
+            for rt in self._overlays_in(netns):
+                self._tasks.spawn(rt.reconcile())
+            if any(cfg.netns == netns for cfg in self._pending.values()):
+                self._tasks.spawn(self._retry_now())
+
+    async def _namespace_loop(self) -> None:
+        while True:
+            await self._namespaces.elsewhere.wait()
+            await asyncio.sleep(CHECK_INTERVAL)
+            self._check_namespaces()
+
+    async def _on_kernel_event(self, netns: str | None, ev: Event) -> None:
+        if isinstance(ev, (L2Miss, L3Miss)):
+            rt = self._by_ifindex.get((netns, ev.ifindex)) or self._refresh_ifindex(netns, ev.ifindex)
+            if rt is None:
+                return
+            if rt.answers_inline:
+                await rt.on_miss(ev)
+            else:
+                self._tasks.spawn(rt.on_miss(ev))
+        elif isinstance(ev, (FdbChange, NeighChange)):
+            rt = self._by_ifindex.get((netns, ev.ifindex))
+            if rt is not None:
+                rt.on_kernel_change(ev)
+        elif isinstance(ev, AddressChange):
+            for rt in self._overlays_in(netns):
+                if ev.ip is None or ev.ip == rt.local.ip:
+                    self._tasks.spawn(placement.on_address_change(rt))
+        elif isinstance(ev, EventsLost):  # each overlay's full pass, coalesced (KernelSync.resync)
+            for rt in self._overlays_in(netns):
+                await rt.on_events_lost()
+                self._tasks.spawn(placement.on_address_change(rt))
+
+    def _refresh_ifindex(self, netns: str | None, ifindex: int) -> OverlayRuntime | None:
         """A device re-created by the reconciler has a new ifindex."""
         self._index()
-        return self._by_ifindex.get(ifindex)
+        return self._by_ifindex.get((netns, ifindex))
+
+    async def _retry_now(self) -> None:
+        async with self._changing:
+            await self._retry_pending()
 
     def _index(self) -> None:
-        """ifindex → overlay, and the devices whose entry changes the listener reports."""
-        self._by_ifindex = {rt.handle.ifindex: rt for rt in self.overlays() if rt.handle is not None}
+        """(netns, ifindex) → overlay, and the devices whose entry changes each namespace's listener reports."""
+        by = {(rt.cfg.netns, rt.handle.ifindex): rt for rt in self.overlays() if rt.handle is not None}
         # a flooding overlay keeps its neighbour entries on its bridge (varpd.daemon.flooding)
-        self._by_ifindex.update({rt.handle.bridge_ifindex: rt for rt in self.overlays()
-                                 if rt.handle is not None and rt.flooding is not None and rt.handle.bridge_ifindex})
-        if self._listener is not None:
-            self._listener.set_entry_watch(self._by_ifindex)
+        by.update({(rt.cfg.netns, rt.handle.bridge_ifindex): rt for rt in self.overlays()
+                   if rt.handle is not None and rt.flooding is not None and rt.handle.bridge_ifindex})
+        self._by_ifindex = by
+        watch: dict[str | None, set[int]] = {}
+        for netns, ifindex in by:
+            watch.setdefault(netns, set()).add(ifindex)
+        self._namespaces.set_entry_watch(watch)
 
     async def _retry_loop(self) -> None:
         while True:
             await asyncio.sleep(retry_interval(self.settings))
-            async with self._changing:
-                await self._retry_pending()
+            await self._retry_now()
 
     async def _retry_pending(self) -> None:
         for name, cfg in list(self._pending.items()):
@@ -339,8 +385,8 @@ def _failed_runtime(cfg: OverlayConfig, settings: DaemonSettings, exc: Exception
 
 async def _existing(cfg: OverlayConfig) -> tuple[bool, bool]:
     """(the VXLAN device exists, the bridge exists) before a start: what a rollback must leave."""
-    vxlan = await kdev.link_index(cfg.name) is not None
-    bridge = cfg.bridge is not None and await kdev.link_index(cfg.bridge) is not None
+    vxlan = await kdev.link_index(cfg.name, cfg.netns) is not None
+    bridge = cfg.bridge is not None and await kdev.link_index(cfg.bridge, cfg.netns) is not None
     return vxlan, bridge
 
 
@@ -351,7 +397,7 @@ async def _roll_back(rt: OverlayRuntime, existed: tuple[bool, bool]) -> None:
         return
     handle = dataclasses.replace(rt.handle, created_bridge=rt.handle.created_bridge and not existed[1])
     try:
-        await kdev.delete_overlay(handle)
+        await kdev.delete_overlay(handle, rt.cfg.netns)
     except Exception as exc:  # the original error is the one to report
         log.error("overlay=%s event=rollback-failed error=%s", rt.name, exc)
 

@@ -92,8 +92,8 @@ class StateStore:
         payload = cfg.model_dump(mode="json")
         write_atomic(self.dir / f"{cfg.name}.json", {"version": 1, "sha256": _digest(payload), "overlay": payload})
 
-    def save_created(self, name: str, vxlan: bool, bridge: bool) -> None:
-        write_atomic(self.devices_dir / f"{name}.json", {"vxlan": vxlan, "bridge": bridge})
+    def save_created(self, name: str, vxlan: bool, bridge: bool, netns: str | None = None) -> None:
+        write_atomic(self.devices_dir / f"{name}.json", {"vxlan": vxlan, "bridge": bridge, "netns": netns})
 
     def load_created(self, name: str) -> tuple[bool, bool]:
         """(varpd created the VXLAN device, varpd created the bridge), False when unknown."""
@@ -101,9 +101,15 @@ class StateStore:
                            'keeps them"')
         return bool(doc.get("vxlan")), bool(doc.get("bridge"))
 
-    def save_kept_bridge(self, name: str, bridge: str) -> None:
+    def load_netns(self, name: str) -> str | None:
+        """The namespace the devices of `name` were made in (None: the daemon's own)."""
+        netns = _read_object(self.devices_dir / f"{name}.json", '"which devices varpd created"').get("netns")
+        return netns if isinstance(netns, str) else None
+
+    def save_kept_bridge(self, name: str, bridge: str, netns: str | None = None) -> None:
         """Overlay `name` is deleted but the bridge varpd made for it still has ports: still varpd's."""
-        write_atomic(self.devices_dir / f"{name}.json", {"vxlan": False, "bridge": True, "kept_bridge": bridge})
+        write_atomic(self.devices_dir / f"{name}.json",
+                     {"vxlan": False, "bridge": True, "kept_bridge": bridge, "netns": netns})
 
     def load_kept_bridge(self, name: str) -> str | None:
         kept = _read_object(self.devices_dir / f"{name}.json", '"which devices varpd created"').get("kept_bridge")

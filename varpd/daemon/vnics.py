@@ -71,6 +71,9 @@ class VnicManager:
         rt = self.service.get(cfg.overlay)
         if rt.orphan or not rt.cfg.bridge:
             raise VarpdError(f"overlay {cfg.overlay!r} has no bridge: create it with -b BRIDGE to attach VNICs")
+        if rt.cfg.netns is not None:  # its bridge is there; a VNIC's host end is made here
+            raise VarpdError(f"overlay {cfg.overlay!r} is in network namespace {rt.cfg.netns}: VNICs are made in the "
+                             "daemon's namespace, so they attach only to overlays there")
         mtu = cfg.mtu or await kvnic.link_mtu(cfg.overlay)
         if mtu is None:
             raise VarpdError(f"overlay {cfg.overlay!r} has no VXLAN device yet ({rt.details})")

@@ -52,15 +52,27 @@ class HostSpec:
         return rec
 
 
-def seed_hosts(n: int = 3, *, dhcp_proxy: bool = True) -> list[HostSpec]:
-    """The seed's layout: hostN at 192.0.2.N, MAC de:ad:be:ef:00:(N-1), 10.55.55.(N+1), fe80::(N+2)."""
+UNDERLAYS = ("ipv4", "ipv6")
+
+
+def seed_hosts(n: int = 3, *, dhcp_proxy: bool = True, underlay: str = "ipv4") -> list[HostSpec]:
+    """The seed's layout: hostN at 192.0.2.N (`underlay="ipv6"`: 2001:db8::N), MAC de:ad:be:ef:00:(N-1),
+    10.55.55.(N+1), fe80::(N+2)."""
+    if underlay not in UNDERLAYS:
+        raise ValueError(f"underlay must be one of {', '.join(UNDERLAYS)}, not {underlay!r}")
     return [
         HostSpec(
-            f"host{i}", f"192.0.2.{i}", f"de:ad:be:ef:00:{i - 1:02x}", f"10.55.55.{i + 1}", f"fe80::{i + 2:x}",
+            f"host{i}", f"192.0.2.{i}" if underlay == "ipv4" else f"2001:db8::{i:x}", f"de:ad:be:ef:00:{i - 1:02x}",
+            f"10.55.55.{i + 1}", f"fe80::{i + 2:x}",
             dhcp_proxy="de:ad:be:ef:00:00" if dhcp_proxy and i == 2 else None,
         )
         for i in range(1, n + 1)
     ]
+
+
+def underlay_cidr(ip: str) -> str:
+    """A lab host's underlay address with its prefix: /24 in 192.0.2.0/24, /64 in 2001:db8::/64."""
+    return f"{ip}/64" if ":" in ip else f"{ip}/24"
 
 
 def run(*cmd: str, check: bool = True, timeout: float = 30.0, input: str | None = None) -> subprocess.CompletedProcess:
@@ -284,7 +296,9 @@ class Lab:
                 self._add_ns(hns)
                 run("ip", "-n", self.underlay, "link", "add", port, "type", "veth", "peer", "name", "eth0", "netns", hns)
                 run("ip", "-n", self.underlay, "link", "set", port, "master", "ubr0", "up")
-                run("ip", "-n", hns, "addr", "add", f"{h.underlay_ip}/24", "dev", "eth0")
+                # nodad: usable at once (varpd would call the overlay DEGRADED until DAD passed)
+                run("ip", "-n", hns, "addr", "add", underlay_cidr(h.underlay_ip), "dev", "eth0",
+                    *(["nodad"] if ":" in h.underlay_ip else []))
                 run("ip", "-n", hns, "link", "set", "eth0", "up")
                 self.add_guest(h, mac=h.guest_mac, ip4=h.guest_ip4, ip6=h.guest_ip6, vnic="vnic0", tag="guest")
         except BaseException:

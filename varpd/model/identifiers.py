@@ -1,4 +1,4 @@
-"""The two identifiers of an overlay the kernel is strict about: its VNI and its interface name.
+"""The identifiers of an overlay the kernel is strict about: its VNI, its interface name, its namespace.
 
 One definition for the config file, the admin API and every CLI command, so that all of them
 refuse the same values with the same words.
@@ -32,4 +32,12 @@ def ifname_problem(value: str) -> str | None:
         return f"{value!r} is not a valid interface name (letters, digits, '_', '-', '.')"
     if value in RESERVED_IFNAMES:
         return f"{value!r} is reserved by the kernel (/proc/sys/net/*/conf/{value}): choose another name"
+    return None
+
+
+def netns_problem(value: str) -> str | None:
+    """Why `value` cannot name a network namespace (a file of /run/netns), or None. A name only:
+    never a path, so nothing outside /run/netns is ever opened or bind-mounted."""
+    if not _IFNAME.fullmatch(value) or len(value) > 64:
+        return f"{value!r} is not a network namespace name (at most 64 letters, digits, '_', '-', '.'; no path)"
     return None

@@ -241,14 +241,16 @@ class Overlay:
 
 @contextmanager
 def overlay_lab(workdir: Path, *, tag: str, mode: str = "push", properties: dict[str, dict] | None = None,
-                settle: float = 0.0, reconcile_interval: float = 1.0, daemon: dict | None = None) -> Iterator[Overlay]:
+                settle: float = 0.0, reconcile_interval: float = 1.0, daemon: dict | None = None,
+                underlay: str = "ipv4") -> Iterator[Overlay]:
     """3-host lab with the seed's mapping and a varpd per host; always torn down.
 
     `properties`: host name → extra overlay properties (e.g. native DHCP on one host).
+    `underlay`: "ipv6" puts the hosts at 2001:db8::N (hosts.json and vxlan/listen_ip in IPv6).
     The initial FDB/neighbour tables of every host are recorded before any guest traffic,
     `settle` seconds after all daemons are ready and the guests are attached.
     """
-    hosts = seed_hosts(3)
+    hosts = seed_hosts(3, underlay=underlay)
     lab = Lab(hosts, prefix=session_prefix("vt-", tag))
     ov = Overlay(lab, workdir, mode, hosts)
     try:

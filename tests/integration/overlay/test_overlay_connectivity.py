@@ -1,10 +1,14 @@
-"""Guest-to-guest traffic over varpd-programmed VXLAN, in push and on-demand mode.
+"""Guest-to-guest traffic over varpd-programmed VXLAN, in push and on-demand mode, over an IPv4
+and an IPv6 underlay (hosts.json `ip`, vxlan/listen_ip and the FDB in 2001:db8::/64; the guests
+still talk IPv4 and IPv6 inside).
 
-One lab per mode (module scope, parametrized); tests run in file order within a mode. The
-fixture records the kernel tables before any guest traffic and captures the underlay of
+One lab per (mode, underlay) (module scope, parametrized); tests run in file order within a lab.
+The fixture records the kernel tables before any guest traffic and captures the underlay of
 every host for the whole module (checked by the last test).
 """
 from __future__ import annotations
+
+import json
 
 import pytest
 
@@ -13,12 +17,23 @@ from _overlay_helpers import (
 )
 
 
-@pytest.fixture(scope="module", params=["push", "on-demand"])
+# (mode, underlay, extra overlay properties of every host): a flooding variant adds a row here
+LABS = {
+    "push-ipv4": ("push", "ipv4", {}),
+    "on-demand-ipv4": ("on-demand", "ipv4", {}),
+    "push-ipv6": ("push", "ipv6", {}),
+    "on-demand-ipv6": ("on-demand", "ipv6", {}),
+}
+
+
+@pytest.fixture(scope="module", params=list(LABS))
 def ov(request, tmp_path_factory):
-    mode = request.param
-    workdir = tmp_path_factory.mktemp(f"conn-{mode}")
+    mode, underlay, props = LABS[request.param]
+    workdir = tmp_path_factory.mktemp(f"conn-{request.param}")
+    tag = f"c{mode[0]}{underlay[-1]}"
     # on-demand: let one reconcile pass (1 s) run before the "no entries yet" snapshot
-    with overlay_lab(workdir, tag=f"c{mode[0]}", mode=mode, settle=1.5 if mode == "on-demand" else 0) as ov:
+    with overlay_lab(workdir, tag=tag, mode=mode, settle=1.5 if mode == "on-demand" else 0, underlay=underlay,
+                     properties={h: props for h in ("host1", "host2", "host3")}) as ov:
         if mode == "push":  # push is done by the daemon, without traffic; give it its reconcile period
             ov.wait_pushed()
             ov.initial_fdb = {h.name: fdb(ov.lab, h) for h in ov.hosts}
@@ -37,6 +52,15 @@ def test_status_reports_the_overlay(ov):
     assert (body["name"], body["vni"], body["mode"], body["plugin"]) == ("vx23", 23, ov.mode, "files")
     status, body = ov.lab.api(ov.h1, "/v1/overlays")
     assert status == 200 and [o["name"] for o in body] == ["vx23"], body
+
+
+def test_vxlan_mtu_is_the_underlays_less_the_encapsulation(ov):
+    """No link/mtu, no vxlan/underlay_dev: eth0 (1500) holds the listen IP; VXLAN over IPv4 adds 50 bytes,
+    over IPv6 70 (the kernel gave 1500 before, more than the underlay carries)."""
+    want = 1430 if ":" in ov.h1.underlay_ip else 1450
+    for h in ov.hosts:
+        out = ov.lab.exec(ov.lab.host_ns(h), "ip", "-j", "link", "show", "dev", "vx23").stdout
+        assert json.loads(out)[0]["mtu"] == want, (h.name, out)
 
 
 def test_initial_tables_before_traffic(ov):
@@ -93,8 +117,9 @@ def test_no_guest_frame_left_a_host_bare(ov):
     captured = ov.capture.stop()
     leaks = [f"{h}: {line}" for h, lines in captured.items() for line in lines if LEAK.search(line)]
     assert not leaks, "guest-layer frames seen bare on the underlay:\n" + "\n".join(leaks)
-    assert any("192.0.2." in line for lines in captured.values() for line in lines), \
-        f"capture saw no underlay ARP at all, is it working? {captured}"
+    underlay_net = "2001:db8::" if ":" in ov.h1.underlay_ip else "192.0.2."  # the VTEPs' own ARP or NDP
+    assert any(underlay_net in line for lines in captured.values() for line in lines), \
+        f"capture saw no underlay ARP/NDP at all, is it working? {captured}"
 
 
 def test_metrics_count_what_the_daemon_did(ov):

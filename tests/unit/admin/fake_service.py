@@ -65,7 +65,7 @@ class FakeOverlay:
         return {
             "name": self.name, "vni": self.cfg.vni, "encap": self.cfg.encap, "plugin": self.cfg.search,
             "mode": self.mode, "status": self.status, "details": self.details, "bridge": self.cfg.bridge,
-            "properties": props,
+            "netns": self.cfg.netns, "properties": props,
             "counters": {"lookups": 0, "cache_hits": 0, "cache_negative_hits": 0,
                          "cache_rate_limited": 0, "cache_entries": 0},
         }
@@ -215,13 +215,13 @@ VX23_ENTRIES = [
 
 def seeded() -> FakeService:
     """vx23: files, auto (push), ONLINE, with kernel entries (one IPv6 destination, some with an age);
-    vx42: direct, auto (point), DEGRADED, no kernel entries."""
+    vx42: direct, auto (point), DEGRADED, in namespace tn1, no kernel entries."""
     svc = FakeService()
     svc.add(FakeOverlay(OverlayConfig(name="vx23", vni=23, search="files",
                                       properties={"vxlan/listen_ip": "192.0.2.1",
                                                   "files/config": "/etc/varpd/hosts.json"}),
                         entries=VX23_ENTRIES))
-    svc.add(FakeOverlay(OverlayConfig(name="vx42", vni=42, search="direct",
+    svc.add(FakeOverlay(OverlayConfig(name="vx42", vni=42, search="direct", netns="tn1",
                                       properties={"vxlan/listen_ip": "192.0.2.1",
                                                   "direct/dest_ip": "2001:db8::9"}),
                         status="DEGRADED", details="no route to 2001:db8::9"))

@@ -136,9 +136,9 @@ def test_show_overlay_properties_of_all_are_aligned(varpd):
 
 def test_show_overlay_status(varpd):
     assert varpd("show-overlay", "-f") == (0, (
-        "LINK  STATUS    MODE   PLUGIN  VNI  DETAILS\n"
-        "vx23  ONLINE    push   files   23   --\n"
-        "vx42  DEGRADED  point  direct  42   no route to 2001:db8::9\n"), "")
+        "LINK  STATUS    MODE   PLUGIN  VNI  NETNS  DETAILS\n"
+        "vx23  ONLINE    push   files   23   --     --\n"
+        "vx42  DEGRADED  point  direct  42   tn1    no route to 2001:db8::9\n"), "")
 
 
 def test_show_overlay_kernel_entries(varpd):
