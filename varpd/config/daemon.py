@@ -168,8 +168,28 @@ class _DuplicateKey(Exception):
         self.key, self.line, self.first = key, line, first
 
 
+class _TooDeep(Exception):
+    pass
+
+
+MAX_YAML_DEPTH = 64  # a config is a few levels deep; PyYAML's composer recurses per level
+
+
 class _StrictLoader(yaml.SafeLoader):
-    """yaml.safe_load, but a key given twice in one mapping is an error (PyYAML keeps the last silently)."""
+    """yaml.safe_load, but a key given twice in one mapping is an error (PyYAML keeps the last silently),
+    and a document nested deeper than MAX_YAML_DEPTH is refused as the composer reaches that level
+    (letting it recurse to a RecursionError took 4 s for "a: " + "[" * 3000, and minutes under tracemalloc)."""
+
+    _depth = 0
+
+    def compose_node(self, parent, index):
+        self._depth += 1
+        try:
+            if self._depth > MAX_YAML_DEPTH:
+                raise _TooDeep
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
 
     def construct_mapping(self, node, deep=False):
         if isinstance(node, yaml.MappingNode):
@@ -203,7 +223,7 @@ def _parse(text: str, path: Path) -> object:
     except _DuplicateKey as exc:
         raise ConfigError(f"{path}:{exc.line}: duplicate key {_QUOTE.repr(exc.key)} (first on line {exc.first})") \
             from None
-    except RecursionError:
+    except (RecursionError, _TooDeep):
         raise ConfigError(f"{path}: invalid {kind}: nested too deeply") from None
     except ValueError as exc:  # an integer of more than 4300 digits, a date out of range
         raise ConfigError(f"{path}: invalid {kind}: {str(exc).split(';')[0]}") from None
