@@ -53,7 +53,9 @@ def up(args: argparse.Namespace) -> str | int:
     mode = _mode(args, backend)
     if backend.missing():
         raise CliError(backend.missing())
-    hosts = seed_hosts(args.hosts)
+    if args.underlay == "ipv6" and backend.name != "files":
+        raise CliError(f"--underlay ipv6 needs --backend files (the {backend.name} server is at {SERVER_IP})")
+    hosts = seed_hosts(args.hosts, underlay=args.underlay)
     workdir = Path(args.dir).resolve()  # absolute: it names the lab's processes (see pid_alive)
     made_dir = not workdir.exists()
     workdir.mkdir(parents=True, exist_ok=True)
@@ -234,6 +236,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                    help="mapping backend of every varpd (default files): "
                         + "; ".join(f"{b.name}: {b.summary}" for b in BACKENDS.values())
                         + f". Servers run in the underlay namespace at {SERVER_IP}")
+    p.add_argument("--underlay", default="ipv4", choices=["ipv4", "ipv6"],
+                   help="the hosts' underlay: ipv4 (192.0.2.N/24, default) or ipv6 (2001:db8::N/64: hosts.json "
+                        "ip and vxlan/listen_ip in IPv6; with --backend files)")
     p.set_defaults(func=up)
     p = verbs.add_parser("down", help="stop the daemons and remove every namespace and link of the lab",
                          description="Stop the lab's mapping server and daemons and remove what `lab up` recorded in "

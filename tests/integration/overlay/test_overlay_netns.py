@@ -4,7 +4,8 @@ Namespaces A and B are two "hosts" joined by an underlay veth (198.51.100.1 ↔ 
 with a guest behind its overlay's bridge; one varpd, running in a third namespace, serves overlay
 n15a in A and n15b in B, both on demand (so both namespaces' miss listeners must answer). The
 reconcile interval is 30 s: whatever the tests see within a few seconds came from kernel events
-or the once-a-second namespace check, not from a reconcile pass.
+or the once-a-second namespace check, not from a reconcile pass. A third overlay, n15c, is
+configured in namespace C, which does not exist when the daemon starts.
 """
 from __future__ import annotations
 
@@ -27,7 +28,7 @@ class Tenants:
     def __init__(self, tmp_path) -> None:
         self.lab = Lab([HostSpec("host1", "192.0.2.1", "de:ad:be:ef:15:00", "10.15.0.9", "fe80::1509")],
                        prefix=session_prefix("vt-", "n15ns"))
-        self.ns = {k: f"{self.lab.prefix}{k}" for k in GUESTS}
+        self.ns = {k: f"{self.lab.prefix}{k}" for k in (*GUESTS, "c")}
         self.guest = {k: f"{self.lab.prefix}g{k}" for k in GUESTS}
         self.tmp = tmp_path
         self.hosts_json = tmp_path / "hosts.json"
@@ -69,7 +70,7 @@ class Tenants:
                  f"bridge n15br{k} in {ns}")
         run("ip", "-n", ns, "link", "set", "vnic0", "master", f"n15br{k}")
 
-    def config(self, extra: str = "") -> None:
+    def config(self) -> None:
         write_hosts_json(self.hosts_json, [], [(mac, {"ip": ul, "port": 4789, "arp": ip4, "ndp": ip6})
                                                for mac, ul, ip4, ip6 in GUESTS.values()])
         overlays = "".join(f'''
@@ -83,7 +84,16 @@ netns = "{self.ns[k]}"
 [overlays.properties]
 "vxlan/listen_ip" = "{GUESTS[k][1]}"
 "files/config" = "{self.hosts_json}"
-''' for k in GUESTS)
+''' for k in GUESTS) + f'''
+[[overlays]]
+name = "n15c"
+vni = 15
+search = "files"
+netns = "{self.ns['c']}"
+[overlays.properties]
+"vxlan/listen_ip" = "198.51.100.3"
+"files/config" = "{self.hosts_json}"
+'''
         (self.tmp / "state").mkdir(exist_ok=True)
         self.conf = self.tmp / "varpd.toml"
         self.conf.write_text(f'''[daemon]
@@ -91,7 +101,7 @@ state_dir = "{self.tmp / 'state'}"
 socket = "{self.sock}"
 reconcile_interval = 30.0
 log_level = "debug"
-{overlays}{extra}''')
+{overlays}''')
 
     def down(self) -> None:
         self.lab.down()
@@ -144,7 +154,21 @@ def test_one_daemon_serves_overlays_in_two_namespaces(t):
     ping(t.lab, t.guest["a"], GUESTS["b"][2])
     ping(t.lab, t.guest["b"], GUESTS["a"][3], v6=True)
     res = t.cli("show-overlay", "-f", "-p", "-o", "link,status,netns")
-    assert res.stdout.splitlines() == [f"n15a:ONLINE:{t.ns['a']}", f"n15b:ONLINE:{t.ns['b']}"], res
+    assert res.stdout.splitlines()[:2] == [f"n15a:ONLINE:{t.ns['a']}", f"n15b:ONLINE:{t.ns['b']}"], res
+
+
+def test_an_overlay_whose_namespace_comes_later(t):
+    """Configured in namespace C before C exists: DEGRADED and retried; ONLINE within seconds of C
+    (with its listen address) appearing, not at the next 30 s retry."""
+    status, details = t.status("n15c")
+    assert status == "DEGRADED" and f"network namespace {t.ns['c']!r} does not exist" in details, details
+    c = t.ns["c"]
+    t.make_tenant("c")
+    run("ip", "-n", c, "link", "add", "ul0", "type", "veth", "peer", "name", "ul1")
+    run("ip", "-n", c, "addr", "add", "198.51.100.3/24", "dev", "ul0")
+    run("ip", "-n", c, "link", "set", "ul0", "up")
+    wait_for(lambda: t.status("n15c") == ("ONLINE", ""), 5, "n15c ONLINE once its namespace exists")
+    assert t.link("c", "n15c")["mtu"] == 1450
 
 
 def test_the_vxlan_mtu_follows_the_interface_holding_the_listen_ip(t):
@@ -174,15 +198,15 @@ def test_a_namespace_deleted_and_made_again(t):
 
 def test_create_overlay_refuses_a_missing_namespace_or_listen_ip(t):
     props = f"vxlan/listen_ip=198.51.100.1,files/config={t.hosts_json}"
-    res = t.cli("create-overlay", "-v", "16", "-s", "files", "-p", props, "--netns", "n15-no-such-ns", "n15c")
+    res = t.cli("create-overlay", "-v", "16", "-s", "files", "-p", props, "--netns", "n15-no-such-ns", "n15x")
     assert res.returncode == 1 and res.stderr.count("\n") == 1, res
     assert "network namespace 'n15-no-such-ns' does not exist" in res.stderr, res
     status, body = http_request(t.sock, "POST", "/v1/overlays", {
-        "name": "n15c", "vni": 16, "search": "files", "netns": t.ns["a"],
+        "name": "n15x", "vni": 16, "search": "files", "netns": t.ns["a"],
         "properties": {"vxlan/listen_ip": "198.51.100.9", "files/config": str(t.hosts_json)}})
     assert status == 400 and body["error"].startswith(
         f"vxlan/listen_ip 198.51.100.9 is not an address of any interface in network namespace {t.ns['a']}"), body
-    assert t.link("a", "n15c") is None and http_request(t.sock, "GET", "/v1/overlays/n15c")[0] == 404
+    assert t.link("a", "n15x") is None and http_request(t.sock, "GET", "/v1/overlays/n15x")[0] == 404
 
 
 def test_a_listen_ip_that_goes_and_comes_back(t):
