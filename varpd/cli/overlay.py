@@ -16,7 +16,8 @@ STATUS_FIELDS = ["LINK", "STATUS", "MODE", "PLUGIN", "VNI", "NETNS", "DETAILS"]
 TARGET_FIELDS = ["LINK", "KIND", "TARGET", "DESTINATION", "ORIGIN", "AGE"]
 CACHE_FIELDS = ["LINK", "ENTRIES", "POSITIVE", "NEGATIVE", "HITS", "NEGHITS", "MISSES", "EVICTIONS",
                 "RATELIMITED", "TTL", "NEGTTL"]
-LOOKUP_FIELDS = ["LINK", "TARGET", "ANSWER", "ORIGIN", "AGE", "TTL", "BACKEND", "KERNEL"]
+LOOKUP_FIELDS = ["LINK", "TARGET", "ANSWER", "ORIGIN", "AGE", "TTL", "BACKEND", "KERNEL", "ROUTE"]
+BACKEND_FIELDS = ["LINK", "FIELD", "VALUE"]
 
 
 def parse_props(groups: list[str]) -> dict[str, str]:
@@ -95,6 +96,8 @@ def check_show(args: argparse.Namespace):
         return _target_rows, pick_fields(args.output, TARGET_FIELDS)
     if args.cache:
         return _cache_rows, pick_fields(args.output, CACHE_FIELDS)
+    if args.backend:
+        return _backend_rows, pick_fields(args.output, BACKEND_FIELDS)
     return _property_rows, pick_fields(args.output, PROP_FIELDS)
 
 
@@ -148,6 +151,31 @@ async def _cache_rows(client: AdminClient, o: dict[str, Any]) -> list[dict[str, 
              "RATELIMITED": c["rate_limited"], "TTL": f"{c['ttl']:g}", "NEGTTL": f"{c['negative_ttl']:g}"}]
 
 
+def _flat(value: Any) -> str:
+    if isinstance(value, dict):
+        return " ".join(f"{k}={_flat(v)}" for k, v in value.items()) or "--"
+    if isinstance(value, list):
+        return ",".join(_flat(v) for v in value) or "--"
+    return "--" if value is None else str(value)
+
+
+async def _backend_rows(client: AdminClient, o: dict[str, Any]) -> list[dict[str, Any]]:
+    """One row per item of the backend's state (evpn: sessions, rd, rt, flood_list, counters)."""
+    return [{"LINK": o["name"], "FIELD": k, "VALUE": _flat(v)} for k, v in (o.get("backend") or {}).items()]
+
+
+def _route(route: dict[str, Any] | None) -> str | None:
+    """lookup-overlay's ROUTE: the route an answer came from (evpn: RD, next hop, sequence number)."""
+    if not route:
+        return None
+    best, adv = route.get("best"), route.get("advertised")
+    if best:
+        return f"rd {best['rd']} nh {best['next_hop']} seq {best['seq']}" + (" stale" if best.get("stale") else "")
+    if adv:
+        return f"advertised rd {adv['rd']} nh {adv['next_hop']} seq {adv['seq']}"
+    return None
+
+
 def _is_ip(text: str) -> bool:
     try:
         ipaddress.ip_address(text)
@@ -169,7 +197,7 @@ async def lookup(client: AdminClient, args: argparse.Namespace) -> str:
            "AGE": f"{cache['age']:.0f}" if a["origin"] == "cache" else None,
            "TTL": f"{cache['ttl_remaining']:.0f}" if a["origin"] == "cache" else None,
            "BACKEND": f"{backend['plugin']} {backend['elapsed_ms']:.1f}ms" if backend else None,
-           "KERNEL": kernel or None}
+           "KERNEL": kernel or None, "ROUTE": _route(a.get("route"))}
     return render([row], fields, args.parseable)
 
 
@@ -241,8 +269,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run_with_client(set_props), check=check_props)
 
     p = sub.add_parser(
-        "show-overlay", help="show overlays: properties, status (-f), kernel entries (-t) or lookup cache (-c)",
-        description="Show overlays, one table. Without -f, -t or -c: one row per property (LINK PROPERTY PERM "
+        "show-overlay",
+        help="show overlays: properties, status (-f), kernel entries (-t), lookup cache (-c) or backend state (-b)",
+        description="Show overlays, one table. Without -f, -t, -c or -b: one row per property (LINK PROPERTY PERM "
                     "VALUE DEFAULT POSSIBLE); PERM is r- (fixed at create), rw (set-overlayprop changes it on "
                     "the live overlay) or rw* (required at create-overlay, and changeable as rw); POSSIBLE is "
                     "the values or range lo-hi accepted; booleans are true or false; '--' marks no value. "
@@ -253,8 +282,11 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                            "DETAILS says why; NETNS is the overlay's namespace, -- for the daemon's own)")
     view.add_argument("-t", "--target", action="store_true",
                       help="the kernel's entries: LINK KIND TARGET DESTINATION ORIGIN AGE (KIND is fdb for a MAC "
-                           "→ underlay ip:port, neigh for an overlay IP → MAC; ORIGIN push, on-demand, manual "
-                           "or other; AGE seconds since varpd programmed it)")
+                           "→ underlay ip:port, neigh for an overlay IP → MAC; ORIGIN push (or the backend's name, "
+                           "e.g. evpn), on-demand, manual or other; AGE seconds since varpd programmed it)")
+    view.add_argument("-b", "--backend", action="store_true",
+                      help="the backend's own state: LINK FIELD VALUE (evpn: engine, sessions and their state, "
+                           "rd, rt, flood_list from IMET routes, routes and stale_routes, counters)")
     view.add_argument("-c", "--cache", action="store_true",
                       help="the lookup cache: LINK ENTRIES POSITIVE NEGATIVE HITS NEGHITS MISSES EVICTIONS "
                            "RATELIMITED TTL NEGTTL (NEGHITS: answers from negative entries; RATELIMITED: misses "
@@ -275,7 +307,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("-F", "--fresh", action="store_true",
                    help="ask the backend even if the cache has an answer; the cache is neither read nor written "
                         "and no rate limit applies")
-    add_output_options(p, ": link, target, answer, origin, age, ttl, backend, kernel")
+    add_output_options(p, ": link, target, answer, origin, age, ttl, backend, kernel, route (evpn: the RD, "
+                          "next hop and sequence number of the route the answer came from)")
     p.add_argument("name", help="the overlay")
     p.add_argument("target", metavar="MAC|IP", help="a MAC (aa:bb:cc:dd:ee:ff) or an overlay IPv4/IPv6 address")
     p.set_defaults(func=run_with_client(lookup), check=check_lookup)

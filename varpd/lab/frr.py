@@ -61,8 +61,8 @@ class FrrRouter:
         return self.workdir / "run"
 
     def config(self) -> str:
-        lines = ["frr defaults datacenter", f"hostname {self.ns}", f"log file {self.workdir / 'frr.log'} {self.log_level}",
-                 f"router bgp {self.asn}", f" bgp router-id {self.router_id}", " no bgp default ipv4-unicast"]
+        lines = ["frr defaults datacenter", f"hostname {self.ns}",
+                 f"log file {self.workdir / 'frr.log'} {self.log_level}", f"router bgp {self.asn}", f" bgp router-id {self.router_id}", " no bgp default ipv4-unicast"]
         if self.route_reflector:
             lines.append(f" bgp cluster-id {self.router_id}")
         for n in self.neighbors:
