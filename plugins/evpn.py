@@ -7,8 +7,8 @@ implemented here.
 Learned (routes whose route target is the overlay's import RT):
 - type 2 MAC/IP → a record: MAC → the route's next hop (VTEP), the overlay IPs from the MAC/IP
   routes of the same VTEP (proxy ARP/NDP);  the MAC mobility sequence number orders moves;
-- type 3 IMET → the overlay's flood list (shown in show-overlay; the datapath does not replicate
-  BUM traffic to it yet).
+- type 3 IMET → the overlay's flood peers (`flood_peers()`: with vxlan/flood=replicate each gets
+  a copy of every broadcast; shown in show-overlay -b either way).
 Advertised: the local records of ``evpn/local`` (a hosts.json, overlay_files(5); the records whose
 ``ip`` is this host's ``vxlan/listen_ip``) as type-2 routes (MAC only, and one per IP, as FRR
 does), and this VTEP as a type-3 route; RD router-id:VNI and RT ASN:VNI unless set.
@@ -34,7 +34,7 @@ from typing import Any
 from varpd.backend.base import MappingBackend, MetricSample, OverlayContext
 from varpd.backend.errors import BackendError, PropertyError
 from varpd.backend.properties import PropertySpec, PropType, Protection
-from varpd.model import Mapping, MappingChange, MappingRecord
+from varpd.model import Destination, Mapping, MappingChange, MappingRecord
 from varpd.tasks import TaskSet
 
 from varpd_plugins import gobgp_api
@@ -143,6 +143,7 @@ class EvpnBackend(MappingBackend):
         self._held: list[tuple[float, str, tuple]] = []  # (when, peer, NLRI key) withdrawals waiting
         self._advertised: dict[str, tuple[MappingRecord, int, list[bytes]]] = {}  # mac → (rec, seq, uuids)
         self._imet: bytes | None = None
+        self._flood: frozenset = frozenset()  # the flood peers last told to the daemon
         self._adv_lock = asyncio.Lock()
         self._files: Any = None
         self._tasks = TaskSet()
@@ -280,6 +281,7 @@ class EvpnBackend(MappingBackend):
             elif isinstance(item, str):
                 touched |= self._lost(item)
         self._apply_touched(touched)
+        self._flood_check()
         self._refresh_status()
 
     def _take(self, route: EvpnRoute | None, withdraw: bool, touched: set[str]) -> None:
@@ -377,6 +379,7 @@ class EvpnBackend(MappingBackend):
                 touched.update(gone)
         if touched:
             self._apply_touched(touched)
+            self._flood_check()
         self._refresh_status()
 
     async def _end_of_rib(self, peer: str) -> bool:
@@ -416,6 +419,17 @@ class EvpnBackend(MappingBackend):
         if upserted or removed:
             self.stats["batches"] += 1
             self.emit(MappingChange(upserted=tuple(upserted), removed=tuple(removed)))
+
+    # -- flooding (vxlan/flood = replicate) ----------------------------------------------------
+    def flood_peers(self) -> frozenset[Destination]:
+        """The VTEPs of the IMET routes: each gets a copy of every broadcast when the overlay floods."""
+        return self._flood
+
+    def _flood_check(self) -> None:
+        now = frozenset(Destination.of(ip, self.ctx.listen_port) for ip in self.table.flood_list())
+        if now != self._flood:
+            self._flood = now
+            self.flood_peers_changed()
 
     # -- status and admin views -------------------------------------------------------------
     def _refresh_status(self) -> None:

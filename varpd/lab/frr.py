@@ -62,7 +62,8 @@ class FrrRouter:
 
     def config(self) -> str:
         lines = ["frr defaults datacenter", f"hostname {self.ns}",
-                 f"log file {self.workdir / 'frr.log'} {self.log_level}", f"router bgp {self.asn}", f" bgp router-id {self.router_id}", " no bgp default ipv4-unicast"]
+                 f"log file {self.workdir / 'frr.log'} {self.log_level}", f"router bgp {self.asn}",
+                 f" bgp router-id {self.router_id}", " no bgp default ipv4-unicast"]
         if self.route_reflector:
             lines.append(f" bgp cluster-id {self.router_id}")
         for n in self.neighbors:
@@ -162,9 +163,9 @@ class FrrRouter:
 
 
 def make_vtep(ns: str, *, vni: int, local_ip: str, bridge: str, vxlan: str, svi: list[str],
-              guests: list[tuple[str, str]], ports: tuple[str, ...] = ()) -> None:
-    """The Linux side of an FRR VTEP: `vxlan` in `bridge` (with `ports`), SVI addresses, and the
-    guests' (ip, mac) as neighbour entries on the SVI (what zebra advertises as MAC/IP)."""
+              ports: tuple[str, ...] = (), neigh_suppress: bool = True) -> None:
+    """The Linux side of an FRR VTEP: `vxlan` in `bridge` (with `ports`) and SVI addresses;
+    `neigh_suppress`: the bridge answers ARP/NDP from zebra's entries instead of flooding it."""
     def ip(*a: str) -> None:
         run("ip", "-n", ns, *a)
 
@@ -172,12 +173,19 @@ def make_vtep(ns: str, *, vni: int, local_ip: str, bridge: str, vxlan: str, svi:
     ip("link", "set", bridge, "addrgenmode", "none")
     ip("link", "add", vxlan, "type", "vxlan", "id", str(vni), "local", local_ip, "dstport", "4789", "nolearning")
     ip("link", "set", vxlan, "master", bridge, "addrgenmode", "none")
-    run("bridge", "-n", ns, "link", "set", "dev", vxlan, "learning", "off", "neigh_suppress", "on")
+    run("bridge", "-n", ns, "link", "set", "dev", vxlan, "learning", "off",
+        "neigh_suppress", "on" if neigh_suppress else "off")
     for p in ports:
         ip("link", "set", p, "master", bridge)
     ip("link", "set", vxlan, "up")
     ip("link", "set", bridge, "up")
     for a in svi:
         ip("addr", "add", a, "dev", bridge, *(["nodad"] if ":" in a else []))
+
+
+def announce_guests(ns: str, bridge: str, guests: list[tuple[str, str]]) -> None:
+    """The guests' (ip, mac) as neighbour entries on the SVI, from which zebra advertises MAC/IP
+    routes.  Once zebra runs and the guests' ports are on the bridge: entries made before that
+    were sometimes never advertised (the MAC-only route came, the MAC/IP ones did not)."""
     for address, mac in guests:
-        ip("neigh", "replace", address, "lladdr", mac, "dev", bridge, "nud", "permanent")
+        run("ip", "-n", ns, "neigh", "replace", address, "lladdr", mac, "dev", bridge, "nud", "permanent")

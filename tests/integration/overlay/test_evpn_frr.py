@@ -1,6 +1,8 @@
-"""The evpn backend against real FRR: host1 runs varpd (-s evpn, gobgpd started by varpd), host2 is
-an FRR-managed VTEP (zebra + bgpd, `advertise-all-vni` on a Linux VXLAN device), over the lab's
-2-host underlay.  One lab for the module; the tests run in order and each leaves it as it found it.
+"""The evpn backend against real FRR: host1 runs varpd (-s evpn, gobgpd started by varpd, flooding
+by head-end replication to the VTEPs of IMET routes), host2 is an FRR-managed VTEP (zebra + bgpd,
+`advertise-all-vni` on a Linux VXLAN device, no ARP suppression: its guests' ARP is flooded to
+host1 and answered by host1's guest), over the lab's 2-host underlay.  One lab for the module; the
+tests run in order and each leaves it as it found it.
 """
 from __future__ import annotations
 
@@ -11,7 +13,7 @@ import time
 import pytest
 
 from varpd.lab import HostSpec, Lab, session_prefix, write_hosts_json, write_varpd_config
-from varpd.lab.frr import FrrRouter, frr_missing, make_vtep
+from varpd.lab.frr import FrrRouter, announce_guests, frr_missing, make_vtep
 
 from _overlay_helpers import fdb, neigh, ping, require, tcp_transfer, wait_for
 
@@ -53,16 +55,16 @@ def evpn(tmp_path_factory):
     try:
         lab.up()
         make_vtep(lab.host_ns(H2), vni=VNI, local_ip=H2.underlay_ip, bridge="br0", vxlan="vx23",
-                  svi=["10.55.55.254/24", "2001:db8:55::fe/64"],
-                  guests=[(H2.guest_ip4, H2.guest_mac), (H2.guest_ip6, H2.guest_mac)])
+                  svi=["10.55.55.254/24", "2001:db8:55::fe/64"], neigh_suppress=False)
         lab.attach_guest(H2)  # no varpd on host2: the guest's port made by hand, on FRR's bridge
         frr.start()
+        announce_guests(lab.host_ns(H2), "br0", [(H2.guest_ip4, H2.guest_mac), (H2.guest_ip6, H2.guest_mac)])
         el = EvpnLab(lab, frr, workdir)
         el.write_local()
         d = workdir / "host1"
         (d / "state").mkdir(parents=True)
         props = {"evpn/asn": ASN, "evpn/neighbors": H2.underlay_ip, "evpn/local": str(workdir / "local.json"),
-                 "evpn/stale_time": STALE, "evpn/hold_time": 3, "evpn/api_port": 50516}
+                 "evpn/stale_time": STALE, "evpn/hold_time": 3, "evpn/api_port": 50516, "vxlan/flood": "replicate"}
         cfg = write_varpd_config(d / "varpd.toml", H1, state_dir=d / "state", sock=d / "varpd.sock", search="evpn",
                                  vni=VNI, properties=props)
         lab.start_varpd(H1, cfg)
@@ -78,12 +80,15 @@ def evpn(tmp_path_factory):
 def test_routes_learned_from_frr_become_fdb_and_neighbour_entries(evpn):
     lab = evpn.lab
     assert fdb(lab, H1)[H2.guest_mac]["dst"] == H2.underlay_ip
-    wait_for(lambda: {H2.guest_ip4, H2.guest_ip6} <= set(neigh(lab, H1)), 5, "neighbour entries from MAC/IP routes")
-    assert neigh(lab, H1)[H2.guest_ip4]["lladdr"] == H2.guest_mac
+    wait_for(lambda: {H2.guest_ip4, H2.guest_ip6} <= set(neigh(lab, H1, "br0")), 5,
+             "neighbour entries (on the bridge: the overlay floods) from MAC/IP routes")
+    assert neigh(lab, H1, "br0")[H2.guest_ip4]["lladdr"] == H2.guest_mac
     ov = evpn.overlay()
     assert ov["status"] == "ONLINE" and ov["mode"] == "push" and ov["plugin"] == "evpn", ov
     assert ov["backend"]["sessions"] == {H2.underlay_ip: "ESTABLISHED"}
     assert ov["backend"]["flood_list"] == [H2.underlay_ip]  # FRR's IMET route
+    zeros = [e for e in fdb(lab, H1).values() if e["mac"] == "00:00:00:00:00:00"]
+    assert [e["dst"] for e in zeros] == [H2.underlay_ip], zeros  # broadcasts replicated to FRR's VTEP
     # show-overlay -t says where the entry came from, lookup-overlay which route
     status, rows = lab.api(H1, "/v1/overlays/vx23/entries")
     assert any(r["target"] == H2.guest_mac and r["origin"] == "evpn" for r in rows), rows
@@ -154,7 +159,7 @@ def test_routes_of_a_session_that_stays_down_go_after_the_stale_time(evpn):
     assert H2.guest_mac in fdb(lab, H1)
     wait_for(lambda: H2.guest_mac not in fdb(lab, H1), STALE + 5, "the stale entry to be withdrawn")
     assert time.monotonic() - t0 >= STALE - 1.5
-    assert H2.guest_ip4 not in neigh(lab, H1)
+    assert H2.guest_ip4 not in neigh(lab, H1, "br0")
     assert evpn.overlay()["backend"]["flood_list"] == []
     frr.start_daemon("bgpd")
     wait_for(lambda: H2.guest_mac in fdb(lab, H1), 15, "host2's guest learned again")
