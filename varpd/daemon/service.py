@@ -43,6 +43,7 @@ class Varpd:
         self.vnics = VnicManager(settings.state_dir, self)
         self._overlays: dict[str, OverlayRuntime] = {}
         self._by_ifindex: dict[tuple[str | None, int], OverlayRuntime] = {}  # (netns, ifindex)
+        self._starting: set[OverlayRuntime] = set()  # in rt.start(): not registered yet
         self._pending: dict[str, OverlayConfig] = {}  # could not start yet: retried
         self._kept = KeptBridges(self.store)
         self._changing = asyncio.Lock()  # one change of the set of overlays at a time
@@ -125,17 +126,20 @@ class Varpd:
         rt = OverlayRuntime(cfg, self.settings, created=self.store.load_created(cfg.name),
                             overrides=self._saved_overrides(cfg.name))
         rt.on_device = lambda _rt: self._index()  # a device re-created by the reconciler: a new ifindex
+        self._starting.add(rt)  # events lost while it starts concern it too
         try:
             await rt.start()
             self.store.save_created(cfg.name, rt.handle.created_vxlan, rt.handle.created_bridge, cfg.netns)
             if save:
                 self.store.save(cfg)
         except BaseException:
+            self._starting.discard(rt)
             await _roll_back(rt, existed)
             if existed == (False, False):
                 with contextlib.suppress(StateError):
                     self.store.forget_devices(cfg.name)  # nothing of it is left in the kernel
             raise
+        self._starting.discard(rt)
         self._overlays[cfg.name] = rt
         self._index()
         self._pending.pop(cfg.name, None)
@@ -321,6 +325,8 @@ class Varpd:
             for rt in self._overlays_in(netns):
                 await rt.on_events_lost()
                 self._tasks.spawn(placement.on_address_change(rt))
+            for rt in [r for r in self._starting if r.cfg.netns == netns and r.handle is not None]:
+                await rt.on_events_lost()  # its first pass may predate what was lost
 
     def _refresh_ifindex(self, netns: str | None, ifindex: int) -> OverlayRuntime | None:
         """A device re-created by the reconciler has a new ifindex."""
