@@ -10,6 +10,8 @@ import time
 
 import pytest
 
+from varpd.lab.topology import http_request
+
 from _overlay_helpers import fdb, neigh, overlay_lab, remote_fdb_ok, remote_neigh_ok, wait_for
 
 pytestmark = pytest.mark.integration
@@ -79,8 +81,9 @@ def test_hand_added_entries_of_other_owners_survive_every_reconcile(ov):
     stray = "02:d1:40:00:00:98"
     lab.exec(ns, "bridge", "fdb", "add", stray, "dev", VX, "dst", "192.0.2.98", "self", "permanent", "extern_learn")
     try:
-        for _ in range(2):
-            assert lab.varpd_cli(h1, "reconcile", VX).returncode == 0
+        for _ in range(2):  # what `varpd reconcile vx23` asks
+            status, summary = http_request(lab.socket_path(h1), "POST", f"/v1/overlays/{VX}/reconcile", timeout=10)
+            assert status == 200, summary
         f, n = fdb(lab, h1), neigh(lab, h1)
         assert f.get(HAND_MAC, {}).get("dst") == "192.0.2.99", f
         assert n.get(HAND_IP, {}).get("lladdr") == HAND_MAC, n
@@ -113,3 +116,32 @@ def test_lost_events_still_trigger_a_full_pass(ov, tmp_path):
         assert lab.api(h1, "/v1/health")[0] == 200  # the daemon kept serving
     finally:
         lab.exec(ns, "ip", "link", "del", "d14a", check=False)
+
+
+def test_an_older_varpds_unmarked_entries_are_adopted_at_start(ov):
+    """What a varpd without marks left: the entries the mapping still wants are re-marked at the next
+    start (the FDB one deleted and added again, the neighbour replaced); an unmarked entry for a
+    key no longer wanted cannot be told from a hand-added one and stays."""
+    lab, h1, h2 = ov.lab, ov.h1, ov.h2
+    ns = lab.host_ns(h1)
+    lab.stop_varpd(h1)
+    gone = "02:d1:40:00:00:97"  # a guest an older varpd had programmed, since removed from the mapping
+    try:
+        lab.exec(ns, "bridge", "fdb", "replace", h2.guest_mac, "dev", VX, "dst", h2.underlay_ip, "self", "permanent")
+        lab.exec(ns, "ip", "neigh", "del", h2.guest_ip4, "dev", VX)
+        lab.exec(ns, "ip", "neigh", "add", h2.guest_ip4, "lladdr", h2.guest_mac, "dev", VX, "nud", "permanent")
+        lab.exec(ns, "bridge", "fdb", "add", gone, "dev", VX, "dst", "192.0.2.97", "self", "permanent")
+        assert "extern_learn" not in fdb(lab, h1)[h2.guest_mac].get("flags", [])
+        assert "protocol" not in neigh(lab, h1)[h2.guest_ip4]
+        ov.start(h1)
+        lab.wait_ready(h1)
+        f, n = fdb(lab, h1), neigh(lab, h1)
+        assert "extern_learn" in f[h2.guest_mac].get("flags", []) and f[h2.guest_mac]["dst"] == h2.underlay_ip
+        assert n[h2.guest_ip4].get("protocol") == "118" and n[h2.guest_ip4]["lladdr"] == h2.guest_mac
+        assert f.get(gone, {}).get("dst") == "192.0.2.97"
+        assert "event=adopted fdb=1" in ov.log_text(h1)
+    finally:
+        lab.exec(ns, "bridge", "fdb", "del", gone, "dev", VX, "self", check=False)
+        if lab.daemons[h1.name].proc.poll() is not None:
+            ov.start(h1)
+            lab.wait_ready(h1)
