@@ -66,18 +66,21 @@ def remote_fdb_ok(lab: Lab, host: HostSpec, remotes: list[HostSpec]) -> bool:
                and is_permanent_fdb(have[r.guest_mac]) for r in remotes)
 
 
-def remote_neigh_ok(lab: Lab, host: HostSpec, remotes: list[HostSpec]) -> bool:
-    have = neigh(lab, host)
+def remote_neigh_ok(lab: Lab, host: HostSpec, remotes: list[HostSpec], dev: str = VX) -> bool:
+    have = neigh(lab, host, dev)
     return all(ip in have and have[ip].get("lladdr") == r.guest_mac and is_permanent_neigh(have[ip])
                for r in remotes for ip in (r.guest_ip4, r.guest_ip6))
 
 
 # traffic ---------------------------------------------------------------------------------------
-def wait_all_pushed(lab: Lab, hosts: list[HostSpec], timeout: float, what: str = "pushed entries") -> None:
-    """Until every host has every other host's FDB and neighbour entries (push mode: no traffic needed)."""
+def wait_all_pushed(lab: Lab, hosts: list[HostSpec], timeout: float, what: str = "pushed entries",
+                    neigh_dev: str = VX) -> None:
+    """Until every host has every other host's FDB and neighbour entries (push mode: no traffic needed);
+    a flooding overlay keeps its neighbour entries on the bridge (`neigh_dev`)."""
     for h in hosts:
         others = [r for r in hosts if r.underlay_ip != h.underlay_ip]
-        wait_for(lambda: remote_fdb_ok(lab, h, others) and remote_neigh_ok(lab, h, others), timeout, f"{h.name}: {what}")
+        wait_for(lambda: remote_fdb_ok(lab, h, others) and remote_neigh_ok(lab, h, others, neigh_dev), timeout,
+                 f"{h.name}: {what}")
 
 
 def ping(lab: Lab, ns: str, dst: str, *, v6: bool = False, attempts: int = 5, count: int = 3,
@@ -203,6 +206,7 @@ class Overlay:
     configs: dict[str, Path] = field(default_factory=dict)
     initial_fdb: dict[str, dict] = field(default_factory=dict)
     initial_neigh: dict[str, dict] = field(default_factory=dict)
+    neigh_dev: str = VX  # vxlan/flood=replicate: the bridge answers ARP/NS, from entries on itself
 
     @property
     def h1(self) -> HostSpec:
@@ -224,7 +228,7 @@ class Overlay:
 
     def wait_pushed(self, timeout: float = 5) -> None:
         """Until every host has every other host's FDB and neighbour entries (push mode: no traffic needed)."""
-        wait_all_pushed(self.lab, self.hosts, timeout)
+        wait_all_pushed(self.lab, self.hosts, timeout, neigh_dev=self.neigh_dev)
 
     def write_hosts(self, extra=(), only: HostSpec | None = None) -> None:
         """(Re)write every host's hosts.json (atomic rename) with the lab's hosts + `extra`."""
@@ -253,6 +257,8 @@ def overlay_lab(workdir: Path, *, tag: str, mode: str = "push", properties: dict
     hosts = seed_hosts(3, underlay=underlay)
     lab = Lab(hosts, prefix=session_prefix("vt-", tag))
     ov = Overlay(lab, workdir, mode, hosts)
+    if any(p.get("vxlan/flood") == "replicate" for p in (properties or {}).values()):
+        ov.neigh_dev = "br0"
     try:
         lab.up()
         for h in hosts:
@@ -274,7 +280,7 @@ def overlay_lab(workdir: Path, *, tag: str, mode: str = "push", properties: dict
             time.sleep(settle)
         for h in hosts:
             ov.initial_fdb[h.name] = fdb(lab, h)
-            ov.initial_neigh[h.name] = neigh(lab, h)
+            ov.initial_neigh[h.name] = neigh(lab, h, ov.neigh_dev)
         yield ov
     finally:
         lab.down()

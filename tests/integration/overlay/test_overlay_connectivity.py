@@ -9,6 +9,7 @@ every host for the whole module (checked by the last test).
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
@@ -23,6 +24,7 @@ LABS = {
     "on-demand-ipv4": ("on-demand", "ipv4", {}),
     "push-ipv6": ("push", "ipv6", {}),
     "on-demand-ipv6": ("on-demand", "ipv6", {}),
+    "replicate-ipv6": ("push", "ipv6", {"vxlan/flood": "replicate"}),  # flooding over an IPv6 underlay
 }
 
 
@@ -30,14 +32,14 @@ LABS = {
 def ov(request, tmp_path_factory):
     mode, underlay, props = LABS[request.param]
     workdir = tmp_path_factory.mktemp(f"conn-{request.param}")
-    tag = f"c{mode[0]}{underlay[-1]}"
+    tag = f"c{request.param[0]}{underlay[-1]}"  # push, on-demand, replicate: p, o, r
     # on-demand: let one reconcile pass (1 s) run before the "no entries yet" snapshot
     with overlay_lab(workdir, tag=tag, mode=mode, settle=1.5 if mode == "on-demand" else 0, underlay=underlay,
                      properties={h: props for h in ("host1", "host2", "host3")}) as ov:
         if mode == "push":  # push is done by the daemon, without traffic; give it its reconcile period
             ov.wait_pushed()
             ov.initial_fdb = {h.name: fdb(ov.lab, h) for h in ov.hosts}
-            ov.initial_neigh = {h.name: neigh(ov.lab, h) for h in ov.hosts}
+            ov.initial_neigh = {h.name: neigh(ov.lab, h, ov.neigh_dev) for h in ov.hosts}
         ov.capture = UnderlayCapture(ov.lab, workdir).start()
         yield ov
 
@@ -93,7 +95,7 @@ def test_every_guest_reaches_every_other(ov, v6):
             ping(ov.lab, ov.g(src), dst.guest_ip6 if v6 else dst.guest_ip4, v6=v6)
     # whatever the mode, traffic leaves the tables programmed (on demand: installed by the misses)
     for h in ov.hosts:
-        f, n = fdb(ov.lab, h), neigh(ov.lab, h)
+        f, n = fdb(ov.lab, h), neigh(ov.lab, h, ov.neigh_dev)
         for r in ov.remotes(h):
             assert f.get(r.guest_mac, {}).get("dst") == r.underlay_ip, (h.name, f)
             ip = r.guest_ip6 if v6 else r.guest_ip4
@@ -130,3 +132,16 @@ def test_metrics_count_what_the_daemon_did(ov):
                   if line.startswith("varpd_entries_programmed_total{") and 'table="fdb"' in line]
     assert programmed and float(programmed[0].rsplit(" ", 1)[1]) >= 2, programmed
     assert 'varpd_overlay_online{mode="%s",overlay="vx23",plugin="files"} 1.0' % ov.mode in text
+
+
+def test_multicast_reaches_remote_guests_only_when_flooding(ov):
+    """A ping to all-nodes (ff02::1) is answered by the guests of the other hosts with
+    vxlan/flood=replicate (one copy per remote VTEP, over either underlay), and by none without."""
+    out = ov.lab.exec(ov.g(ov.h1), "ping", "-6", "-n", "-c", "3", "-i", "0.3", "-w", "4", "ff02::1%eth0",
+                      check=False, timeout=15).stdout
+    answered = set(re.findall(r"from (fe80::[0-9a-f:]+)", out))
+    remote = {r.guest_ip6 for r in ov.remotes(ov.h1)}
+    if ov.neigh_dev == "br0":  # flooding
+        assert remote <= answered, out
+    else:
+        assert not remote & answered, out
