@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench._common import Result, cleanup_all, install_cleanup  # noqa: E402
 
-FIGURES = ("fig1", "fig2", "fig3", "fig4", "fig5", "fig6", "fig7", "fig8", "fig9", "fig10", "fig11")
+FIGURES = ("fig1", "fig2", "fig3", "fig4", "fig5", "fig6", "fig7", "fig8", "fig9", "fig10", "fig11", "fig12")
 
 
 def _fmt(v) -> str:
@@ -79,7 +79,7 @@ def main(argv=None) -> int:
     q = args.quick
     install_cleanup()
 
-    from bench import _backends, _drift, _etcd, _iperf, _micro, _miss, _programming, _scale
+    from bench import _backends, _drift, _etcd, _evpn, _iperf, _micro, _miss, _programming, _scale
 
     plan = [
         ("fig1", lambda: _programming.bench_programming(2000 if q else 10_000, 1 if q else 5)),
@@ -93,6 +93,7 @@ def main(argv=None) -> int:
         ("fig9", lambda: _scale.bench_records([1000, 10_000] if q else args.records, 3 if q else 20)),
         ("fig10", lambda: _scale.bench_overlays([1, 20] if q else [1, 100, 1000], 3 if q else 20)),
         ("fig11", lambda: _scale.bench_edit(10 if q else 100)),
+        ("fig12", lambda: _evpn.bench_evpn(30 if q else 200, 2000 if q else 10_000)),
     ]
     results: list[Result] = []
     errors: dict[str, str] = {}

@@ -73,6 +73,8 @@ def up(args: argparse.Namespace) -> str | int:
     state = record()
     paths = LabPaths(workdir=workdir, hosts_json=workdir / "hosts.json")
     write_hosts_json(paths.hosts_json, hosts)
+    if backend.prepare is not None:
+        backend.prepare(paths, hosts)
     state = record()
     try:
         _say(f"[lab] building underlay {args.prefix}underlay and {len(hosts)} hosts with guests")
@@ -127,6 +129,8 @@ def up(args: argparse.Namespace) -> str | int:
     ]
     if backend.name == "etcd":
         lines.append(f"  varpd lab exec underlay etcdctl --endpoints={backend.endpoint(paths)} get --prefix /varpd/")
+    elif backend.name == "evpn":
+        lines.append(f"  varpd lab exec underlay vtysh --vty_socket {workdir / 'evpn-rr'} -c 'show bgp l2vpn evpn'")
     elif backend.name != "files":
         lines.append(f"  {backend.name} server at {backend.endpoint(paths)}, reachable from every lab namespace")
     lines.append("  varpd lab status; varpd lab down")
@@ -225,8 +229,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                                      "other guest (IPv4 and IPv6) and print the result; exits 1 if one does not "
                                      "answer (the lab stays up to be inspected). Needs ip and bridge (Debian "
                                      "iproute2) and ping (iputils-ping). Prints how to reach the guests. "
-                                     "With --backend etcd, http or svp the lab first starts that backend's server "
-                                     "(etcd, `varpd mapping-server` or `varpd svp-server`) in its underlay namespace "
+                                     "With --backend etcd, http, svp or evpn the lab first starts that backend's server "
+                                     "(etcd, `varpd mapping-server`, `varpd svp-server` or an FRR bgpd route "
+                                     "reflector) in its underlay namespace "
                                      f"at {SERVER_IP} with the seed mapping; `lab down` stops it.")
     p.add_argument("--hosts", type=int, default=3, choices=range(2, 51), metavar="N", help="number of hosts (2-50, default 3)")
     p.add_argument("--mode", default=None, choices=["push", "on-demand"],

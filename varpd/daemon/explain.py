@@ -26,6 +26,7 @@ from ipaddress import IPv4Address, IPv6Address
 from typing import TYPE_CHECKING, Any
 
 from varpd.daemon.backend_views import detail as backend_detail
+from varpd.daemon.backend_views import entries as kernel_entries
 from varpd.daemon.errors import VarpdError
 from varpd.model.cache import MISSING, CachedAnswer
 from varpd.model.overrides import format_override
@@ -98,7 +99,7 @@ async def explain_lookup(rt: OverlayRuntime, key: LookupKey, *, fresh: bool = Fa
         out["local"] = value.ip == rt.local.ip  # a VNIC of this host: reached through the bridge, never programmed
     if (route := backend_detail(rt, key if kind == "mac" else value)) is not None:
         out["route"] = route  # e.g. evpn: the RD, next hop and sequence number the answer came from
-    entries = await rt.kernel_entries()
+    entries = await kernel_entries(rt)
     out["kernel"] = [e for e in entries if e["target"] == target]
     return out
 

@@ -59,6 +59,8 @@ class Backend:
     probe: Probe = Probe()
     seed: Callable[[LabPaths, list[HostSpec]], list[SeedCommand]] | None = None
     properties: Callable[[HostSpec, LabPaths], dict] = lambda host, paths: {}
+    # files the server or the hosts need, written before anything starts (evpn: FRR's config)
+    prepare: Callable[[LabPaths, list[HostSpec]], None] | None = None
 
     def missing(self) -> str | None:
         """Why this backend's server cannot start here (checked before anything is built), or None."""
@@ -93,6 +95,38 @@ def _etcd_seed(paths: LabPaths, hosts: list[HostSpec]) -> list[SeedCommand]:
     return out
 
 
+EVPN_ASN = 65000
+FRR_BGPD = "/usr/lib/frr/bgpd"
+
+
+def _evpn_dir(paths: LabPaths) -> Path:
+    return paths.workdir / "evpn-rr"
+
+
+def _evpn_prepare(paths: LabPaths, hosts: list[HostSpec]) -> None:
+    """FRR's route reflector config (every host a client), and each host's own record as its
+    evpn/local file: what it advertises."""
+    from varpd.lab.frr import FrrRouter
+    from varpd.lab.topology import write_hosts_json
+
+    d = _evpn_dir(paths)
+    d.mkdir(exist_ok=True)
+    rr = FrrRouter("underlay", router_id=paths.server_ip, asn=EVPN_ASN,
+                   neighbors=tuple(h.underlay_ip for h in hosts), route_reflector=True)
+    rr.workdir = d
+    (d / "bgpd.conf").write_text(rr.config())
+    for h in hosts:
+        write_hosts_json(paths.workdir / f"evpn-{h.name}.json", [h])
+
+
+def _evpn_argv(paths: LabPaths) -> list[str]:
+    """bgpd alone (no zebra: a route reflector programs no kernel), staying root (-S: no switch to
+    the frr user, which could not reach a lab directory under a 0700 parent)."""
+    d = _evpn_dir(paths)
+    return [FRR_BGPD, "-S", "--no_zebra", "-f", str(d / "bgpd.conf"), "-i", str(d / "bgpd.pid"), "--vty_socket", str(d),
+            "-z", str(d / "zserv.api"), "-A", "127.0.0.1"]
+
+
 BACKENDS: dict[str, Backend] = {b.name: b for b in (
     Backend("files", "each varpd reads the lab's hosts.json", "push", ("push", "on-demand"),
             properties=lambda host, paths: {"files/config": str(paths.hosts_json)}),
@@ -115,4 +149,10 @@ BACKENDS: dict[str, Backend] = {b.name: b for b in (
                                        "--vni", str(paths.vni), "--listen", f"{paths.server_ip}:1296"],
             properties=lambda host, paths: {"svp/host": paths.server_ip, "svp/port": 1296,
                                             "svp/underlay_ip": host.underlay_ip}),
+    Backend("evpn", "an FRR BGP route reflector (frr), each varpd advertising its guest through gobgpd (gobgpd)",
+            "push", ("push",), port=179, requires=FRR_BGPD, package="frr", server_argv=_evpn_argv,
+            prepare=_evpn_prepare,
+            properties=lambda host, paths: {"evpn/asn": EVPN_ASN, "evpn/neighbors": paths.server_ip,
+                                            "evpn/local": str(paths.workdir / f"evpn-{host.name}.json"),
+                                            "evpn/hold_time": 3}),
 )}

@@ -95,9 +95,11 @@ async def test_ten_thousand_routes_in_one_update_are_learned_in_batches_without_
     await wait_until(lambda: len(backend.mapping) == 5000, timeout=30, what="5000 MACs learned")
     elapsed = time.perf_counter() - t0
     watcher.cancel()
-    assert len(backend.changes) >= 10, "10k routes in one MappingChange: no batching"
-    # the loop kept turning: no pause near the whole absorption time (~0.5 s here, 25 ms a batch)
-    assert max(gaps) < max(0.25, elapsed / 4), f"the loop stalled {max(gaps):.3f}s of {elapsed:.2f}s"
+    assert len(backend.changes) >= 20, "10k routes in one MappingChange: no batching"
+    # the loop kept turning between batches: woken at least once a batch, and never paused for
+    # much of the absorption (~0.5 s on an idle machine, 12 ms a batch; relative, as CI is loaded)
+    assert len(gaps) >= 10, f"the loop ran {len(gaps)} times in {elapsed:.2f}s"
+    assert max(gaps) < elapsed / 3, f"the loop stalled {max(gaps):.3f}s of {elapsed:.2f}s"
     assert backend.mapping.by_ip[ip_address("10.0.19.135")].mac == "02:00:00:13:87:01"
     assert backend.stats["routes_received"] == 10_000
 
