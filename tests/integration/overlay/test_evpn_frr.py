@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import os
+import signal
 import time
+from pathlib import Path
 
 import pytest
 
@@ -164,6 +167,33 @@ def test_routes_of_a_session_that_stays_down_go_after_the_stale_time(evpn):
     frr.start_daemon("bgpd")
     wait_for(lambda: H2.guest_mac in fdb(lab, H1), 15, "host2's guest learned again")
     ping(lab, lab.guest_ns(H1), H2.guest_ip6, v6=True)
+
+
+def _gobgpd_pid() -> int:
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            cmd = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if cmd and cmd[0].endswith(b"gobgpd") and b"--api-hosts=127.0.0.1:50516" in cmd:
+            return int(pid)
+    raise AssertionError("host1's gobgpd is not running")
+
+
+def test_gobgpd_killed_is_restarted_and_the_routes_come_back(evpn):
+    lab = evpn.lab
+    before = evpn.overlay()["counters"].get("mapping_changes", 0)
+    old = _gobgpd_pid()
+    os.kill(old, signal.SIGKILL)
+    ov = wait_for(lambda: (o := evpn.overlay())["status"] == "DEGRADED" and o, 10, "host1 DEGRADED")
+    assert ov["details"].startswith("gobgpd: gobgpd exited with status -9"), ov["details"]
+    assert fdb(lab, H1)[H2.guest_mac]["dst"] == H2.underlay_ip  # kept, stale
+    ov = wait_for(lambda: (o := evpn.overlay())["status"] == "ONLINE" and o, 20, "host1 ONLINE with a new gobgpd")
+    assert _gobgpd_pid() != old and ov["backend"]["engine_restarts"] == 1 and ov["backend"]["stale_routes"] == 0
+    assert ov["counters"].get("mapping_changes", 0) == before, "the same routes again changed the mapping"
+    wait_for(lambda: len([r for r in evpn.frr.evpn_routes() if r["rd"] == f"{H1.underlay_ip}:{VNI}"]) >= 4, 10,
+             "host1's routes advertised again by the new gobgpd")
+    ping(lab, lab.guest_ns(H2), H1.guest_ip4)
 
 
 def test_metrics_count_routes_and_session_state(evpn):
