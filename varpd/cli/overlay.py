@@ -198,6 +198,8 @@ async def lookup(client: AdminClient, args: argparse.Namespace) -> str:
            "TTL": f"{cache['ttl_remaining']:.0f}" if a["origin"] == "cache" else None,
            "BACKEND": f"{backend['plugin']} {backend['elapsed_ms']:.1f}ms" if backend else None,
            "KERNEL": kernel or None, "ROUTE": _route(a.get("route"))}
+    if not args.output and row["ROUTE"] is None:  # only backends that know routes (evpn) add the column
+        fields = [f for f in fields if f != "ROUTE"]
     return render([row], fields, args.parseable)
 
 
@@ -308,7 +310,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                    help="ask the backend even if the cache has an answer; the cache is neither read nor written "
                         "and no rate limit applies")
     add_output_options(p, ": link, target, answer, origin, age, ttl, backend, kernel, route (evpn: the RD, "
-                          "next hop and sequence number of the route the answer came from)")
+                          "next hop and sequence number of the route the answer came from; shown by default only "
+                          "when there is one)")
     p.add_argument("name", help="the overlay")
     p.add_argument("target", metavar="MAC|IP", help="a MAC (aa:bb:cc:dd:ee:ff) or an overlay IPv4/IPv6 address")
     p.set_defaults(func=run_with_client(lookup), check=check_lookup)
