@@ -17,6 +17,8 @@ from typing import TYPE_CHECKING, Iterable, Sequence
 
 from varpd.daemon import flooding
 from varpd.daemon.drift import DriftRepair, Resync
+from varpd.daemon.memory import release_free_memory
+from varpd.daemon.programmed import BULK
 from varpd.daemon.reconciler import plan_async
 from varpd.model.overrides import apply_overrides
 from varpd.daemon import placement
@@ -84,7 +86,7 @@ class KernelSync:
             if entries:
                 failures += await getattr(t, call)(entries)
                 rt.counters[f"{kind}_programmed"] += len(entries)
-                rt.programmed_at.update((key(e), now) for e in entries)
+                rt.programmed_at.stamp((key(e) for e in entries), len(entries), now)
         if del_neigh:
             failures += await t.del_neigh(del_neigh)
             rt.counters["neigh_removed"] += len(del_neigh)
@@ -124,8 +126,11 @@ class KernelSync:
             log.info("overlay=%s event=reconcile %s", rt.name, " ".join(f"{k}={v}" for k, v in p.summary().items()))
         elif p.take_fdb:
             log.info("overlay=%s event=adopted fdb=%d", rt.name, p.summary()["fdb_adopted"])
-        for e in p.add_fdb + p.take_fdb:
-            rt.origin.setdefault(e.mac, rt.mode)
+        if rt.mode != "push":  # push mode's origin is what it wants (OverlayRuntime._pushed)
+            for e in p.add_fdb + p.take_fdb:
+                rt.origin.setdefault(e.mac, rt.mode)
+        if len(have_fdb) + len(have_neigh) + len(p.add_fdb) + len(p.add_neigh) > BULK:
+            release_free_memory()
         return p.summary()
 
     async def _safe_reconcile(self) -> None:

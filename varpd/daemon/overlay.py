@@ -27,8 +27,9 @@ from varpd.daemon import placement
 from varpd.daemon.guest_frames import GuestFrames
 from varpd.daemon.modes import ModeStrategy, strategy_for
 from varpd.daemon.overlay_props import DAEMON_PROPERTIES, native_dhcp
+from varpd.daemon.programmed import ProgrammedAt
 from varpd.daemon.kernel_sync import KernelSync
-from varpd.model import Destination, MappingChange
+from varpd.model import Destination, Mapping, MappingChange
 from varpd.model.addresses import check_vtep
 from varpd.model.cache import MISSING, LookupCache
 from varpd.model.latency import LatencyHistogram
@@ -52,7 +53,7 @@ class OverlayRuntime:
         self.cfg = cfg
         # entries set by hand (modify-overlay -s): a destination, or None for a drop
         self.overrides: dict[str, Override] = dict(overrides or {})
-        self.programmed_at: dict[Any, float] = {}
+        self.programmed_at = ProgrammedAt()
         self.lookup_latency = LatencyHistogram()
         self._created_before = created  # (vxlan, bridge) made by an earlier run of varpd
         self.name = cfg.name
@@ -191,11 +192,12 @@ class OverlayRuntime:
     # -- mapping changes ---------------------------------------------------------------
     def _on_change(self, change: MappingChange) -> None:
         self.counters["mapping_changes"] += 1
-        self._tasks.spawn(self._apply_change(change))
+        # the backend's table as this change left it (it may move on before the task runs)
+        self._tasks.spawn(self._apply_change(change, self.backend.snapshot()))
 
-    async def _apply_change(self, change: MappingChange) -> None:
+    async def _apply_change(self, change: MappingChange, snapshot: Mapping | None = None) -> None:
         async with self._lock:
-            await self.strategy.apply_change(change)
+            await self.strategy.apply_change(change, snapshot)
         await flooding.sync(self)
         self._change_log.add(change)
 
@@ -263,6 +265,10 @@ class OverlayRuntime:
             "counters": counters,
         }
 
+    def _pushed(self, mac: str) -> str:
+        """push mode keeps no origin per entry (a million dict slots): what it wants it pushed."""
+        return "push" if self.mode == "push" and self.strategy.want_fdb(mac) else "other"
+
     def _age(self, key: Any) -> str:
         at = self.programmed_at.get(key)
         return "--" if at is None else str(int(time.monotonic() - at))
@@ -274,12 +280,12 @@ class OverlayRuntime:
         fdb = sorted(await self.tables.dump_fdb(), key=lambda e: e.mac)
         neigh = sorted(await self.tables.dump_neigh(), key=lambda e: (e.ip.version, e.ip))
         rows = [{"kind": "fdb", "target": e.mac, "destination": str(Destination(e.dst, e.port)),
-                 "origin": "manual" if e.mac in self.overrides else self.origin.get(e.mac, "other"),
+                 "origin": "manual" if e.mac in self.overrides else self.origin.get(e.mac) or self._pushed(e.mac),
                  "age": self._age(e.mac)} for e in fdb]
         rows += [{"kind": "fdb", "target": mac, "destination": "drop", "origin": "manual", "age": "--"}
                  for mac, dest in sorted(self.overrides.items()) if dest is None]
         rows += [{"kind": "neigh", "target": str(e.ip), "destination": e.mac,
-                  "origin": self.origin.get(e.ip, self.origin.get(e.mac, "other")), "age": self._age(e.ip)}
+                  "origin": self.origin.get(e.ip) or self.origin.get(e.mac) or self._pushed(e.mac), "age": self._age(e.ip)}
                  for e in neigh]
         return rows
 

@@ -112,72 +112,76 @@ def _plan(want_fdb, want_neigh, have_fdb, have_neigh) -> _Steps:
 
 
 def _plan_steps(want_fdb, want_neigh, have_fdb, have_neigh) -> Generator[None, None, Plan]:
+    """One walk over the kernel's entries (indexed by key), one over the wanted ones, consumed as
+    they come: a wanted entry is kept only when it must be programmed, and a kernel entry left in
+    the index once every wanted one has passed is not wanted.  A million wanted entries are never
+    all held at once (the indexes of both sides, with a list per MAC, cost 400 MB at 1M)."""
     n = 0
-    want_f: dict[str, list[FdbEntry]] = {}
-    for e in want_fdb:
-        want_f.setdefault(e.mac, []).append(e)
-        n += 1
-        if n % BATCH == 0:
-            yield
-    have_f: dict[str, list[FdbEntry]] = {}
+    have_f: dict[str, FdbEntry] = {}  # MAC → its one kernel entry
+    have_many: dict[str, list[FdbEntry]] = {}  # MACs with several (appended MACs, or someone's extras)
     foreign: set[str] = set()  # MACs whose kernel entry is not varpd's (the mark is per MAC)
     for e, owned in have_fdb.items():
-        have_f.setdefault(e.mac, []).append(e)
+        mac = e.mac
+        if mac in have_many:
+            have_many[mac].append(e)
+        elif mac in have_f:
+            have_many[mac] = [have_f.pop(mac), e]
+        elif _appended(mac):
+            have_many[mac] = [e]
+        else:
+            have_f[mac] = e
         if not owned:
-            foreign.add(e.mac)
+            foreign.add(mac)
         n += 1
         if n % BATCH == 0:
             yield
     add_fdb: list[FdbEntry] = []
     del_fdb: list[FdbEntry] = []
     take_fdb: list[FdbEntry] = []
-    for mac, wants in want_f.items():
-        kernel = have_f.get(mac)
+    want_many: dict[str, list[FdbEntry]] = {}  # appended MACs: compared as sets once all are in
+    for e in want_fdb:
+        mac = e.mac
+        if _appended(mac):
+            want_many.setdefault(mac, []).append(e)
+        else:
+            kernel = have_f.pop(mac, None)
+            extras = have_many.pop(mac, None) if kernel is None else None
+            if kernel is None and extras is None:
+                add_fdb.append(e)
+            elif mac in foreign:
+                take_fdb.append(e)
+            elif extras is not None:  # one remote: extras appended by someone go
+                add_fdb.append(e)
+                del_fdb += [k for k in extras if k != e]
+            elif kernel != e:
+                add_fdb.append(e)  # the add replaces the different one
+        n += 1
+        if n % BATCH == 0:
+            yield
+    for mac, wants in want_many.items():
+        kernel = have_many.pop(mac, None)
         if kernel is None:
             add_fdb += wants
         elif mac in foreign:
             take_fdb += wants
-        elif not _appended(mac):
-            # one remote: the add replaces a different one; extras appended by someone go
-            if kernel != wants[-1:]:
-                add_fdb.append(wants[-1])
-                del_fdb += [e for e in kernel if e != wants[-1]] if len(kernel) > 1 else []
         else:
             add_fdb += sorted(set(wants) - set(kernel), key=_dest_key)
             del_fdb += sorted(set(kernel) - set(wants), key=_dest_key)
-        n += 1
-        if n % BATCH == 0:
-            yield
-    for mac, kernel in have_f.items():
-        if mac not in want_f and mac not in foreign:
-            del_fdb += kernel
-        n += 1
-        if n % BATCH == 0:
-            yield
-    want_n: dict[object, NeighEntry] = {}
-    for e in want_neigh:
-        want_n[e.ip] = e
-        n += 1
-        if n % BATCH == 0:
-            yield
-    have_n: dict[object, tuple[NeighEntry, bool]] = {}
-    for e, owned in have_neigh.items():
-        have_n[e.ip] = (e, owned)
+    del_fdb += [e for mac, e in have_f.items() if mac not in foreign]
+    del_fdb += [e for mac, kernel in have_many.items() if mac not in foreign for e in kernel]
+    have_n: dict[object, NeighEntry] = {}
+    for e in have_neigh:
+        have_n[e.ip] = e
         n += 1
         if n % BATCH == 0:
             yield
     add_neigh: list[NeighEntry] = []
-    for ip, e in want_n.items():
-        if have_n.get(ip) != (e, True):
+    for e in want_neigh:
+        kernel = have_n.pop(e.ip, None)
+        if kernel is None or kernel != e or not have_neigh[kernel]:
             add_neigh.append(e)  # a replace: sets the lladdr and the mark
         n += 1
         if n % BATCH == 0:
             yield
-    del_neigh: list[NeighEntry] = []
-    for ip, (e, owned) in have_n.items():
-        if owned and ip not in want_n:
-            del_neigh.append(e)
-        n += 1
-        if n % BATCH == 0:
-            yield
+    del_neigh = [e for e in have_n.values() if have_neigh[e]]
     return Plan(tuple(add_fdb), tuple(del_fdb), tuple(add_neigh), tuple(del_neigh), tuple(take_fdb))

@@ -38,8 +38,8 @@ class ModeStrategy:
         """`wanted()`'s neighbour entry for one IP, or None."""
         return next((n for n in self.wanted()[1] if n.ip == ip), None)
 
-    async def apply_change(self, change: MappingChange) -> None:
-        """A delta from the backend's change stream."""
+    async def apply_change(self, change: MappingChange, snapshot: Mapping | None = None) -> None:
+        """A delta from the backend's change stream; `snapshot` is the backend's table right after it."""
 
     async def on_miss(self, ev: L2Miss | L3Miss) -> None:
         """A kernel miss: only on-demand answers them; elsewhere everything known is programmed already."""

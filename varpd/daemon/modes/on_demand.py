@@ -9,7 +9,7 @@ from typing import Any
 
 from varpd.daemon.desired import fdb_for, neighs_for
 from varpd.daemon.modes.base import ModeStrategy
-from varpd.model import MappingChange
+from varpd.model import Mapping, MappingChange
 from varpd.model.addresses import check_overlay_ip, mac_problem
 from varpd_kmod.types import FdbEntry, L2Miss, L3Miss, NeighEntry
 
@@ -88,7 +88,7 @@ class OnDemandMode(ModeStrategy):
                 self.installed_neigh[ip] = NeighEntry(ip, mac)
             self.installed_at[ip] = time.monotonic()
 
-    async def apply_change(self, change: MappingChange) -> None:
+    async def apply_change(self, change: MappingChange, snapshot: Mapping | None = None) -> None:
         """Withdraw or update only what misses installed; an overlay IP that local guests resolved and
         that now belongs to another MAC is reprogrammed and announced at once (svp's VL3 shootdown):
         the guests' ARP/NDP caches would otherwise keep sending to the old owner until they expire."""

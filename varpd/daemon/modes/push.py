@@ -42,9 +42,9 @@ class PushMode(ModeStrategy):
             return None
         return NeighEntry(ip, mine.mac)
 
-    async def apply_change(self, change: MappingChange) -> None:
+    async def apply_change(self, change: MappingChange, snapshot: Mapping | None = None) -> None:
         rt = self.rt
-        add_f, add_n, del_f, del_n = self.desired.apply(change)
+        add_f, add_n, del_f, del_n = self.desired.apply(change, snapshot)
         if rt.tables is None:
             return  # still starting: the first reconcile programs the desired state
         if rt.overrides:  # the administrator's entries win over the mapping's
@@ -53,5 +53,3 @@ class PushMode(ModeStrategy):
             add_n = [n for n in add_n if rt.overrides.get(n.mac, n) is not None]
         await rt._program(add_f, add_n, del_f, del_n)
         await rt._announce(add_n)
-        for e in add_f:
-            rt.origin[e.mac] = "push"
