@@ -8,7 +8,6 @@ import logging
 from varpd.daemon.desired import DesiredState
 from varpd.daemon.modes.base import ModeStrategy
 from varpd.model import Mapping, MappingChange
-from varpd_kmod.types import NeighEntry
 
 log = logging.getLogger("varpd.daemon.overlay")
 
@@ -33,14 +32,8 @@ class PushMode(ModeStrategy):
         return () if e is None else (e,)
 
     def want_neigh(self, ip):
-        """By the backend's address index (DesiredState keeps none: memory), confirmed against the
-        desired record, so a change the runtime has not applied yet is not wanted yet."""
-        mapping = self.rt.backend.snapshot() if self.rt.backend is not None else None
-        rec = mapping.by_ip.get(ip) if mapping is not None else None
-        mine = self.desired.records.get(rec.mac) if rec is not None else None
-        if mine is None or ip not in (mine.arp, mine.ndp):
-            return None
-        return NeighEntry(ip, mine.mac)
+        """By the index of the snapshot DesiredState follows (what the runtime has applied so far)."""
+        return self.desired.neigh.get(ip)
 
     async def apply_change(self, change: MappingChange, snapshot: Mapping | None = None) -> None:
         rt = self.rt
