@@ -1,6 +1,7 @@
 """Three varpd hosts (-s evpn) through an FRR route reflector in the lab's underlay namespace
 (192.0.2.254 on the underlay bridge): connectivity, a VNIC moved between hosts converging (MAC
 mobility sequence numbers), and a crashed host's routes withdrawn (gobgpd dies with varpd).
+The last test leaves host3 down: the module's lab goes with it.
 One lab for the module; the tests run in order.
 """
 from __future__ import annotations
@@ -109,7 +110,7 @@ def test_a_vnic_moved_to_another_host_converges(rr):
     lab.remove_guest(gns)
 
 
-def test_a_crashed_host_is_withdrawn_and_comes_back(rr):
+def test_a_crashed_host_is_withdrawn(rr):
     """varpd SIGKILLed: gobgpd dies with it (PDEATHSIG), its session drops, and the route
     reflector withdraws the host's routes at once (FRR keeps a peer's routes only when the peer
     says it preserves forwarding state, which gobgpd says only when started with -r)."""
@@ -122,8 +123,4 @@ def test_a_crashed_host_is_withdrawn_and_comes_back(rr):
     assert remote_fdb_ok(lab, h1, [h2])
     status, ov = lab.api(h1, "/v1/overlays/vx23")
     assert ov["status"] == "ONLINE" and ov["backend"]["flood_list"] == [h2.underlay_ip], ov
-    lab.start_varpd(h3, rr.configs[h3.name])
-    lab.wait_ready(h3)
-    for h in (h1, h2):
-        wait_for(lambda: remote_fdb_ok(lab, h, [h3]), 15, f"{h.name}: host3 back")
-    ping(lab, lab.guest_ns(h1), h3.guest_ip4)
+    ping(lab, lab.guest_ns(h1), h2.guest_ip4)  # the others unaffected (a restart is test_evpn_frr's)
