@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Provision one Vagrant host (zlan, zlan2 or zlan3) as a varpd host:
 #   1. Debian packages, the vxlan and bridge modules;
-#   2. varpd in a venv, /opt/varpd (built from a copy of the source: the synced folder stays clean),
-#      and /usr/local/bin/varpd;
+#   2. varpd in a venv, /opt/varpd (built from a copy of the source: the synced folder stays clean;
+#      skipped when the venv already holds this source, by its sha256), and /usr/local/bin/varpd;
 #   3. /etc/varpd/varpd.toml and /etc/varpd/hosts.json generated from UNDERLAY (python3 -m varpd.lab.vagrant:
 #      the seed's hosts.json with record N on host N's address);
 #   4. man/ -> /usr/local/share/man; configs/varpd-netns@.service enabled for the namespace "guest" (made at
@@ -47,9 +47,20 @@ fi
 BUILD=$(mktemp -d)
 trap 'rm -rf "$BUILD"' EXIT
 tar -C "$SRC" --exclude=./.git --exclude=./.vagrant --exclude=./.venv -cf - . | tar -C "$BUILD" -xf -
-"$VENV/bin/pip" install --quiet --disable-pip-version-check "$BUILD"
-# same version number on a re-run: reinstall the package itself so source changes take effect
-"$VENV/bin/pip" install --quiet --disable-pip-version-check --no-deps --force-reinstall "$BUILD"
+# a re-provision of the same source installs nothing (each pip build of varpd took minutes emulated)
+SOURCE=$(cd "$BUILD" && find . -type f ! -name '*.pyc' -print0 | LC_ALL=C sort -z | xargs -0 sha256sum | sha256sum)
+if [ -x "$VENV/bin/varpd" ] && [ "$(cat "$VENV/.varpd-source" 2>/dev/null)" = "$SOURCE" ]; then
+    say "varpd in $VENV is already this source"
+else
+    rm -f "$VENV/.varpd-source"
+    REINSTALL=0; [ -x "$VENV/bin/varpd" ] && REINSTALL=1
+    "$VENV/bin/pip" install --quiet --disable-pip-version-check "$BUILD"
+    # same version number on a re-run: reinstall the package itself so source changes take effect
+    if [ "$REINSTALL" = 1 ]; then
+        "$VENV/bin/pip" install --quiet --disable-pip-version-check --no-deps --force-reinstall "$BUILD"
+    fi
+    echo "$SOURCE" > "$VENV/.varpd-source"
+fi
 ln -sf "$VENV/bin/varpd" /usr/local/bin/varpd
 varpd --version
 
