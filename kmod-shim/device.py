@@ -68,6 +68,16 @@ async def _get_link(ipr: AsyncIPRoute, *, ifname: str | None = None, index: int 
     return res[0] if res else None
 
 
+async def _underlay_index(ipr: AsyncIPRoute, name: str | None) -> int | None:
+    """The ifindex of the underlay device a VXLAN device is bound to (None: unbound)."""
+    if name is None:
+        return None
+    ul = await _get_link(ipr, ifname=name)
+    if ul is None:
+        raise KmodError(f"underlay device {name!r} not found")
+    return ul["index"]
+
+
 async def _delete_link(ipr: AsyncIPRoute, index: int, label: str) -> None:
     """Delete a link; one already gone is not an error."""
     try:
@@ -163,12 +173,7 @@ async def ensure_overlay(spec: DeviceSpec, netns: str | None = None) -> DeviceHa
     if not 0 <= spec.vni < (1 << 24):
         raise KmodError(f"invalid vni {spec.vni}")
     async with _ipr(netns) as ipr:
-        underlay_index = None
-        if spec.underlay_dev is not None:
-            ul = await _get_link(ipr, ifname=spec.underlay_dev)
-            if ul is None:
-                raise KmodError(f"underlay device {spec.underlay_dev!r} not found")
-            underlay_index = ul["index"]
+        underlay_index = await _underlay_index(ipr, spec.underlay_dev)
 
         created_vxlan = False
         link = await _get_link(ipr, ifname=spec.name)

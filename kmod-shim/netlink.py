@@ -77,6 +77,7 @@ NDA_PORT = 6
 NDA_VNI = 7
 NDA_IFINDEX = 8
 NDA_MASTER = 9
+NDA_SRC_VNI = 11  # u32: the VNI an FDB entry of an external (collect-metadata) device belongs to (4.11)
 NDA_PROTOCOL = 12  # u8, who installed the entry (5.0); the VXLAN FDB ignores it up to 6.18 at least
 
 NTF_USE = 0x01
@@ -193,6 +194,11 @@ def _ip_from_raw(raw) -> IPv4Address | IPv6Address | None:
     return None
 
 
+def _u32_or_zero(raw) -> int:
+    """A u32 attribute's value; 0 when absent (the kernel omits NDA_SRC_VNI for VNI 0)."""
+    return struct.unpack("=I", raw)[0] if raw is not None and len(raw) == 4 else 0
+
+
 def _as_ip(value) -> IPv4Address | IPv6Address:
     if isinstance(value, (IPv4Address, IPv6Address)):
         return value
@@ -238,14 +244,18 @@ def neigh_owned(proto) -> bool:
 
 
 def encode_fdb(ifindex: int, entry: FdbEntry, seq: int, *, add: bool = True, vni: int | None = None,
-               whole: bool = False) -> bytes:
+               whole: bool = False, src_vni: int | None = None) -> bytes:
     """RTM_NEWNEIGH/RTM_DELNEIGH for a VXLAN FDB entry (AF_BRIDGE, NTF_SELF).
 
     An add is marked as varpd's (NTF_EXT_LEARNED and NDA_PROTOCOL, see fdb_owned).  A delete
-    with `whole` names only the MAC: every remote of it goes, whatever its destination."""
+    with `whole` names only the MAC: every remote of it goes, whatever its destination.
+    `vni` is NDA_VNI, the VNI the packet is sent with (`bridge fdb ... vni N`); `src_vni` is
+    NDA_SRC_VNI, the VNI whose table the entry is in on a shared (external) device
+    (`bridge fdb ... src_vni N`).  Without it such a device files the entry under VNI 0."""
     lladdr = mac_to_bytes(entry.mac)
+    tail = b"" if src_vni is None else _attr(NDA_SRC_VNI, struct.pack("=I", src_vni))
     if not add and whole:
-        body = NDMSG.pack(AF_BRIDGE, ifindex, 0, NTF_SELF, 0) + _attr(NDA_LLADDR, lladdr)
+        body = NDMSG.pack(AF_BRIDGE, ifindex, 0, NTF_SELF, 0) + _attr(NDA_LLADDR, lladdr) + tail
         return NLH.pack(NLH.size + len(body), RTM_DELNEIGH, DEL_FLAGS, seq, 0) + body
     dst = _as_ip(entry.dst)
     if not 0 < int(entry.port) < 65536:
@@ -259,6 +269,7 @@ def encode_fdb(ifindex: int, entry: FdbEntry, seq: int, *, add: bool = True, vni
     )
     if vni is not None:
         body += _attr(NDA_VNI, struct.pack("=I", vni))
+    body += tail
     if not add:
         mtype, flags = RTM_DELNEIGH, DEL_FLAGS
     elif lladdr == ZERO_MAC or lladdr[0] & 1:
@@ -436,7 +447,9 @@ class KernelTables:
 
     One netlink socket per instance (a dump of one overlay never waits behind another's);
     operations are serialised with a lock, and hold a receive buffer from a shared pool
-    only while they run.
+    only while they run.  With `src_vni` the instance is one VNI's view of a shared
+    (external + vnifilter) device: every FDB entry it programs carries NDA_SRC_VNI and its
+    dumps see only that VNI's entries.
     """
 
     CHUNK_BYTES = 64 * 1024
@@ -444,8 +457,9 @@ class KernelTables:
     RCVBUF = 8 * 1024 * 1024
     ACK_TRUESIZE = 1024  # conservative kernel memory charged per queued ACK skb
 
-    def __init__(self, ifindex: int, netns: str | None = None) -> None:
+    def __init__(self, ifindex: int, netns: str | None = None, *, src_vni: int | None = None) -> None:
         self.ifindex = int(ifindex)
+        self.src_vni = src_vni
         self.netns = netns
         self._sock = open_route_socket(netns, rcvbuf=self.RCVBUF, ext_ack=True, strict=True)
         actual = self._sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
@@ -485,11 +499,13 @@ class KernelTables:
 
     # -- public API
     async def add_fdb(self, entries: Iterable[FdbEntry]) -> list[OpFailure]:
-        return await self._batch(entries, lambda e, s: encode_fdb(self.ifindex, e, s, add=True), ())
+        return await self._batch(
+            entries, lambda e, s: encode_fdb(self.ifindex, e, s, add=True, src_vni=self.src_vni), ()
+        )
 
     async def del_fdb(self, entries: Iterable[FdbEntry]) -> list[OpFailure]:
         return await self._batch(
-            entries, lambda e, s: encode_fdb(self.ifindex, e, s, add=False), (_errno.ENOENT,)
+            entries, lambda e, s: encode_fdb(self.ifindex, e, s, add=False, src_vni=self.src_vni), (_errno.ENOENT,)
         )
 
     async def add_neigh(self, entries: Iterable[NeighEntry]) -> list[OpFailure]:
@@ -514,7 +530,8 @@ class KernelTables:
                 ops.append((e, False))
             ops.append((e, True))
         failures = await self._batch(
-            ops, lambda op, s: encode_fdb(self.ifindex, op[0], s, add=op[1], whole=not op[1]), (_errno.ENOENT,)
+            ops, lambda op, s: encode_fdb(self.ifindex, op[0], s, add=op[1], whole=not op[1], src_vni=self.src_vni),
+            (_errno.ENOENT,)
         )
         return [OpFailure(f.entry[0], f.errno, f.message) for f in failures]
 
@@ -545,6 +562,8 @@ class KernelTables:
                 if found is None:
                     return
                 mac, ip, attrs = found
+                if self.src_vni is not None and _u32_or_zero(attrs.get(NDA_SRC_VNI)) != self.src_vni:
+                    return  # another VNI's entry on a shared device
                 port_raw = attrs.get(NDA_PORT)
                 port = _BE16.unpack(port_raw)[0] if port_raw is not None and len(port_raw) == 2 else default_port
                 out[FdbEntry(mac, ip, port)] = fdb_owned(flags, attrs.get(NDA_PROTOCOL))

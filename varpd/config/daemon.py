@@ -104,6 +104,20 @@ class DaemonSettings(BaseModel):
     negative_ttl: float = Field(default=5.0, ge=0)
     admin_tcp: str | None = Field(default=None, description="ADDR:PORT ([V6ADDR]:PORT) for the admin API; off if unset")
     admin_allow: tuple[IPvAnyNetwork, ...] = Field(default=ADMIN_ALLOW_DEFAULT, description="CIDRs TCP clients may come from")
+    vxlan_layout: Literal["per-vni", "shared"] = Field(
+        default="per-vni", description="per-vni: a VXLAN device (and bridge) per overlay; shared: one external "
+                                       "vnifilter device and one VLAN-aware bridge for every push-mode overlay")
+    shared_device: str = Field(default="vxvarpd", min_length=1, max_length=15,
+                               description="vxlan_layout=shared: the VXLAN device's name")
+    shared_bridge: str = Field(default="brvarpd", min_length=1, max_length=15,
+                               description="vxlan_layout=shared: the VLAN-aware bridge's name")
+
+    @field_validator("shared_device", "shared_bridge")
+    @classmethod
+    def _shared_ifname(cls, value: str) -> str:
+        if problem := ifname_problem(value):
+            raise ValueError(problem)
+        return value
 
     @field_validator("admin_tcp")
     @classmethod

@@ -19,7 +19,7 @@ import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from varpd.daemon import flooding
+from varpd.daemon import flooding, layout
 from varpd.daemon.errors import PlacementRefused
 from varpd.daemon.guest_frames import GuestFrames
 from varpd_kmod import device as kdev
@@ -90,6 +90,8 @@ async def refuse_unplaceable(netns: str | None, listen_ip: IPAddress) -> None:
 async def ensure_device(rt: OverlayRuntime) -> None:
     """Create or adopt the overlay's devices in its namespace and open its tables (and taps) there."""
     netns = rt.cfg.netns
+    if rt.settings.vxlan_layout == "shared":
+        await layout.refuse_shared(rt)
     spec = DeviceSpec(name=rt.name, vni=rt.cfg.vni, local_ip=rt.local.ip, port=rt.local.port, bridge=rt.cfg.bridge,
                       underlay_dev=rt.values.get("vxlan/underlay_dev"), mtu=rt.values.get("link/mtu"),
                       **flooding.device_flags(rt.mode == "point", rt.flooding))
