@@ -182,6 +182,7 @@ class EvpnBackend(MappingBackend):
             await self._files.stop()
         engine, self.engine = self.engine, None
         if engine is not None:
+            await self._withdraw_all(engine)  # another overlay may keep gobgpd (and its routes) running
             await gobgp_engine.release(engine, self)
 
     # -- local records: advertised ---------------------------------------------------------
@@ -228,6 +229,20 @@ class EvpnBackend(MappingBackend):
                     self.stats["routes_advertised"] += len(uuids)
             except Exception as exc:  # gobgpd went away mid-way: engine_ready advertises everything again
                 log.error("overlay=%s evpn event=advertise-failed error=%s", self.ctx.name, exc)
+
+    async def _withdraw_all(self, engine: Any) -> None:
+        """Delete this overlay's routes from gobgpd (it withdraws them from every peer)."""
+        uuids = [u for _, _, us in self._advertised.values() for u in us] + ([self._imet] if self._imet else [])
+        self._advertised.clear()
+        self._imet = None
+        if not engine.running:
+            return
+        try:
+            async with asyncio.timeout(5):
+                for uuid in uuids:
+                    await engine.delete_path(uuid)
+        except Exception as exc:  # gobgpd gone or slow: its own stop withdraws everything anyway
+            log.warning("overlay=%s evpn event=withdraw-failed error=%s", self.ctx.name, exc)
 
     # -- engine callbacks (called on the loop, must not block) ---------------------------
     def engine_paths(self, paths: list[Any]) -> None:

@@ -120,6 +120,11 @@ class GobgpEngine:
                 raise
             except Exception as exc:
                 reason = _short(exc)
+            if self._proc is not None and self._proc.returncode is None:
+                try:  # a broken stream is usually gobgpd dying: say so with its status
+                    await asyncio.wait_for(self._proc.wait(), 1)
+                except asyncio.TimeoutError:
+                    pass
             rc = self._proc.returncode if self._proc is not None else None
             if rc is not None:
                 reason = f"gobgpd exited with status {rc}"
@@ -228,6 +233,15 @@ class GobgpEngine:
     async def delete_path(self, uuid: bytes) -> None:
         await self.stub.DeletePath(self.api.pb.DeletePathRequest(family=evpn_family(self.api), uuid=uuid))
 
+    async def best_paths(self) -> list[Any]:
+        """The EVPN table's best paths now (for an overlay joining a running engine)."""
+        pb = self.api.pb
+        out = []
+        async for answer in self.stub.ListPath(pb.ListPathRequest(table_type=pb.GLOBAL, family=evpn_family(self.api)),
+                                               timeout=30):
+            out.extend(p for p in answer.destination.paths if p.best)
+        return out
+
     async def end_of_rib(self, address: str) -> bool:
         """Whether `address` has sent End-of-RIB for EVPN since its session came up."""
         pb = self.api.pb
@@ -274,7 +288,10 @@ async def acquire(settings: EngineSettings, subscriber: Subscriber) -> GobgpEngi
                                    "evpn/router_id, evpn/neighbors and timers, or another evpn/api_port")
             engine.subscribers.append(subscriber)
             _ENGINES[settings.api_port] = (engine, users + 1)
-            if engine.running:
+            if engine.running:  # what the watch told the others before this one came
+                for address, state in engine.peers.items():
+                    subscriber.engine_peer(address, state)
+                subscriber.engine_paths(await engine.best_paths())
                 await subscriber.engine_ready(engine)
             return engine
         engine = GobgpEngine(settings)

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from varpd.lab import HostSpec, Lab, session_prefix, write_hosts_json, write_varpd_config
+from varpd.lab.topology import http_request
 from varpd.lab.frr import FrrRouter, announce_guests, frr_missing, make_vtep
 
 from _overlay_helpers import fdb, neigh, ping, require, tcp_transfer, wait_for
@@ -169,13 +170,18 @@ def test_routes_of_a_session_that_stays_down_go_after_the_stale_time(evpn):
     ping(lab, lab.guest_ns(H1), H2.guest_ip6, v6=True)
 
 
+def _is_gobgpd(pid: str) -> bool:
+    """Whether process `pid` is host1's gobgpd (named by its API port)."""
+    try:
+        cmd = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return False
+    return bool(cmd) and cmd[0].endswith(b"gobgpd") and b"--api-hosts=127.0.0.1:50516" in cmd
+
+
 def _gobgpd_pid() -> int:
     for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            cmd = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        if cmd and cmd[0].endswith(b"gobgpd") and b"--api-hosts=127.0.0.1:50516" in cmd:
+        if _is_gobgpd(pid):
             return int(pid)
     raise AssertionError("host1's gobgpd is not running")
 
@@ -194,6 +200,32 @@ def test_gobgpd_killed_is_restarted_and_the_routes_come_back(evpn):
     wait_for(lambda: len([r for r in evpn.frr.evpn_routes() if r["rd"] == f"{H1.underlay_ip}:{VNI}"]) >= 4, 10,
              "host1's routes advertised again by the new gobgpd")
     ping(lab, lab.guest_ns(H2), H1.guest_ip4)
+
+
+def test_a_second_evpn_overlay_shares_gobgpd_and_its_routes_go_with_it(evpn):
+    """Two evpn overlays of one daemon: one gobgpd (one BGP speaker on port 179), each overlay
+    advertising its own VNI's type-3 route; deleting one withdraws its routes only."""
+    lab, sock = evpn.lab, evpn.lab.socket_path(H1)
+    props = {"vxlan/listen_ip": H1.underlay_ip, "evpn/asn": ASN, "evpn/neighbors": H2.underlay_ip,
+             "evpn/stale_time": STALE, "evpn/hold_time": 3, "evpn/api_port": 50516}
+    body = {"name": "vx24", "vni": 24, "search": "evpn", "mode": "push", "bridge": "br1", "persist": False,
+            "properties": props}
+    status, answer = http_request(sock, "POST", "/v1/overlays", body, timeout=30)
+    assert status == 201, answer
+    try:
+        def rds():
+            return {r["rd"] for r in evpn.frr.evpn_routes() if r["routeType"] == 3}
+        wait_for(lambda: {f"{H1.underlay_ip}:23", f"{H1.underlay_ip}:24"} <= rds(), 10, "both VNIs' IMET routes in FRR")
+        assert len([p for p in os.listdir("/proc") if p.isdigit() and _is_gobgpd(p)]) == 1
+        status, ov = lab.api(H1, "/v1/overlays/vx24")
+        assert ov["status"] == "ONLINE" and ov["backend"]["rt"] == "65000:24" and ov["backend"]["flood_list"] == []
+        assert evpn.overlay()["backend"]["flood_list"] == [H2.underlay_ip]  # FRR's VNI 23 only
+    finally:
+        status, _ = http_request(sock, "DELETE", "/v1/overlays/vx24", timeout=30)
+    assert status in (200, 204)
+    wait_for(lambda: f"{H1.underlay_ip}:24" not in rds(), 10, "vx24's routes withdrawn")
+    assert f"{H1.underlay_ip}:23" in rds() and evpn.overlay()["status"] == "ONLINE"
+    ping(lab, lab.guest_ns(H1), H2.guest_ip4)
 
 
 def test_metrics_count_routes_and_session_state(evpn):
