@@ -292,13 +292,25 @@ class FrameTap:
         self._sock, self.ifindex = run_in_netns(netns, make)
         self._buf = bytearray(65536)
         self.closed = False
+        self._waiting: tuple[asyncio.AbstractEventLoop, int, asyncio.Future] | None = None  # a recv() on the loop
+
 
     def fileno(self) -> int:
         return self._sock.fileno()
 
     def close(self) -> None:
+        """Unregisters a waiting recv() before the socket goes: its fd number is free for the next socket
+        at once, and a late remove_reader(fd) would then hit that socket's transport (RuntimeError: the
+        tap's task died when an overlay's devices were re-made)."""
         if not self.closed:
             self.closed = True
+            if self._waiting is not None:
+                loop, fd, ready = self._waiting
+                self._waiting = None
+                if not loop.is_closed():
+                    loop.remove_reader(fd)
+                if not ready.done():
+                    ready.set_exception(KmodError("FrameTap is closed"))
             self._sock.close()
 
     def __enter__(self) -> "FrameTap":
@@ -337,10 +349,13 @@ class FrameTap:
         ready = loop.create_future()
         fd = self._sock.fileno()
         loop.add_reader(fd, lambda: ready.done() or ready.set_result(None))
+        self._waiting = (loop, fd, ready)
         try:
             await ready
         finally:
-            loop.remove_reader(fd)
+            if self._waiting is not None and self._waiting[2] is ready:  # not already done by close()
+                self._waiting = None
+                loop.remove_reader(fd)
 
     async def send(self, frame: bytes) -> None:
         if self.closed:

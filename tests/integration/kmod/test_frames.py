@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import socket
 import struct
 import time
 from ipaddress import IPv4Address
@@ -180,3 +182,33 @@ async def test_capture_puts_back_the_vlan_tag_and_says_which_checksums_are_parti
         await ash(python, "-c", DHCP_SEND, "68", "67", ns=topo.guest, check=True)
         fr = await recv_until(tap, lambda f: classify(f.data) == "udp 68->67")
         assert fr.vlan is None and fr.csum_partial, "a UDP socket's datagram over veth carries a partial checksum"
+
+
+async def test_closing_a_tap_while_recv_waits_frees_its_fd_for_the_next_socket(topo):
+    """close() while a recv() waits: the fd number is reused at once (an overlay's devices re-made,
+    a netlink transport opened); the waiting task must neither unregister that socket nor die with
+    "File descriptor N is used by transport"."""
+    loop = asyncio.get_running_loop()
+    tap = FrameTap("br0", topo.host, direction="in")
+    fd = tap.fileno()
+    waiter = asyncio.ensure_future(tap.recv())
+    await asyncio.sleep(0.05)
+    tap.close()
+    waiter.cancel()  # what GuestFrames.close() does, after closing its taps
+    a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+    try:
+        if a.fileno() != fd:  # take the very fd number, as the next socket of the daemon would
+            os.dup2(a.fileno(), fd)
+            a.close()
+            a = socket.socket(fileno=fd)
+        got = loop.create_future()
+        transport, _ = await loop.create_datagram_endpoint(
+            lambda: type("P", (asyncio.DatagramProtocol,), {"datagram_received": lambda s, d, addr: got.set_result(d)})(),
+            sock=a)
+        with pytest.raises((asyncio.CancelledError, KmodError)):
+            await waiter
+        b.send(b"still read")
+        assert await asyncio.wait_for(got, 2) == b"still read"
+        transport.close()
+    finally:
+        b.close()
