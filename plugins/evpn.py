@@ -81,6 +81,9 @@ class EvpnBackend(MappingBackend):
                      description="hosts.json whose records at vxlan/listen_ip are advertised (empty: none)"),
         PropertySpec("evpn/stale_time", PropType.SECONDS, default=120, maximum=3600,
                      description="seconds routes of a lost BGP session are kept (graceful-restart time)"),
+        PropertySpec("evpn/sync_wait", PropType.SECONDS, default=10, maximum=300,
+                     description="seconds start waits for the neighbours' tables (End-of-RIB) before the overlay "
+                                 "is programmed"),
         PropertySpec("evpn/hold_time", PropType.UINT, default=9, minimum=3, maximum=65535,
                      description="BGP hold time in seconds (keepalive a third of it)"),
         PropertySpec("evpn/api_port", PropType.UINT, default=50051, minimum=1, maximum=65535,
@@ -124,6 +127,7 @@ class EvpnBackend(MappingBackend):
             raise PropertyError("evpn/local", f"{local!r} is not an absolute path")
         self.local_path = Path(local) if local else None
         self.stale_time: float = get("evpn/stale_time")
+        self.sync_wait: float = get("evpn/sync_wait")
         from varpd_plugins.gobgp_engine import EngineSettings
 
         self.settings = EngineSettings(
@@ -140,6 +144,7 @@ class EvpnBackend(MappingBackend):
         self._engine_lost: str | None = "gobgpd not started"
         self._inbox: collections.deque = collections.deque()
         self._wake = asyncio.Event()
+        self._draining = False
         self._held: list[tuple[float, str, tuple]] = []  # (when, peer, NLRI key) withdrawals waiting
         self._advertised: dict[str, tuple[MappingRecord, int, list[bytes]]] = {}  # mac → (rec, seq, uuids)
         self._imet: bytes | None = None
@@ -169,10 +174,32 @@ class EvpnBackend(MappingBackend):
         self._tasks.spawn(self._timers())
         try:
             self.engine = await gobgp_engine.acquire(self.settings, self)
+            await self._initial_sync()
         except BaseException:
             await self.stop()
             raise
         self._refresh_status()
+
+    async def _initial_sync(self) -> None:
+        """Wait (at most evpn/sync_wait) until every session is up, has sent End-of-RIB and its
+        routes are in the mapping: the daemon programs the kernel from the mapping start() leaves,
+        and an empty one would remove every entry a restarted varpd finds there, for as long as
+        BGP takes to converge."""
+        deadline = time.monotonic() + self.sync_wait
+        pending = set(self.neighbors)
+        while pending and time.monotonic() < deadline:
+            for peer in [p for p in pending if self.peers.get(p) == ESTABLISHED]:
+                if await self._end_of_rib(peer):
+                    pending.discard(peer)
+            await asyncio.sleep(0.05)
+        while (self._inbox or self._draining) and time.monotonic() < deadline + 1:
+            await asyncio.sleep(0.01)  # the drain task applies what the sessions sent
+        if pending:
+            log.warning("overlay=%s evpn event=start-without-sync peers=%s waited=%gs", self.ctx.name,
+                        ",".join(sorted(pending)), self.sync_wait)
+        else:
+            log.info("overlay=%s evpn event=synced routes=%d records=%d", self.ctx.name, len(self.table.routes),
+                     len(self.mapping))
 
     async def stop(self) -> None:
         from varpd_plugins import gobgp_engine
@@ -269,10 +296,13 @@ class EvpnBackend(MappingBackend):
         while True:
             await self._wake.wait()
             self._wake.clear()
+            self._draining = True
             try:
                 await self._drain_once()
             except Exception:  # never stop learning: one bad batch is logged and dropped
                 log.exception("overlay=%s evpn event=batch-failed", self.ctx.name)
+            finally:
+                self._draining = False
 
     async def _drain_once(self) -> None:
         from varpd_plugins.evpn_codec import decode

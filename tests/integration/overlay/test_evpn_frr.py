@@ -71,6 +71,7 @@ def evpn(tmp_path_factory):
                  "evpn/stale_time": STALE, "evpn/hold_time": 3, "evpn/api_port": 50516, "vxlan/flood": "replicate"}
         cfg = write_varpd_config(d / "varpd.toml", H1, state_dir=d / "state", sock=d / "varpd.sock", search="evpn",
                                  vni=VNI, properties=props)
+        el.config = cfg
         lab.start_varpd(H1, cfg)
         lab.wait_ready(H1)
         lab.attach_guest(H1)
@@ -225,6 +226,25 @@ def test_a_second_evpn_overlay_shares_gobgpd_and_its_routes_go_with_it(evpn):
     assert status in (200, 204)
     wait_for(lambda: f"{H1.underlay_ip}:24" not in rds(), 10, "vx24's routes withdrawn")
     assert f"{H1.underlay_ip}:23" in rds() and evpn.overlay()["status"] == "ONLINE"
+    ping(lab, lab.guest_ns(H1), H2.guest_ip4)
+
+
+def test_a_restarted_varpd_keeps_the_entries_while_bgp_converges_again(evpn):
+    """start() waits for the sessions' End-of-RIB (evpn/sync_wait) before the overlay is programmed:
+    an empty table at start would delete every entry the restarted daemon finds in the kernel."""
+    lab = evpn.lab
+    monitor = lab.popen(lab.host_ns(H1), "bridge", "monitor", "fdb")
+    try:
+        time.sleep(0.2)
+        assert lab.stop_varpd(H1) == 0
+        lab.start_varpd(H1, evpn.config)
+        lab.wait_ready(H1)
+        wait_for(lambda: evpn.overlay()["status"] == "ONLINE", 10, "host1 ONLINE after the restart")
+    finally:
+        monitor.terminate()
+        out = monitor.communicate(timeout=5)[0]
+    assert not [ln for ln in out.splitlines() if ln.startswith("Deleted") and H2.guest_mac in ln], out
+    assert "event=synced" in lab.log_path(H1).read_text()
     ping(lab, lab.guest_ns(H1), H2.guest_ip4)
 
 
