@@ -197,7 +197,8 @@ def bench_evpn(samples: int = 200, scale: int = 10_000) -> list[Result]:
         frr.start()
         work = Path(mkdtemp("evpn"))
         (work / "state").mkdir()
-        props = {"evpn/asn": ASN, "evpn/neighbors": INJECTOR_IP, "evpn/api_port": 50598}
+        props = {"evpn/asn": ASN, "evpn/neighbors": INJECTOR_IP, "evpn/api_port": 50598,
+                 "evpn/sync_wait": 0}  # the injector sends no End-of-RIB (no graceful restart)
         cfg = write_varpd_config(work / "varpd.toml", h1, state_dir=work / "state", sock=work / "varpd.sock",
                                  search="evpn", properties=props, log_level="info", reconcile_interval=3600)
         lab.start_varpd(h1, cfg)
