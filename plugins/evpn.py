@@ -16,8 +16,8 @@ does), and this VTEP as a type-3 route; RD router-id:VNI and RT ASN:VNI unless s
 Failure: when a BGP session (or gobgpd itself) goes down, the routes learned through it are kept,
 marked stale, for ``evpn/stale_time`` seconds and the overlay is DEGRADED with the reason.  Routes
 the peer sends again once it is back replace the stale ones; what is still stale when the peer's
-End-of-RIB arrives (gobgpd advertises the graceful-restart capability, helper only, so peers send
-it) is withdrawn, so only the difference reaches the kernel.  Route updates are absorbed in batches (``BATCH`` paths,
+End-of-RIB arrives (gobgpd advertises the graceful-restart capability, so peers send it) is
+withdrawn, so only the difference reaches the kernel.  Route updates are absorbed in batches (``BATCH`` paths,
 yielding to the event loop between batches), each batch one MappingChange.
 """
 
@@ -80,7 +80,7 @@ class EvpnBackend(MappingBackend):
         PropertySpec("evpn/local", PropType.STRING, default="",
                      description="hosts.json whose records at vxlan/listen_ip are advertised (empty: none)"),
         PropertySpec("evpn/stale_time", PropType.SECONDS, default=120, maximum=3600,
-                     description="seconds routes of a lost BGP session are kept (graceful-restart time)"),
+                     description="seconds routes of a lost BGP session are kept; the graceful-restart time advertised"),
         PropertySpec("evpn/sync_wait", PropType.SECONDS, default=10, maximum=300,
                      description="seconds start waits for the neighbours' tables (End-of-RIB) before the overlay "
                                  "is programmed"),

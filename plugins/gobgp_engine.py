@@ -55,7 +55,7 @@ class EngineSettings:
     api_port: int = 50051
     bgp_port: int = 179
     hold_time: int = 9  # FRR's `frr defaults datacenter`: keepalive 3, hold 9
-    restart_time: int = 120  # advertised in the graceful-restart capability (helper only)
+    restart_time: int = 120  # advertised in the graceful-restart capability: how long peers keep our routes
     binary: str = "gobgpd"
 
 
@@ -215,11 +215,15 @@ class GobgpEngine:
                                                         keepalive_interval=max(1, s.hold_time // 3),
                                                         idle_hold_time_after_reset=1)),
                 transport=pb.Transport(local_address=s.listen_ip),
-                # the graceful-restart capability (helper only) makes peers send End-of-RIB: when it
-                # comes, a re-established session has sent everything.  Peers do not keep this
-                # host's routes when it crashes: gobgpd sets the forwarding-state bit only when
-                # started with -r, which also holds back its own updates until every peer's EoR
-                graceful_restart=pb.GracefulRestart(enabled=True, helper_only=True,
+                # graceful restart (RFC 4724), not helper only: the capability lists l2vpn evpn
+                # (forwarding-state bit clear), so a GR helper that covers EVPN (gobgpd does, for
+                # every family listed) keeps this host's routes, stale, for restart_time when the
+                # session drops without a NOTIFICATION (varpd and gobgpd killed), then withdraws
+                # them.  FRR 8.4 does not: its helper covers unicast, multicast and VPN only.
+                # Peers send End-of-RIB: when it comes, a re-established session has sent
+                # everything.  Not local_restarting (gobgpd's -r, which sets the forwarding-state
+                # bit): that also holds back this host's updates until every peer's End-of-RIB
+                graceful_restart=pb.GracefulRestart(enabled=True, helper_only=False,
                                                     restart_time=min(4095, s.restart_time)),
                 afi_safis=[pb.AfiSafi(config=pb.AfiSafiConfig(family=family, enabled=True),
                                       mp_graceful_restart=pb.MpGracefulRestart(

@@ -1,11 +1,13 @@
 """Three varpd hosts (-s evpn) through an FRR route reflector in the lab's underlay namespace
 (192.0.2.254 on the underlay bridge): connectivity, a VNIC moved between hosts converging (MAC
-mobility sequence numbers), and a crashed host's routes withdrawn (gobgpd dies with varpd).
+mobility sequence numbers), and a crashed host's routes withdrawn (gobgpd dies with varpd): at
+once, FRR 8.4 keeps no EVPN routes under graceful restart.
 The last test leaves host3 down: the module's lab goes with it.
 One lab for the module; the tests run in order.
 """
 from __future__ import annotations
 
+import json
 import signal
 import time
 
@@ -110,16 +112,24 @@ def test_a_vnic_moved_to_another_host_converges(rr):
     lab.remove_guest(gns)
 
 
-def test_a_crashed_host_is_withdrawn(rr):
-    """varpd SIGKILLed: gobgpd dies with it (PDEATHSIG), its session drops, and the route
-    reflector withdraws the host's routes at once (FRR keeps a peer's routes only when the peer
-    says it preserves forwarding state, which gobgpd says only when started with -r)."""
+def test_a_crashed_host_is_withdrawn_at_once_frr_has_no_evpn_graceful_restart(rr):
+    """varpd SIGKILLed: gobgpd dies with it (PDEATHSIG), its session drops without a NOTIFICATION.
+    The host advertised graceful restart for l2vpn evpn, restart time evpn/stale_time, and FRR
+    got it, yet withdraws the host's routes at once: FRR 8.4's GR helper covers unicast,
+    multicast and VPN only (bgpd's FOREACH_AFI_SAFI_NSF stops at SAFI_MPLS_VPN), not EVPN; the
+    forwarding-state bit and `bgp graceful-restart preserve-fw-state` change nothing (tried).
+    This test fails, and should be changed to the stale-time behaviour, with an FRR that does."""
     lab, (h1, h2, h3) = rr.lab, rr.hosts
+    seen = json.loads(rr.rr.vtysh(f"show bgp neighbors {h3.underlay_ip} json"))[h3.underlay_ip]
+    caps = seen["neighborCapabilities"]
+    assert caps["gracefulRestart"] == "advertisedAndReceived" and "l2VpnEvpn" in caps["addressFamiliesByPeer"], caps
+    assert seen["gracefulRestartInfo"]["timers"]["receivedRestartTimer"] == STALE, seen["gracefulRestartInfo"]
     assert lab.stop_varpd(h3, signal.SIGKILL) == -signal.SIGKILL
     t0 = time.monotonic()
-    wait_for(lambda: h3.guest_mac not in fdb(lab, h1) and h3.guest_mac not in fdb(lab, h2), 10,
+    wait_for(lambda: h3.guest_mac not in fdb(lab, h1) and h3.guest_mac not in fdb(lab, h2), STALE / 2,
              "host3's VNIC withdrawn after its gobgpd died")
-    print(f"crashed host withdrawn on host1 and host2 in {(time.monotonic() - t0) * 1000:.0f} ms")
+    print(f"crashed host withdrawn on host1 and host2 in {(time.monotonic() - t0) * 1000:.0f} ms "
+          f"(advertised restart time {STALE} s)")
     assert remote_fdb_ok(lab, h1, [h2])
     status, ov = lab.api(h1, "/v1/overlays/vx23")
     assert ov["status"] == "ONLINE" and ov["backend"]["flood_list"] == [h2.underlay_ip], ov
