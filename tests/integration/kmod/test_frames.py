@@ -189,7 +189,8 @@ async def test_closing_a_tap_while_recv_waits_frees_its_fd_for_the_next_socket(t
     a netlink transport opened); the waiting task must neither unregister that socket nor die with
     "File descriptor N is used by transport"."""
     loop = asyncio.get_running_loop()
-    tap = FrameTap("br0", topo.host, direction="in")
+    from varpd_kmod.frames import bpf_udp_port
+    tap = FrameTap("br0", topo.host, direction="in", bpf=bpf_udp_port(9))  # nothing comes: recv() waits
     fd = tap.fileno()
     waiter = asyncio.ensure_future(tap.recv())
     await asyncio.sleep(0.05)
