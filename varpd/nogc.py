@@ -5,6 +5,9 @@ yet each collection of the oldest generation rescans every live one: with a mill
 records held, one pass of the collector stalls the event loop for a good part of a
 second.  Nested and concurrent users (threads, several overlays' passes) share one
 count: the collector comes back when the last one leaves, and only if it was on.
+The count's lock is re-entrant: a collection can start inside it (any allocation) and run a
+finalizer on the same thread, such as a discarded coroutine suspended in `collector_paused()`,
+whose exit takes the lock again; a plain Lock deadlocked that thread, and the event loop after it.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ import threading
 from contextlib import contextmanager
 from typing import Iterator
 
-_lock = threading.Lock()
+_lock = threading.RLock()
 _depth = 0
 _was_enabled = False
 
