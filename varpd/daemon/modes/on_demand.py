@@ -152,11 +152,7 @@ class OnDemandMode(ModeStrategy):
             rt.counters["misses_unanswered"] += 1
             return None
         entry = fdb_for(mac, dest)
-        async with rt._lock:
-            self.installed_fdb[mac] = entry
-            self.installed_at[mac] = time.monotonic()
-            rt.origin[mac] = "on-demand"
-            await rt._program(add_fdb=[entry])
+        await self._install(self.installed_fdb, mac, entry, add_fdb=[entry])
         return entry
 
     async def resolve_ip(self, ip) -> None:
@@ -175,8 +171,14 @@ class OnDemandMode(ModeStrategy):
         if await self.resolve_mac(mac) is None:
             return
         entry = NeighEntry(ip, mac)
+        await self._install(self.installed_neigh, ip, entry, add_neigh=[entry])
+
+    async def _install(self, table: dict, key, entry, **program) -> None:
+        """What a miss resolved: recorded (to re-validate after the cache TTL) and programmed, under
+        the runtime's lock like every change of the kernel tables."""
+        rt = self.rt
         async with rt._lock:
-            self.installed_neigh[ip] = entry
-            self.installed_at[ip] = time.monotonic()
-            rt.origin[ip] = "on-demand"
-            await rt._program(add_neigh=[entry])
+            table[key] = entry
+            self.installed_at[key] = time.monotonic()
+            rt.origin[key] = "on-demand"
+            await rt._program(**program)
