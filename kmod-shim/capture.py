@@ -12,7 +12,6 @@ instead of vanishing.
 """
 from __future__ import annotations
 
-import asyncio
 import os
 import socket
 import struct
@@ -23,6 +22,7 @@ from .frames import (
     _CMSG_SPACE, BPF_JEQ_K, BPF_JSET_K, BPF_LD_B_ABS, BPF_LD_H_ABS, BPF_RET_K,
     ETH_P_IP, ETH_P_IPV6, SNAPLEN, BpfInsn, FrameTap, _frame_from, _ipv4_udp_ports, bpf_assemble,
 )
+from .readable import ReadWaiter
 from .types import KmodError
 
 __all__ = ["CaptureStats", "CapturedPacket", "PacketCapture", "bpf_vxlan"]
@@ -126,6 +126,7 @@ class PacketCapture:
         self._view = memoryview(self._buf)
         self._ancillary = _CMSG_SPACE  # FrameTap asked for PACKET_AUXDATA and SO_TIMESTAMPNS
         self._received = self._dropped = 0
+        self._reader = ReadWaiter()
         self.closed = False
 
     def _set_buffer(self, size: int) -> int:
@@ -161,20 +162,8 @@ class PacketCapture:
         batch = self.drain(limit)
         if batch:
             return batch
-        loop = asyncio.get_running_loop()
-        fd = self._sock.fileno()
         while not batch:
-            ready = loop.create_future()
-
-            def wake() -> None:
-                if not ready.done():
-                    ready.set_result(None)
-
-            loop.add_reader(fd, wake)
-            try:
-                await ready
-            finally:
-                loop.remove_reader(fd)
+            await self._reader.wait(self._sock.fileno())
             batch = self.drain(limit)
         return batch
 
@@ -191,6 +180,7 @@ class PacketCapture:
         if not self.closed:
             self.stats()
             self.closed = True
+            self._reader.end(KmodError("the capture is closed"))
             self._sock.close()
 
     def __enter__(self) -> "PacketCapture":

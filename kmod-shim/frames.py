@@ -18,6 +18,7 @@ import struct
 from typing import Literal, Sequence
 
 from ._netns import run_in_netns
+from .readable import ReadWaiter
 from .types import CapturedFrame, KmodError
 
 __all__ = [
@@ -292,25 +293,17 @@ class FrameTap:
         self._sock, self.ifindex = run_in_netns(netns, make)
         self._buf = bytearray(65536)
         self.closed = False
-        self._waiting: tuple[asyncio.AbstractEventLoop, int, asyncio.Future] | None = None  # a recv() on the loop
+        self._reader = ReadWaiter()  # a recv() waiting on the loop, which close() ends
 
 
     def fileno(self) -> int:
         return self._sock.fileno()
 
     def close(self) -> None:
-        """Unregisters a waiting recv() before the socket goes: its fd number is free for the next socket
-        at once, and a late remove_reader(fd) would then hit that socket's transport (RuntimeError: the
-        tap's task died when an overlay's devices were re-made)."""
+        """Ends a waiting recv() before the socket goes (varpd_kmod.readable says why)."""
         if not self.closed:
             self.closed = True
-            if self._waiting is not None:
-                loop, fd, ready = self._waiting
-                self._waiting = None
-                if not loop.is_closed():
-                    loop.remove_reader(fd)
-                if not ready.done():
-                    ready.set_exception(KmodError("FrameTap is closed"))
+            self._reader.end(KmodError("FrameTap is closed"))
             self._sock.close()
 
     def __enter__(self) -> "FrameTap":
@@ -337,25 +330,12 @@ class FrameTap:
             try:
                 data, ancdata, _, addr = self._sock.recvmsg(65536, _CMSG_SPACE)
             except (BlockingIOError, InterruptedError):
-                await self._readable()
+                await self._reader.wait(self._sock.fileno())
                 continue
             # addr = (ifname, proto, pkttype, hatype, hwaddr)
             outgoing = addr[2] == PACKET_OUTGOING
             if (outgoing and want_out) or (not outgoing and want_in):
                 return _frame_from(data, ancdata, addr[2], self.ifindex)
-
-    async def _readable(self) -> None:
-        loop = asyncio.get_running_loop()
-        ready = loop.create_future()
-        fd = self._sock.fileno()
-        loop.add_reader(fd, lambda: ready.done() or ready.set_result(None))
-        self._waiting = (loop, fd, ready)
-        try:
-            await ready
-        finally:
-            if self._waiting is not None and self._waiting[2] is ready:  # not already done by close()
-                self._waiting = None
-                loop.remove_reader(fd)
 
     async def send(self, frame: bytes) -> None:
         if self.closed:

@@ -184,15 +184,22 @@ async def test_capture_puts_back_the_vlan_tag_and_says_which_checksums_are_parti
         assert fr.vlan is None and fr.csum_partial, "a UDP socket's datagram over veth carries a partial checksum"
 
 
-async def test_closing_a_tap_while_recv_waits_frees_its_fd_for_the_next_socket(topo):
+@pytest.mark.parametrize("kind", ["tap", "capture"])
+async def test_closing_a_tap_while_recv_waits_frees_its_fd_for_the_next_socket(topo, kind):
     """close() while a recv() waits: the fd number is reused at once (an overlay's devices re-made,
     a netlink transport opened); the waiting task must neither unregister that socket nor die with
-    "File descriptor N is used by transport"."""
+    "File descriptor N is used by transport".  The same for snoop's PacketCapture.recv_batch()."""
     loop = asyncio.get_running_loop()
+    from varpd_kmod.capture import PacketCapture
     from varpd_kmod.frames import bpf_udp_port
-    tap = FrameTap("br0", topo.host, direction="in", bpf=bpf_udp_port(9))  # nothing comes: recv() waits
+    quiet = bpf_udp_port(9)  # nothing comes: the wait really waits
+    if kind == "tap":
+        tap = FrameTap("br0", topo.host, direction="in", bpf=quiet)
+        waiter = asyncio.ensure_future(tap.recv())
+    else:
+        tap = PacketCapture("br0", topo.host, bpf=quiet)
+        waiter = asyncio.ensure_future(tap.recv_batch())
     fd = tap.fileno()
-    waiter = asyncio.ensure_future(tap.recv())
     await asyncio.sleep(0.05)
     tap.close()
     waiter.cancel()  # what GuestFrames.close() does, after closing its taps
