@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import ctypes
 import os
+import socket
 import threading
 from dataclasses import dataclass, field
 from ipaddress import IPv4Interface, IPv6Interface, ip_interface
@@ -121,6 +122,16 @@ def _write_sysctl(netns: str | None, settings: dict[str, str]) -> None:
         run_in_netns(netns, write)
     except OSError as exc:
         raise KmodError(f"sysctl {', '.join(settings)} in {netns or 'the host namespace'} failed: {exc}") from exc
+
+
+def link_exists(name: str) -> bool:
+    """Whether ``name`` is a link of the daemon's namespace: an ioctl, no netlink, so asking it for
+    every VNIC at every retry costs nothing."""
+    try:
+        socket.if_nametoindex(name)
+    except OSError:
+        return False
+    return True
 
 
 async def link_mtu(name: str, netns: str | None = None) -> int | None:

@@ -81,7 +81,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "show-vnic", help="show VNICs: LINK OVER TYPE MACADDRESS NETNS MTU ADDRESSES STATUS WARNING",
         description="Show VNICs, one row each. STATUS is UP, DEGRADED (not on the bridge, protection missing, "
-                    "down) or MISSING (not in the kernel: re-created at the next daemon start); WARNING says "
+                    "down) or MISSING (not in the kernel: re-created at the next retry, every reconcile_interval "
+                    "but at least every 30 s, once its namespace can be entered); WARNING says "
                     "when the MAC is not in the overlay's mapping (no host would reach the guest) or why "
                     "the VNIC is not UP.")
     add_output_options(p)

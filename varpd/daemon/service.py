@@ -367,6 +367,7 @@ class Varpd:
             await self._kept.sweep()
         except Exception as exc:  # netlink or state trouble: the next pass tries again
             log.error("event=bridge-removal-failed error=%s action=retry", exc)
+        await self.vnics.retry()
 
 
 def retry_interval(settings: DaemonSettings) -> float:

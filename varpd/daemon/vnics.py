@@ -1,6 +1,6 @@
 """VNICs on overlays (dladm create-vnic -l OVERLAY): validated at the edge, saved in
 state_dir/vnics/NAME.json, re-created at daemon start (after a reboot the namespace and the
-pair are gone), and shown with a warning when their MAC is not in the overlay's mapping
+pair are gone) and whenever found gone later (`retry`, with the overlays' retries), and shown with a warning when their MAC is not in the overlay's mapping
 (the overlay would never route to it).  The kernel side is varpd_kmod.vnic.
 """
 
@@ -94,6 +94,25 @@ class VnicManager:
                 log.error("vnic=%s overlay=%s event=restore-failed error=%s", cfg.name, cfg.overlay,
                           self._details[cfg.name])
             await self._warn_unmapped(cfg)
+
+    async def retry(self) -> None:
+        """Every retry interval: a VNIC whose host end is not there (its restore failed, its namespace
+        was deleted, someone deleted the link) is re-created, like a device deleted behind varpd's
+        back; one that still fails says so once per new reason."""
+        async with self._lock:
+            for name, cfg in list(self._vnics.items()):
+                if name not in self._details and kvnic.link_exists(name):
+                    continue
+                try:
+                    await self._restore_one(cfg)
+                except Exception as exc:  # noqa: BLE001 - shown as MISSING; the next retry tries again
+                    reason = " ".join(str(exc).split())
+                    if self._details.get(name) != reason:
+                        log.error("vnic=%s overlay=%s event=retry-failed error=%s action=retry", name,
+                                  cfg.overlay, reason)
+                    self._details[name] = reason
+                else:
+                    self._details.pop(name, None)
 
     async def _restore_one(self, cfg: VnicConfig) -> None:
         spec = await self._spec(cfg)

@@ -151,6 +151,42 @@ def test_veth_vnic_pings_survives_restart_and_is_recreated_after_a_reboot(ov):
     assert cli(ov, "show-vnic", "vnic2").returncode == 1
 
 
+def test_a_vnic_whose_namespace_goes_is_re_created_when_it_comes_back(ov):
+    """No restart: the guest namespace deleted under a running daemon (a container runtime's, or
+    `ip netns del`) takes the pair with it: MISSING, with the reason (the daemon may not make the
+    namespace itself from its private mount namespace); once the host makes it again the pair is
+    back, configured and protected, within the retry interval (the lab's: 1 s). A link deleted by
+    hand comes back the same way."""
+    lab, h1 = ov.lab, ov.h1
+    gns, mac = f"{lab.prefix}host1-v3", "de:ad:be:ef:01:03"
+    gpath = f"/run/netns/{gns}"
+    lab._add_ns(gns)
+    try:
+        ok(ov, "create-vnic", "-m", mac, "-l", "vx23", "--netns", gns, "--address", "10.55.55.23/24", "vnic3")
+        lab.remove_guest(gns)
+        wait_for(lambda: show(ov, "vnic3")[0] == "MISSING", 10, "vnic3 MISSING after its namespace went")
+        wait_for(lambda: "vnic=vnic3 overlay=vx23 event=retry-failed" in ov.log_text(h1), 10, "the failed retry")
+        failed = [ln for ln in ov.log_text(h1).splitlines() if "vnic=vnic3 overlay=vx23 event=retry-failed" in ln]
+        assert "create it first with `ip netns add" in failed[0], failed
+        time.sleep(2.5)  # more retries, the same reason: logged once
+        assert ov.log_text(h1).count("vnic=vnic3 overlay=vx23 event=retry-failed") == 1
+        assert host1(ov, "ip", "link", "show", "vnic3", check=False).returncode != 0  # nothing half made
+        lab._add_ns(gns)
+        wait_for(lambda: show(ov, "vnic3")[0] == "UP", 10, "vnic3 UP once its namespace is back")
+        assert port(ov, "vnic3") == {"master": "br0", "learning": False, "locked": True, "pinned": [mac]}
+        eth0 = json.loads(in_guest(gpath, "ip", "-j", "addr", "show", "dev", "eth0").stdout)[0]
+        assert eth0["address"] == mac and {a["local"] for a in eth0["addr_info"]} == {"10.55.55.23"}
+        before = ov.log_text(h1).count("vnic=vnic3 overlay=vx23 event=re-created")
+        host1(ov, "ip", "link", "del", "vnic3")
+        wait_for(lambda: ov.log_text(h1).count("vnic=vnic3 overlay=vx23 event=re-created") > before, 10,
+                 "vnic3 re-created after a hand delete")
+        wait_for(lambda: show(ov, "vnic3")[0] == "UP", 10, "vnic3 UP again")
+    finally:
+        cli(ov, "delete-vnic", "vnic3")
+        lab.remove_guest(gns)
+    assert host1(ov, "ip", "link", "show", "vnic3", check=False).returncode != 0
+
+
 def test_tap_vnic_is_protected_kept_across_restart_and_deleted(ov):
     lab, h1 = ov.lab, ov.h1
     ok(ov, "create-vnic", "--type", "tap", "-m", "de:ad:be:ef:01:01", "-l", "vx23", "--mtu", "1400", "tap2")
