@@ -31,7 +31,7 @@ from pydantic import ValidationError
 from varpd import json_input
 from varpd.admin.limits import BODY_TIMEOUT, ConnectionGate
 from varpd.backend.errors import BackendError, ConfigError, PluginNotFound, PropertyError
-from varpd.config.daemon import ADMIN_ALLOW_DEFAULT
+from varpd.config.daemon import ADMIN_ALLOW_DEFAULT, validation_problems
 from varpd.daemon.errors import OverlayExists, OverlayNotFound, PlacementRefused, VarpdError
 
 log = logging.getLogger(__name__)
@@ -97,11 +97,7 @@ def error(status: int, message: str) -> web.Response:
 
 def validation_message(exc: ValidationError) -> str:
     """Pydantic's errors as one line, each naming its field: `vni: Input should be ...; name: ...`."""
-    parts = []
-    for err in exc.errors(include_url=False):
-        loc = ".".join(str(p) for p in err["loc"]) or "body"
-        parts.append(f"{loc}: {err['msg']}")
-    return "; ".join(parts)
+    return "; ".join(validation_problems(exc, top="body"))
 
 
 class BadRequest(Exception):

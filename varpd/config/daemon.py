@@ -165,15 +165,21 @@ def _where(part: object) -> str:
     return text if len(text) <= 64 and text.isprintable() and "." not in text else _QUOTE.repr(part)
 
 
-def format_validation_error(exc: ValidationError, source: str) -> tuple[str, ...]:
-    """One line per problem, naming the field path, e.g. `cfg.toml: overlays.0.vni: ...`."""
+def validation_problems(exc: ValidationError, top: str = "(top level)") -> tuple[str, ...]:
+    """`field.path: message` per problem, one line each, hostile keys quoted and long messages cut:
+    the one rendering of pydantic's errors for config files and admin requests alike."""
     lines = []
-    for err in exc.errors():
-        loc = ".".join(_where(p) for p in err["loc"]) or "(top level)"
+    for err in exc.errors(include_url=False):
+        loc = ".".join(_where(p) for p in err["loc"]) or top
         msg = str(err["msg"]).removeprefix("Value error, ")
         msg = msg.replace("\n", " ") if len(msg) <= 300 else msg[:300].replace("\n", " ") + "..."
-        lines.append(f"{source}: {loc}: {msg}")
+        lines.append(f"{loc}: {msg}")
     return tuple(lines)
+
+
+def format_validation_error(exc: ValidationError, source: str) -> tuple[str, ...]:
+    """One line per problem, naming the file and field path, e.g. `cfg.toml: overlays.0.vni: ...`."""
+    return tuple(f"{source}: {line}" for line in validation_problems(exc))
 
 
 class _DuplicateKey(Exception):

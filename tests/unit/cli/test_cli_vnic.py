@@ -35,13 +35,13 @@ def test_create_show_delete(varpd, daemon):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["-m", "01:00:5e:00:00:01", "--netns", "g"], "mac: Value error, 01:00:5e:00:00:01 is a multicast MAC"),
-    (["-m", "00:00:00:00:00:00", "--netns", "g"], "mac: Value error"),
-    (["-m", "nonsense", "--netns", "g"], "mac: Value error, 'nonsense' is not a MAC address"),
+    (["-m", "01:00:5e:00:00:01", "--netns", "g"], "mac: 01:00:5e:00:00:01 is a multicast MAC"),
+    (["-m", "00:00:00:00:00:00", "--netns", "g"], "mac: 00:00:00:00:00:00 is the all-zero MAC"),
+    (["-m", "nonsense", "--netns", "g"], "mac: 'nonsense' is not a MAC address"),
     (["-m", "de:ad:be:ef:00:10"], "needs --netns"),
     (["-m", "de:ad:be:ef:00:10", "--type", "tap", "--netns", "g"], "a tap VNIC takes no --netns or --address"),
     (["-m", "de:ad:be:ef:00:10", "--netns", "g", "--address", "10.0.0.300/24"], "addresses.0"),
-    (["-m", "de:ad:be:ef:00:10", "--netns", "g/../x"], "netns: Value error"),
+    (["-m", "de:ad:be:ef:00:10", "--netns", "g/../x"], "netns: 'g/../x' is not a network namespace name"),
 ])
 def test_create_vnic_refusals_are_one_line(varpd, daemon, args, message):
     rc, out, err = varpd("create-vnic", "-l", "vx23", *args, "vnic0")
