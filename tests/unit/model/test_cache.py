@@ -1,12 +1,6 @@
 from varpd.model.cache import MISSING, LookupCache
 
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
+from _fake_clock import Clock
 
 
 def test_positive_and_negative_ttls():
