@@ -4,7 +4,8 @@
     sudo python3 bench/run.py [--quick] [--json out.json] [--only fig1,fig2,...]
 
 Every figure is measured against a baseline in the same run (see bench/_*.py for
-how each is made).  Needs root (network namespaces), iproute2 and iperf3.
+how each is made).  Needs root (network namespaces), iproute2 and iperf3; fig12 also FRR,
+gobgpd, grpcio-tools, tcpdump and tshark.
 Namespaces are named `vb-<pid>…` and removed on exit, failure or signal.
 """
 from __future__ import annotations
