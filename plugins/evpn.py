@@ -17,8 +17,10 @@ Failure: when a BGP session (or gobgpd itself) goes down, the routes learned thr
 marked stale, for ``evpn/stale_time`` seconds and the overlay is DEGRADED with the reason.  Routes
 the peer sends again once it is back replace the stale ones; what is still stale when the peer's
 End-of-RIB arrives (gobgpd advertises the graceful-restart capability, so peers send it) is
-withdrawn, so only the difference reaches the kernel.  Route updates are absorbed in batches (``BATCH`` paths,
-yielding to the event loop between batches), each batch one MappingChange.
+withdrawn, so only the difference reaches the kernel.  A remote VTEP that withdraws its IMET and
+type-2 routes at once (its host stopped, behind a route reflector that keeps nothing) is held the
+same way for ``evpn/vtep_hold`` seconds (varpd_plugins.evpn_hold).  Route updates are absorbed in
+batches (``BATCH`` paths, yielding to the event loop between batches), each batch one MappingChange.
 """
 
 from __future__ import annotations
@@ -38,7 +40,8 @@ from varpd.model import Destination, Mapping, MappingChange, MappingRecord
 from varpd.tasks import TaskSet
 
 from varpd_plugins import gobgp_api
-from varpd_plugins.evpn_routes import TYPE2, EvpnRoute, RouteTable, auto_rd, auto_rt, parse_rd, parse_rt
+from varpd_plugins.evpn_hold import FORGET, WAIT, VtepHold
+from varpd_plugins.evpn_routes import TYPE2, TYPE3, EvpnRoute, RouteTable, auto_rd, auto_rt, parse_rd, parse_rt
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +84,10 @@ class EvpnBackend(MappingBackend):
                      description="hosts.json whose records at vxlan/listen_ip are advertised (empty: none)"),
         PropertySpec("evpn/stale_time", PropType.SECONDS, default=120, maximum=3600,
                      description="seconds routes of a lost BGP session are kept; the graceful-restart time advertised"),
+        PropertySpec("evpn/vtep_hold", PropType.SECONDS, maximum=3600,
+                     description="seconds a remote VTEP's entries are kept when it withdraws its IMET and type-2 "
+                                 "routes at once (its host stopped, behind a route reflector that is no EVPN "
+                                 "graceful-restart helper, e.g. FRR 8.4); unset: evpn/stale_time; 0: off"),
         PropertySpec("evpn/sync_wait", PropType.SECONDS, default=10, maximum=300,
                      description="seconds start waits for the neighbours' tables (End-of-RIB) before the overlay "
                                  "is programmed"),
@@ -127,6 +134,8 @@ class EvpnBackend(MappingBackend):
             raise PropertyError("evpn/local", f"{local!r} is not an absolute path")
         self.local_path = Path(local) if local else None
         self.stale_time: float = get("evpn/stale_time")
+        hold = get("evpn/vtep_hold")
+        self.vtep_hold: float = self.stale_time if hold is None else hold
         self.sync_wait: float = get("evpn/sync_wait")
         from varpd_plugins.gobgp_engine import EngineSettings
 
@@ -136,6 +145,7 @@ class EvpnBackend(MappingBackend):
             bgp_port=get("evpn/bgp_port"), hold_time=get("evpn/hold_time"), binary=str(get("evpn/gobgpd")),
             restart_time=max(1, int(self.stale_time)))
         self.table = RouteTable(local_ip=ctx.listen_ip, port=ctx.listen_port)
+        self.hold = VtepHold(self.table, self.vtep_hold)
         self.stats: collections.Counter[str] = collections.Counter()
         self.peers: dict[str, str] = {a: "IDLE" for a in self.neighbors}
         self._down_since: dict[str, float] = {}
@@ -343,22 +353,49 @@ class EvpnBackend(MappingBackend):
         self.stats["routes_received"] += 1
         if route.kind == TYPE2 and route.vni and route.vni != self.ctx.vni:
             self.stats["routes_wrong_vni"] += 1
+        if route.kind == TYPE3 and self.hold.back(route.vtep):
+            log.info("overlay=%s evpn event=vtep-back vtep=%s held_routes=%d", self.ctx.name, route.vtep,
+                     self.table.held_of(route.vtep, None))
+        if route.sticky and route.mac in self.table.local and route.key not in self.table.routes:
+            # RFC 7432 §15.2: a static MAC of another VTEP that is a VNIC here: the operator must know
+            self.stats["sticky_conflicts"] += 1
+            log.warning("overlay=%s evpn event=sticky-mac-is-local mac=%s vtep=%s rd=%s: kept local",
+                        self.ctx.name, route.mac, route.vtep, route.rd)
         if (mac := self.table.learn(route)) is not None:
             touched.add(mac)
 
     def _release_held(self, now: float) -> set[str]:
-        """Apply the withdrawals older than WITHDRAW_HOLD whose session is still up."""
+        """Apply the withdrawals older than WITHDRAW_HOLD whose session is still up, IMET ones first
+        (a VTEP's type-2 withdrawals that came just before its IMET's are held with it)."""
         touched: set[str] = set()
         keep = []
-        for when, peer, key in self._held:
+        for when, peer, key in sorted(self._held, key=lambda w: w[2][0] != TYPE3):
             if self.peers.get(peer) != ESTABLISHED:
                 continue  # the session dropped: the route stays, stale
             if now - when < WITHDRAW_HOLD:
                 keep.append((when, peer, key))
-            elif (mac := self.table.forget(key)) is not None:
+                continue
+            action = self.hold.withdrawal(key, when, now)
+            if action == WAIT:
+                keep.append((when, peer, key))
+            elif action == FORGET and (mac := self.table.forget(key)) is not None:
                 touched.add(mac)
+        keep.sort()
         self._held = keep
         return touched
+
+    def _hold_tick(self, now: float) -> tuple[set[str], bool]:
+        """VTEP holds: log the VTEPs newly lost, end those due; (MACs touched, whether any ended)."""
+        for vtep in self.hold.started:
+            self.stats["vtep_holds"] += 1
+            log.warning("overlay=%s evpn event=vtep-withdrawn vtep=%s held_routes=%d keep_for=%gs",
+                        self.ctx.name, vtep, self.table.held_of(vtep, None), self.vtep_hold)
+        self.hold.started.clear()
+        touched, done = self.hold.tick(now)
+        for vtep, why, n in done:
+            log.warning("overlay=%s evpn event=vtep-hold-%s vtep=%s removed_routes=%d", self.ctx.name,
+                        "expired" if why == "expired" else "ended-imet-only", vtep, n)
+        return touched, bool(done)
 
     def _peer_state(self, address: str, state: str) -> set[str]:
         before = self.peers.get(address)
@@ -402,6 +439,8 @@ class EvpnBackend(MappingBackend):
     async def _tick(self, now: float) -> None:
         """Withdrawals past their hold; stale routes past stale_time, or of a session that sent End-of-RIB."""
         touched = self._release_held(now) if self._held else set()
+        held_touched, held_ended = self._hold_tick(now) if self.hold.ends else (set(), False)
+        touched |= held_touched
         for peer, since in list(self._down_since.items()):
             if now - since >= self.stale_time:
                 del self._down_since[peer]
@@ -422,7 +461,7 @@ class EvpnBackend(MappingBackend):
                     log.info("overlay=%s evpn event=resynced peer=%s withdrawn_macs=%d",
                              self.ctx.name, peer, len(set(gone)))
                 touched.update(gone)
-        if touched:
+        if touched or held_ended:
             self._apply_touched(touched)
             self._flood_check()
         self._refresh_status()
@@ -478,7 +517,8 @@ class EvpnBackend(MappingBackend):
 
     # -- status and admin views -------------------------------------------------------------
     def _refresh_status(self) -> None:
-        stale = self.table.stale_count()
+        held = self.table.held_count()
+        stale = self.table.stale_count() - held
         if self._engine_lost is not None:
             reason = f"gobgpd: {self._engine_lost}"
         else:
@@ -488,6 +528,10 @@ class EvpnBackend(MappingBackend):
             reason += f"; {stale} learned routes kept stale for up to {self.stale_time:g}s"
         elif reason is None and stale:
             reason = f"{stale} stale routes awaiting resync"
+        if held:
+            vteps = ", ".join(sorted(self.hold.describe(0)))
+            text = f"VTEP {vteps} withdrew its routes: {held} kept stale for up to {self.vtep_hold:g}s"
+            reason = f"{reason}; {text}" if reason else text
         self.set_degraded(reason)
 
     def extra(self) -> dict[str, Any]:
@@ -497,6 +541,7 @@ class EvpnBackend(MappingBackend):
                 "router_id": self.router_id, "asn": self.asn, "rd": self.rd, "rt": self.rt,
                 "sessions": dict(self.peers), "flood_list": [str(ip) for ip in self.table.flood_list()],
                 "routes": len(self.table.routes), "stale_routes": self.table.stale_count(),
+                "vtep_hold": self.vtep_hold, "held_vteps": self.hold.describe(time.monotonic()),
                 "advertised_macs": len(self._advertised), "counters": dict(self.stats)}
 
     def detail(self, mac: str) -> dict[str, Any] | None:

@@ -76,7 +76,7 @@ def decode(api: Any, path: Any) -> EvpnRoute | None:
     name = type(nlri).__name__
     if name not in ("EVPNMACIPAdvertisementRoute", "EVPNInclusiveMulticastEthernetTagRoute"):
         return None
-    next_hop, rts, seq, pmsi_label = None, [], 0, 0
+    next_hop, rts, seq, sticky, pmsi_label = None, [], 0, False, 0
     for packed in path.pattrs:
         attr = _unpack(api, packed)
         kind = type(attr).__name__
@@ -93,7 +93,7 @@ def decode(api: Any, path: Any) -> EvpnRoute | None:
                 elif ec_kind == "FourOctetAsSpecificExtended" and ec.sub_type == RT_SUBTYPE:
                     rts.append(f"{ec.asn}:{ec.local_admin}")
                 elif ec_kind == "MacMobilityExtended":
-                    seq = ec.sequence_num
+                    seq, sticky = ec.sequence_num, ec.is_sticky
         elif kind == "PmsiTunnelAttribute":
             pmsi_label = attr.label
     peer = "" if path.neighbor_ip in _NONE else path.neighbor_ip
@@ -101,24 +101,27 @@ def decode(api: Any, path: Any) -> EvpnRoute | None:
     if name == "EVPNMACIPAdvertisementRoute":
         vtep = next_hop or ipaddress.ip_address("0.0.0.0")
         return EvpnRoute(TYPE2, rd, vtep, nlri.labels[0] if nlri.labels else 0, mac=nlri.mac_address.lower(),
-                         ip=_ip(nlri.ip_address), seq=seq, rts=tuple(rts), peer=peer)
+                         ip=_ip(nlri.ip_address), seq=seq, rts=tuple(rts), peer=peer, sticky=sticky)
     origin = _ip(nlri.ip_address) or next_hop or ipaddress.ip_address("0.0.0.0")
     return EvpnRoute(TYPE3, rd, origin, pmsi_label, rts=tuple(rts), peer=peer)
 
 
-def _attrs(api: Any, vtep: IPAddress, rt: str, seq: int = 0) -> list[PbAny]:
+def _attrs(api: Any, vtep: IPAddress, rt: str, seq: int = 0, sticky: bool = False) -> list[PbAny]:
     asn, number = parse_rt(rt)
     communities = [_pack(api.attrs.TwoOctetAsSpecificExtended(is_transitive=True, sub_type=RT_SUBTYPE, asn=asn,
                                                               local_admin=number)),
                    _pack(api.attrs.EncapExtended(tunnel_type=TUNNEL_VXLAN))]
-    if seq:
-        communities.append(_pack(api.attrs.MacMobilityExtended(is_sticky=False, sequence_num=seq)))
+    if seq or sticky:
+        communities.append(_pack(api.attrs.MacMobilityExtended(is_sticky=sticky, sequence_num=seq)))
     return [_pack(api.attrs.OriginAttribute(origin=0)), _pack(api.attrs.NextHopAttribute(next_hop=str(vtep))),
             _pack(api.attrs.ExtendedCommunitiesAttribute(communities=communities))]
 
 
-def mac_ip_paths(api: Any, rec: MappingRecord, *, rd: str, rt: str, vni: int, seq: int) -> list[Any]:
-    """The type-2 routes of one local record: MAC only, and one per IP (as FRR sends them)."""
+def mac_ip_paths(api: Any, rec: MappingRecord, *, rd: str, rt: str, vni: int, seq: int,
+                 sticky: bool = False) -> list[Any]:
+    """The type-2 routes of one local record: MAC only, and one per IP (as FRR sends them);
+    `sticky` sets the MAC mobility community's static flag (this host never does: hosts.json
+    has no way to say a VNIC is static; the tests play a remote VTEP with it)."""
     out = []
     for ip in (None, rec.arp, rec.ndp):
         if ip is None and out:
@@ -126,7 +129,7 @@ def mac_ip_paths(api: Any, rec: MappingRecord, *, rd: str, rt: str, vni: int, se
         nlri = api.attrs.EVPNMACIPAdvertisementRoute(
             rd=_rd_message(api, rd), esi=api.attrs.EthernetSegmentIdentifier(type=0, value=bytes(9)),
             ethernet_tag=0, mac_address=rec.mac, ip_address="" if ip is None else str(ip), labels=[vni])
-        out.append(api.pb.Path(nlri=_pack(nlri), pattrs=_attrs(api, rec.dest.ip, rt, seq), family=evpn_family(api)))
+        out.append(api.pb.Path(nlri=_pack(nlri), pattrs=_attrs(api, rec.dest.ip, rt, seq, sticky), family=evpn_family(api)))
     return out
 
 

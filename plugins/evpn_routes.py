@@ -7,9 +7,11 @@ Route types used (RFC 7432, VXLAN per RFC 8365):
 - type 3, inclusive multicast Ethernet tag (IMET): "this VTEP floods BUM traffic of the VNI",
   the PMSI tunnel attribute says ingress replication; its originator IP is a flood peer.
 
-Which route wins for a MAC (RFC 7432 §15.2): the highest sequence number; on equal numbers a
-route that is not stale, then the lowest VTEP address.  A late withdrawal of the old location
-therefore never removes a fresher entry: the withdrawn route simply leaves the candidates.
+Which route wins for a MAC (RFC 7432 §15.2): a route still advertised over one withdrawn and
+held (VTEP-loss hold, see `hold`); a sticky (static) one over one that is not, whatever the
+sequence numbers; then the highest sequence number; on equal numbers a route that is not
+stale, then the lowest VTEP address.  A late withdrawal of the old location therefore never
+removes a fresher entry: the withdrawn route simply leaves the candidates.
 """
 
 from __future__ import annotations
@@ -40,6 +42,8 @@ class EvpnRoute:
     rts: tuple[str, ...] = ()
     peer: str = ""  # the BGP neighbour it came through
     stale: bool = False
+    sticky: bool = False  # MAC mobility community's static flag: the MAC cannot move (RFC 7432 §7.7)
+    held: bool = False  # withdrawn, kept (stale) while its VTEP's loss is held
 
     @property
     def key(self) -> tuple:
@@ -48,9 +52,9 @@ class EvpnRoute:
 
     def describe(self) -> dict:
         out = {"type": self.kind, "rd": self.rd, "next_hop": str(self.vtep), "vni": self.vni, "seq": self.seq,
-               "rt": list(self.rts), "peer": self.peer, "stale": self.stale}
+               "rt": list(self.rts), "peer": self.peer, "stale": self.stale, "held": self.held}
         if self.kind == TYPE2:
-            out.update(mac=self.mac, ip=None if self.ip is None else str(self.ip))
+            out.update(mac=self.mac, ip=None if self.ip is None else str(self.ip), sticky=self.sticky)
         return out
 
 
@@ -121,7 +125,9 @@ class RouteTable:
                 del self.by_mac[r.mac]
 
     def learn(self, route: EvpnRoute) -> str | None:
-        """Add or replace a route; the MAC it touched (None for type 3 and our own routes)."""
+        """Add or replace a route; the MAC it touched (None for type 3 and our own routes).  A MAC
+        advertised by a VTEP drops the held routes other VTEPs withdrew for it: they were kept for
+        a VTEP that may come back, and the MAC is elsewhere now."""
         if self.local_ip is not None and route.vtep == self.local_ip:
             return None
         old = self.routes.get(route.key)
@@ -129,6 +135,9 @@ class RouteTable:
             self._unindex(old)
         self.routes[route.key] = route
         self._index(route)
+        if route.kind == TYPE2 and not route.held:
+            for other in [r for r in self.by_mac[route.mac].values() if r.held and r.vtep != route.vtep]:
+                self.forget(other.key)
         return route.mac or None
 
     def forget(self, key: tuple) -> str | None:
@@ -149,9 +158,32 @@ class RouteTable:
         return n
 
     def sweep_stale(self, peer: str | None = None) -> list[str]:
-        """Drop the routes still stale (of `peer`, or all); the MACs touched."""
+        """Drop the routes still stale (of `peer`, or all); the MACs touched.  Held routes are not
+        the session's to drop: they go when their VTEP's hold ends (`sweep_held`)."""
         macs = []
-        for key in [k for k, r in self.routes.items() if r.stale and (peer is None or r.peer == peer)]:
+        for key in [k for k, r in self.routes.items()
+                    if r.stale and not r.held and (peer is None or r.peer == peer)]:
+            if (mac := self.forget(key)) is not None:
+                macs.append(mac)
+        return macs
+
+    def hold(self, key: tuple) -> bool:
+        """A withdrawn route is kept, stale and held, because its VTEP withdrew everything at once
+        (a host stopped or crashed behind a route reflector that keeps nothing): False if unknown."""
+        r = self.routes.get(key)
+        if r is None:
+            return False
+        self.routes[key] = h = replace(r, stale=True, held=True)
+        self._index(h)
+        return True
+
+    def held_of(self, vtep: IPAddress, kind: int | None = TYPE2) -> int:
+        return sum(1 for r in self.routes.values() if r.held and r.vtep == vtep and (kind is None or r.kind == kind))
+
+    def sweep_held(self, vtep: IPAddress) -> list[str]:
+        """Drop `vtep`'s routes still held (its hold ended; what it advertised again is fresh); the MACs touched."""
+        macs = []
+        for key in [k for k, r in self.routes.items() if r.held and r.vtep == vtep]:
             if (mac := self.forget(key)) is not None:
                 macs.append(mac)
         return macs
@@ -159,20 +191,25 @@ class RouteTable:
     def stale_count(self) -> int:
         return sum(1 for r in self.routes.values() if r.stale)
 
+    def held_count(self) -> int:
+        return sum(1 for r in self.routes.values() if r.held)
+
     def best(self, mac: str) -> EvpnRoute | None:
-        """The route that says where `mac` is now (RFC 7432 §15.2 ordering)."""
+        """The route that says where `mac` is now (RFC 7432 §15.2 ordering, module docstring)."""
         routes = self.by_mac.get(mac)
         if not routes:
             return None
-        return min(routes.values(), key=lambda r: (-r.seq, r.stale, r.vtep.version, int(r.vtep)))
+        return min(routes.values(), key=lambda r: (r.held, not r.sticky, -r.seq, r.stale, r.vtep.version, int(r.vtep)))
 
     def record(self, mac: str) -> MappingRecord | None:
-        """The record the mapping holds for `mac`: a local record unless a remote route with a higher
-        sequence number says the MAC moved away; else the best remote route, its IPs taken from the
-        MAC/IP routes of the same VTEP (FRR sends a MAC-only route beside each MAC/IP one)."""
+        """The record the mapping holds for `mac`: a local record unless a remote route still
+        advertised with a higher sequence number says the MAC moved away (being sticky gives a
+        remote route no precedence over a local record: RFC 7432 §15.2 asks to alert the
+        operator, which the backend does); else the best remote route, its IPs taken from the MAC/IP routes of the
+        same VTEP (FRR sends a MAC-only route beside each MAC/IP one)."""
         best = self.best(mac)
         local = self.local.get(mac)
-        if local is not None and (best is None or best.seq <= self.local_seq.get(mac, 0)):
+        if local is not None and (best is None or best.held or best.seq <= self.local_seq.get(mac, 0)):
             return local
         if best is None:
             return None
@@ -201,4 +238,5 @@ class RouteTable:
         return Mapping.of(rec for mac in macs if (rec := self.record(mac)) is not None)
 
     def routes_of(self, mac: str) -> list[EvpnRoute]:
-        return sorted(self.by_mac.get(mac, {}).values(), key=lambda r: (-r.seq, r.stale, str(r.vtep), r.rd))
+        return sorted(self.by_mac.get(mac, {}).values(),
+                      key=lambda r: (r.held, not r.sticky, -r.seq, r.stale, str(r.vtep), r.rd))

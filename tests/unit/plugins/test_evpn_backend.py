@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import time
+from dataclasses import replace
 from ipaddress import IPv4Address, ip_address
 
 import pytest
@@ -29,9 +30,9 @@ PEER = "192.0.2.254"
 PROPS = {"evpn/asn": 65000, "evpn/neighbors": PEER}
 
 
-def remote_paths(api, n: int, vtep: str = "192.0.2.2", seq: int = 0, withdraw: bool = False):
+def remote_paths(api, n: int, vtep: str = "192.0.2.2", seq: int = 0, withdraw: bool = False, first: int = 0):
     out = []
-    for i in range(n):
+    for i in range(first, first + n):
         rec = MappingRecord(f"02:00:{i >> 16 & 255:02x}:{i >> 8 & 255:02x}:{i & 255:02x}:01",
                             Destination(ip_address(vtep), 4789), arp=ip_address(f"10.{i >> 16 & 255}.{i >> 8 & 255}.{i & 255}"))
         for p in mac_ip_paths(api, rec, rd=f"{vtep}:2", rt="65000:23", vni=23, seq=seq):
@@ -41,9 +42,15 @@ def remote_paths(api, n: int, vtep: str = "192.0.2.2", seq: int = 0, withdraw: b
     return out
 
 
+def imet_paths(api, vtep: str = "192.0.2.2", withdraw: bool = False):
+    p = imet_path(api, ip_address(vtep), rd=f"{vtep}:2", rt="65000:23", vni=23)
+    p.neighbor_ip, p.is_withdraw = PEER, withdraw
+    return [p]
+
+
 @pytest.fixture
-async def backend():
-    b = EvpnBackend(CTX, dict(PROPS))
+async def backend(request):
+    b = EvpnBackend(CTX, dict(PROPS, **getattr(request, "param", {})))
     b.api = gobgp_api.load()
     changes = []
     b.add_listener(changes.append)
@@ -137,3 +144,111 @@ async def test_a_move_with_a_higher_sequence_number_wins_and_the_late_withdrawal
     await asyncio.sleep(0.3)
     assert backend.mapping.by_mac[mac].dest.ip == ip_address("192.0.2.3")
     assert backend.detail(mac)["best"]["seq"] == 1
+
+
+HOLD = 0.8
+held = pytest.mark.parametrize("backend", [{"evpn/vtep_hold": HOLD}], indirect=True)
+
+
+def test_vtep_hold_defaults_to_the_stale_time_and_0_turns_it_off():
+    assert EvpnBackend(CTX, dict(PROPS, **{"evpn/stale_time": 7})).vtep_hold == 7
+    assert EvpnBackend(CTX, dict(PROPS, **{"evpn/stale_time": 7, "evpn/vtep_hold": 0})).vtep_hold == 0
+    with pytest.raises(PropertyError):
+        EvpnBackend(CTX, dict(PROPS, **{"evpn/vtep_hold": -1}))
+
+
+@held
+async def test_a_vtep_withdrawing_everything_is_held_stale_then_removed(backend):
+    """IMET and type-2 routes withdrawn together (type-2 first, as may come): the entries stay,
+    stale, the overlay DEGRADED, for evpn/vtep_hold; then they go, all in one change."""
+    api = backend.api
+    backend.engine_paths(remote_paths(api, 2) + imet_paths(api) + remote_paths(api, 1, vtep="192.0.2.3", first=9))
+    await wait_until(lambda: len(backend.mapping) == 3 and backend.flood_peers(), what="learned")
+    before = backend.mapping
+    t0 = time.monotonic()
+    backend.engine_paths(remote_paths(api, 2, withdraw=True))
+    await asyncio.sleep(0.2)
+    backend.engine_paths(imet_paths(api, withdraw=True))
+    await wait_until(lambda: backend.table.held_count() == 5, what="the VTEP's routes held")
+    assert backend.mapping == before and len(backend.flood_peers()) == 1
+    assert "VTEP 192.0.2.2 withdrew its routes: 5 kept stale" in backend.degraded
+    assert {s.labels: s.value for s in backend.metrics() if s.name == "varpd_evpn_routes_learned"} == {
+        (("state", "fresh"),): 2.0, (("state", "stale"),): 5.0}
+    mac = "02:00:00:00:00:01"
+    assert backend.detail(mac)["best"]["stale"] and backend.detail(mac)["best"]["held"]
+    assert backend.extra()["held_vteps"]["192.0.2.2"]["held_routes"] == 5
+    n = len(backend.changes)
+    await wait_until(lambda: len(backend.mapping) == 1, timeout=HOLD + 2, what="the hold to end")
+    gone = time.monotonic() - t0
+    assert HOLD <= gone <= HOLD + 0.8, gone
+    assert len(backend.changes) == n + 1 and not backend.flood_peers() and backend.degraded is None
+    assert backend.stats["vtep_holds"] == 1
+
+
+@held
+async def test_a_held_vtep_advertising_again_changes_only_the_difference(backend):
+    api = backend.api
+    backend.engine_paths(remote_paths(api, 3) + imet_paths(api))
+    await wait_until(lambda: len(backend.mapping) == 3, what="learned")
+    before = dict(backend.mapping.by_mac)
+    backend.engine_paths(imet_paths(api, withdraw=True) + remote_paths(api, 3, withdraw=True))
+    await wait_until(lambda: backend.table.held_count() == 7, what="held")
+    n = len(backend.changes)
+    backend.engine_paths(imet_paths(api) + remote_paths(api, 2))  # back, one VNIC fewer
+    await wait_until(lambda: backend.table.held_count() == 2, what="re-advertised routes fresh")
+    assert len(backend.changes) == n and dict(backend.mapping.by_mac) == before  # nothing changed yet
+    await wait_until(lambda: len(backend.mapping) == 2, timeout=HOLD + 2, what="the one not sent again removed")
+    assert len(backend.changes) == n + 1 and backend.changes[-1].removed[0].mac == "02:00:00:00:02:01"
+    assert backend.table.stale_count() == 0 and backend.degraded is None and backend.flood_peers()
+    backend.engine_paths(remote_paths(api, 1, withdraw=True))  # back to normal: a VNIC deleted goes
+    await wait_until(lambda: len(backend.mapping) == 1, timeout=1.5, what="a deleted VNIC removed")
+    assert backend.table.held_count() == 0
+
+
+@held
+async def test_a_vnic_deleted_or_an_imet_withdrawn_alone_is_removed_after_the_settle_window(backend):
+    api = backend.api
+    backend.engine_paths(remote_paths(api, 2) + imet_paths(api) + imet_paths(api, vtep="192.0.2.3"))
+    await wait_until(lambda: len(backend.mapping) == 2 and len(backend.flood_peers()) == 2, what="learned")
+    t0 = time.monotonic()
+    backend.engine_paths(remote_paths(api, 1, withdraw=True))  # its VTEP's IMET stays
+    await wait_until(lambda: len(backend.mapping) == 1, timeout=2, what="the VNIC removed")
+    assert time.monotonic() - t0 < HOLD and backend.table.held_count() == 0
+    backend.engine_paths(imet_paths(api, vtep="192.0.2.3", withdraw=True))  # a VTEP without VNICs
+    await wait_until(lambda: len(backend.flood_peers()) == 1, timeout=2, what="the IMET removed")
+    assert backend.degraded is None and backend.stats["vtep_holds"] == 1
+
+
+@held
+async def test_a_moved_mac_replaces_a_held_route_at_once(backend):
+    api = backend.api
+    backend.engine_paths(remote_paths(api, 1, seq=3) + imet_paths(api))
+    await wait_until(lambda: len(backend.mapping) == 1, what="learned")
+    mac = next(iter(backend.mapping.by_mac))
+    backend.engine_paths(imet_paths(api, withdraw=True) + remote_paths(api, 1, withdraw=True))
+    await wait_until(lambda: backend.table.held_count() == 3, what="held")
+    backend.engine_paths(remote_paths(api, 1, vtep="192.0.2.3", seq=4))
+    await wait_until(lambda: backend.mapping.by_mac[mac].dest.ip == ip_address("192.0.2.3"), timeout=0.5,
+                     what="the move applied at once")
+    assert backend.table.held_count() == 1  # the MAC's held routes dropped; the IMET stays held
+
+
+@held
+async def test_a_sticky_route_from_the_wire_keeps_its_vtep_against_a_higher_sequence_number(backend):
+    api = backend.api
+    rec = MappingRecord("02:16:00:00:00:07", Destination(ip_address("192.0.2.2"), 4789))
+    sticky = mac_ip_paths(api, rec, rd="192.0.2.2:2", rt="65000:23", vni=23, seq=0, sticky=True)
+    assert decode(api, sticky[0]).sticky and not decode(api, remote_paths(api, 1, seq=1)[0]).sticky
+    for p in sticky:
+        p.neighbor_ip = PEER
+    backend.engine_paths(sticky)
+    await wait_until(lambda: rec.mac in backend.mapping.by_mac, what="learned")
+    moved = mac_ip_paths(api, replace(rec, dest=Destination(ip_address("192.0.2.3"), 4789)), rd="192.0.2.3:2",
+                         rt="65000:23", vni=23, seq=9)
+    for p in moved:
+        p.neighbor_ip = PEER
+    backend.engine_paths(moved)
+    await wait_until(lambda: backend.stats["routes_received"] == 2, what="the move received")
+    await asyncio.sleep(0.1)
+    assert backend.mapping.by_mac[rec.mac].dest.ip == ip_address("192.0.2.2")
+    assert backend.detail(rec.mac)["best"]["sticky"] is True

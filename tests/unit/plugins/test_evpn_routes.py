@@ -1,6 +1,7 @@
 """The EVPN route table: which route says where a MAC is, stale routes, RD/RT derivation (pure)."""
 from __future__ import annotations
 
+from dataclasses import replace
 from ipaddress import ip_address
 
 import pytest
@@ -98,3 +99,69 @@ def test_imet_routes_make_the_flood_list():
     assert table.flood_list() == [ip_address("192.0.2.2"), ip_address("192.0.2.3")]
     table.forget((TYPE3, "192.0.2.2:2", ip_address("192.0.2.2")))
     assert table.flood_list() == [ip_address("192.0.2.3")]
+
+
+def imet(vtep: str, peer: str = "192.0.2.254") -> EvpnRoute:
+    return EvpnRoute(TYPE3, f"{vtep}:2", ip_address(vtep), 100, rts=("65000:100",), peer=peer)
+
+
+def test_a_sticky_route_is_not_displaced_by_a_higher_sequence_number_from_another_vtep():
+    """RFC 7432 §15.2: a static MAC cannot move; a non-sticky route for it elsewhere, even with a
+    higher sequence number, loses; among sticky routes the usual order applies."""
+    table = RouteTable()
+    table.learn(replace(t2("192.0.2.9"), sticky=True))
+    table.learn(t2("192.0.2.3", seq=5))
+    assert table.record(MAC).dest.ip == ip_address("192.0.2.9")
+    assert [r.vtep for r in table.routes_of(MAC)] == [ip_address("192.0.2.9"), ip_address("192.0.2.3")]
+    table.learn(replace(t2("192.0.2.4", seq=1), sticky=True))
+    assert table.record(MAC).dest.ip == ip_address("192.0.2.4")
+    table.forget(t2("192.0.2.4").key)
+    table.forget(t2("192.0.2.9").key)
+    assert table.record(MAC).dest.ip == ip_address("192.0.2.3")  # the sticky ones withdrawn
+
+
+def test_a_remote_sticky_route_does_not_take_a_local_records_place():
+    local = ip_address("192.0.2.1")
+    table = RouteTable(local_ip=local)
+    rec = MappingRecord(MAC, Destination(local, 4789))
+    table.local = {MAC: rec}
+    table.learn(replace(t2("192.0.2.2"), sticky=True))
+    assert table.record(MAC) == rec
+
+
+def test_held_routes_are_stale_lose_to_any_advertised_route_and_go_with_their_vtep():
+    table = RouteTable()
+    v3, v2 = "192.0.2.3", "192.0.2.2"
+    for r in (t2(v3, seq=4), t2(v3, seq=4, ip="10.66.0.3"), imet(v3)):
+        table.learn(r)
+    assert table.hold(t2(v3).key) and table.hold(t2(v3, ip="10.66.0.3").key) and table.hold(imet(v3).key)
+    assert not table.hold(t2(v2).key)  # unknown
+    assert table.stale_count() == table.held_count() == 3
+    assert table.record(MAC).arp == ip_address("10.66.0.3") and table.flood_list() == [ip_address(v3)]  # kept
+    assert table.sweep_stale("192.0.2.254") == [] and table.held_count() == 3  # not the session's
+    table.learn(t2(v2, seq=0))  # the MAC advertised elsewhere, even with a lower number: it is there
+    assert table.record(MAC).dest.ip == ip_address(v2)
+    assert table.held_of(ip_address(v3)) == 0 and table.held_of(ip_address(v3), None) == 1  # superseded
+    assert table.sweep_held(ip_address(v3)) == [] and table.flood_list() == []
+
+
+def test_a_held_route_advertised_again_by_its_vtep_is_fresh_and_survives_the_sweep():
+    table = RouteTable()
+    v3 = ip_address("192.0.2.3")
+    for r in (t2("192.0.2.3"), t2("192.0.2.3", ip="10.66.0.3")):
+        table.learn(r)
+        table.hold(r.key)
+    table.learn(t2("192.0.2.3"))  # back, without the MAC/IP route (the IP went while it was down)
+    assert table.held_of(v3) == 1 and table.record(MAC).arp == ip_address("10.66.0.3")
+    assert table.sweep_held(v3) == [MAC]
+    assert table.record(MAC) == MappingRecord(MAC, Destination(v3, 4789)) and table.stale_count() == 0
+
+
+def test_a_held_remote_route_leaves_a_local_record_in_place():
+    local = ip_address("192.0.2.1")
+    table = RouteTable(local_ip=local)
+    rec = MappingRecord(MAC, Destination(local, 4789))
+    table.learn(t2("192.0.2.2", seq=3))
+    table.hold(t2("192.0.2.2").key)
+    table.local = {MAC: rec}
+    assert table.record(MAC) == rec
