@@ -535,6 +535,12 @@ class KernelTables:
         )
         return [OpFailure(f.entry[0], f.errno, f.message) for f in failures]
 
+    def checker(self):
+        """A TableCheck of this device (varpd_kmod.tablecheck), on a socket of its own."""
+        from .tablecheck import TableCheck
+
+        return TableCheck(self.ifindex, self.netns, dev_port=self.dev_port, src_vni=self.src_vni)
+
     @property
     def dev_port(self) -> int:
         """The device's UDP port: what an FDB entry (or event) without NDA_PORT goes to."""

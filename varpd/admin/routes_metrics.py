@@ -33,6 +33,8 @@ _COUNTERS = (
      {"backend": "mapping_changes"}),
     ("varpd_reconciles", "reconciler passes, and those that repaired the kernel", "result",
      {"pass": "reconciles", "repair": "reconcile_repairs"}),
+    ("varpd_safety_checks", "periodic checks of the kernel's tables (a full pass follows one that differs)", "result",
+     {"same": "checks", "differs": "check_differences"}),
     ("varpd_drift_repairs", "kernel entries put back after a change behind varpd's back (kernel events)", "table",
      {"any": "drift_repairs"}),
     ("varpd_events_lost", "times kernel events were lost (ENOBUFS) and state re-read", "cause", {"enobufs": "events_lost"}),

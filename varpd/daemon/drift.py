@@ -120,6 +120,10 @@ class Resync:
         self._task: asyncio.Task | None = None
         self._tasks = tasks
 
+    @property
+    def busy(self) -> bool:
+        return self._task is not None and not self._task.done()
+
     def request(self) -> None:
         if self._task is not None and not self._task.done():
             self._again = True

@@ -31,7 +31,7 @@ def _dest_key(e: FdbEntry) -> tuple:
     return e.dst.version, e.dst, e.port
 
 
-def _appended(mac: str) -> bool:
+def appended(mac: str) -> bool:
     """All-zeros and multicast MACs hold a list of remotes (appended: the kernel refuses a
     replace), compared as a set of whole entries; any other MAC has one remote."""
     return mac == FLOOD_MAC or int(mac[:2], 16) & 1 == 1
@@ -126,7 +126,7 @@ def _plan_steps(want_fdb, want_neigh, have_fdb, have_neigh) -> Generator[None, N
             have_many[mac].append(e)
         elif mac in have_f:
             have_many[mac] = [have_f.pop(mac), e]
-        elif _appended(mac):
+        elif appended(mac):
             have_many[mac] = [e]
         else:
             have_f[mac] = e
@@ -141,7 +141,7 @@ def _plan_steps(want_fdb, want_neigh, have_fdb, have_neigh) -> Generator[None, N
     want_many: dict[str, list[FdbEntry]] = {}  # appended MACs: compared as sets once all are in
     for e in want_fdb:
         mac = e.mac
-        if _appended(mac):
+        if appended(mac):
             want_many.setdefault(mac, []).append(e)
         else:
             kernel = have_f.pop(mac, None)

@@ -29,6 +29,12 @@ class ModeStrategy:
     def wanted(self) -> tuple[Iterable[FdbEntry], Iterable[NeighEntry]]:
         return (), ()
 
+    def wanted_version(self) -> object | None:
+        """A value that changes whenever `wanted()` does, so the safety pass's check counts what is
+        wanted again only then (KernelSync.check); None: the mode refreshes its state in
+        `before_reconcile`, and its safety pass stays a full pass."""
+        return None
+
     def want_fdb(self, mac: str) -> Sequence[FdbEntry]:
         """`wanted()`'s FDB entries for one MAC (drift repair asks per kernel event): a mode with
         much state answers from its index; this walk suits a mode with a few entries."""

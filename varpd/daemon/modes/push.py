@@ -18,14 +18,19 @@ class PushMode(ModeStrategy):
     def __init__(self, rt) -> None:
         super().__init__(rt)
         self.desired = DesiredState(rt.local)
+        self._version = 0  # bumped by every change of the desired state (wanted_version)
 
     def load(self, mapping: Mapping) -> None:
         self.desired.load(mapping)
+        self._version += 1
         if self.desired.skipped:
             log.warning("overlay=%s skipped=%d reason=underlay-family-differs-from-vtep", self.rt.name, self.desired.skipped)
 
     def wanted(self):
         return self.desired.fdb.values(), self.desired.neigh.values()
+
+    def wanted_version(self) -> int:
+        return self._version
 
     def want_fdb(self, mac: str):
         e = self.desired.fdb.get(mac)
@@ -38,6 +43,7 @@ class PushMode(ModeStrategy):
     async def apply_change(self, change: MappingChange, snapshot: Mapping | None = None) -> None:
         rt = self.rt
         add_f, add_n, del_f, del_n = self.desired.apply(change, snapshot)
+        self._version += 1
         if rt.tables is None:
             return  # still starting: the first reconcile programs the desired state
         if rt.overrides:  # the administrator's entries win over the mapping's
