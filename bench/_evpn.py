@@ -14,8 +14,8 @@ MAC on vx23 — varpd's kernel entry, and FRR zebra's, for the same UPDATE in th
 
 10k: the injector must not be the clock.  Given 10k type-2 paths in one AddPathStream with its
 sessions up, gobgpd 3.10 took 216 s to send them (its AddPath walks the whole EVPN table for every
-local type-2 path, MAC mobility in `fixupApiPath`; with sessions down the same load takes ~20 s and
-sends nothing).  So the 10,000 routes are loaded into the injector's RIB with every session
+local type-2 path, MAC mobility in `fixupApiPath`; with sessions down the same load took 7-22 s
+here and sent nothing).  So the 10,000 routes are loaded into the injector's RIB with every session
 administratively down (DisablePeer; the first part's routes withdrawn first), and the sessions are
 then enabled one host at a time (EnablePeer, no two receivers sharing the CPUs): the injector sends
 its RIB as one burst (0.3-1 s on the wire).  tcpdump on the underlay bridge records the UPDATEs and
