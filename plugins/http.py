@@ -46,7 +46,7 @@ from yarl import URL
 from varpd import json_input
 from varpd.backend.base import Backend, OverlayContext
 from varpd.backend.errors import BackendError, PropertyError
-from varpd.backend.properties import PropertySpec, PropType, Protection, parse_seconds
+from varpd.backend.properties import PropertySpec, PropType, Protection
 from varpd.config.secrets import read_token_file
 from varpd.mapping_server.wire import WireError, record_from_json
 from varpd.model import Destination, IPAddress, MappingChange, MappingRecord
@@ -59,14 +59,16 @@ _FAILED = object()  # a lookup that got no usable answer (distinct from a 404's 
 MAX_KNOWN = 65536  # records remembered for re-validation after a resync
 
 
+TIMEOUT = PropertySpec("http/timeout", PropType.SECONDS, Protection.WRITE, default=2, minimum=0.05, maximum=60,
+                       description="seconds (fractions allowed) one request attempt may take")
+
 class HttpBackend(Backend):
     name = "http"
     enumerable = False
     properties = (
         PropertySpec("http/url", PropType.STRING, Protection.REQUIRED,
                      description="base URL of the mapping server, http:// or https://"),
-        PropertySpec("http/timeout", PropType.STRING, Protection.WRITE, default="2",
-                     description="seconds (fractions allowed, 0.05-60) one request attempt may take"),
+        TIMEOUT,
         PropertySpec("http/retries", PropType.UINT, Protection.WRITE, default=2, maximum=10,
                      description="further attempts after a failed one (timeouts, 5xx, refused), with backoff"),
         PropertySpec("http/token", PropType.STRING, Protection.WRITE, secret=True,
@@ -96,7 +98,7 @@ class HttpBackend(Backend):
             raise PropertyError("http/url", f"{raw!r}: a base URL has no query or fragment")
         self.base = str(url).rstrip("/")
         self._root = URL(self.base) / "v1" / "overlays" / str(ctx.vni)
-        self.timeout = parse_seconds("http/timeout", props.get("http/timeout", "2"), 0.05, 60)
+        self.timeout: float = TIMEOUT.parse(props.get("http/timeout", TIMEOUT.default))
         self.retries = int(props.get("http/retries", 2))
         self.token: str | None = props.get("http/token") or None
         self.token_file = props.get("http/token_file") or None

@@ -31,7 +31,7 @@ from typing import Any
 
 from varpd.backend.base import Backend, OverlayContext
 from varpd.backend.errors import BackendError, PropertyError
-from varpd.backend.properties import PropertySpec, PropType, Protection, parse_seconds
+from varpd.backend.properties import PropertySpec, PropType, Protection
 from varpd.model import Destination, IPAddress, MappingChange, MappingRecord
 from varpd.model.addresses import check_unicast_mac, check_vtep
 from varpd.tasks import TaskSet
@@ -51,6 +51,9 @@ _UNSET = object()
 _SERVED: dict[tuple, set[int]] = collections.defaultdict(set)
 
 
+LOG_INTERVAL = PropertySpec("svp/log_interval", PropType.SECONDS, Protection.WRITE, minimum=0.1, maximum=3600,
+                            description="seconds between shootdown log polls (default: 5-10, jittered)")
+
 class SvpBackend(Backend):
     name = "svp"
     enumerable = False
@@ -67,8 +70,7 @@ class SvpBackend(Backend):
                      description="talk to the server over TLS (certificate verified)"),
         PropertySpec("svp/ca", PropType.STRING, Protection.WRITE,
                      description="absolute path of the CA bundle (PEM) that verifies the server (implies svp/tls)"),
-        PropertySpec("svp/log_interval", PropType.STRING, Protection.WRITE,
-                     description="seconds between shootdown log polls (0.1-3600; default: 5-10, jittered)"),
+        LOG_INTERVAL,
     )
 
     request_timeout = 2.0
@@ -92,7 +94,7 @@ class SvpBackend(Backend):
             raise PropertyError("svp/ca", f"{self.ca} is not an absolute path")
         self.tls = bool(props.get("svp/tls", False)) or bool(self.ca)
         raw = props.get("svp/log_interval")
-        self.log_interval = None if raw in (None, "") else parse_seconds("svp/log_interval", raw, 0.1, 3600)
+        self.log_interval = None if raw in (None, "") else LOG_INTERVAL.parse(raw)
         self.server = f"{self.host}:{self.port}" if ":" not in self.host else f"[{self.host}]:{self.port}"
         self.client: SvpClient | None = None
         self._dest: collections.OrderedDict[str, Destination] = collections.OrderedDict()

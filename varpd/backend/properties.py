@@ -44,8 +44,8 @@ class PropertySpec:
     type: PropType
     protection: Protection = Protection.WRITE
     default: Any = None
-    minimum: int | None = None
-    maximum: int | None = None
+    minimum: int | float | None = None
+    maximum: int | float | None = None
     choices: tuple[str, ...] = ()
     description: str = ""
     secret: bool = False  # never shown: show-overlay and the admin API print "********"
@@ -167,14 +167,3 @@ def resolve(specs: Iterable[PropertySpec], given: Mapping[str, Any], *, known: I
             if spec.default is not None:
                 values[spec.name] = spec.parse(spec.default)
     return values
-
-
-def parse_seconds(name: str, raw: Any, lo: float, hi: float) -> float:
-    """A duration property kept as a string so fractions are allowed ("0.5"); PropertyError if outside lo-hi."""
-    try:
-        value = float(str(raw).strip())
-    except ValueError:
-        raise PropertyError(name, f"{raw!r} is not a number of seconds") from None
-    if not lo <= value <= hi:
-        raise PropertyError(name, f"{value:g} is outside {lo:g}-{hi:g} seconds")
-    return value

@@ -47,7 +47,7 @@ async def backend(served):
 def test_properties():
     assert not HttpBackend.enumerable
     v = resolve(HttpBackend.properties, {"http/url": "https://m.example/api/"})
-    assert (v["http/timeout"], v["http/retries"], v["http/insecure"], v["http/events"]) == ("2", 2, False, True)
+    assert (v["http/timeout"], v["http/retries"], v["http/insecure"], v["http/events"]) == (2, 2, False, True)
     b = make_backend("https://m.example/api/")
     assert b.base == "https://m.example/api" and b.timeout == 2.0
     assert str(b._root / "macs" / MAC1) == f"https://m.example/api/v1/overlays/{VNI}/macs/{MAC1}"
