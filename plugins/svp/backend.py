@@ -356,8 +356,8 @@ class SvpBackend(Backend):
                         upserted[r.mac] = r
                 moved.append(rec.ip)
                 done.append(rec.id)
-        log.info("svp=%s event=shootdown records=%d removed=%d upserted=%d", self.server, len(ack.records),
-                 len(removed), len(upserted))
+        log.debug("svp=%s event=shootdown records=%d removed=%d upserted=%d", self.server, len(ack.records),
+                  len(removed), len(upserted))
         self.emit(MappingChange(upserted=tuple(upserted.values()), removed=tuple(removed.values()),
                                         moved_ips=tuple(moved)))
         if done:
