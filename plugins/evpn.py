@@ -380,7 +380,6 @@ class EvpnBackend(MappingBackend):
                 keep.append((when, peer, key))
             elif action == FORGET and (mac := self.table.forget(key)) is not None:
                 touched.add(mac)
-        keep.sort()
         self._held = keep
         return touched
 
@@ -517,7 +516,7 @@ class EvpnBackend(MappingBackend):
 
     # -- status and admin views -------------------------------------------------------------
     def _refresh_status(self) -> None:
-        held = self.table.held_count()
+        held = self.table.held_count() if self.hold.ends else 0  # a pass over the routes: only when holding
         stale = self.table.stale_count() - held
         if self._engine_lost is not None:
             reason = f"gobgpd: {self._engine_lost}"
@@ -529,7 +528,7 @@ class EvpnBackend(MappingBackend):
         elif reason is None and stale:
             reason = f"{stale} stale routes awaiting resync"
         if held:
-            vteps = ", ".join(sorted(self.hold.describe(0)))
+            vteps = ", ".join(sorted(str(v) for v in self.hold.ends))
             text = f"VTEP {vteps} withdrew its routes: {held} kept stale for up to {self.vtep_hold:g}s"
             reason = f"{reason}; {text}" if reason else text
         self.set_degraded(reason)

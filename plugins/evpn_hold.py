@@ -33,6 +33,7 @@ class VtepHold:
     lost: dict[IPAddress, float] = field(default_factory=dict)  # VTEP → when its IMET went: withdrawals held
     ends: dict[IPAddress, float] = field(default_factory=dict)  # VTEP → when what is held of it goes
     started: list[IPAddress] = field(default_factory=list)  # VTEPs lost since the caller last looked (log)
+    settled: set[IPAddress] = field(default_factory=set)  # lost VTEPs past the window, held type-2 found
 
     def withdrawal(self, key: tuple, when: float, now: float) -> str:
         """What to do with a withdrawal received at `when`: FORGET the route; it is HELD now; WAIT
@@ -46,6 +47,7 @@ class VtepHold:
             if r.vtep not in self.lost:
                 self.lost[r.vtep] = now
                 self.ends[r.vtep] = now + self.hold
+                self.settled.discard(r.vtep)
                 self.started.append(r.vtep)
             self.table.hold(key)
             return HELD
@@ -57,6 +59,7 @@ class VtepHold:
     def back(self, vtep: IPAddress) -> bool:
         """The VTEP advertised its IMET again: its withdrawals are applied normally from now; what it
         does not advertise again still goes when its hold ends.  True if it was lost."""
+        self.settled.discard(vtep)
         return self.lost.pop(vtep, None) is not None
 
     def tick(self, now: float) -> tuple[set[str], list[tuple[IPAddress, str, int]]]:
@@ -65,16 +68,21 @@ class VtepHold:
         touched: set[str] = set()
         done: list[tuple[IPAddress, str, int]] = []
         for vtep, since in list(self.lost.items()):
-            if now - since >= self.settle and not self.table.held_of(vtep, TYPE2):
-                del self.lost[vtep]
-                self.ends.pop(vtep, None)
-                n = self.table.held_of(vtep, TYPE3)
-                touched.update(self.table.sweep_held(vtep))
-                done.append((vtep, "imet-only", n))
+            if vtep in self.settled or now - since < self.settle:
+                continue
+            if self.table.held_of(vtep, TYPE2):  # a whole VTEP: held until its end (checked once)
+                self.settled.add(vtep)
+                continue
+            del self.lost[vtep]
+            self.ends.pop(vtep, None)
+            n = self.table.held_of(vtep, TYPE3)
+            touched.update(self.table.sweep_held(vtep))
+            done.append((vtep, "imet-only", n))
         for vtep, end in list(self.ends.items()):
             if now >= end:
                 del self.ends[vtep]
                 self.lost.pop(vtep, None)
+                self.settled.discard(vtep)
                 n = self.table.held_of(vtep, None)
                 touched.update(self.table.sweep_held(vtep))
                 done.append((vtep, "expired", n))
