@@ -230,6 +230,9 @@ class EvpnBackend(MappingBackend):
             log.warning("overlay=%s evpn=%s event=local-records-ignored count=%d reason=ip-is-not-vxlan/listen_ip",
                         self.ctx.name, self.local_path, others)
         self.table.local = mine
+        for mac in mine:
+            if (best := self.table.best(mac)) is not None and best.sticky and not best.held:
+                self._sticky_conflict(best)
         self._apply_touched(set(mine) | set(self._advertised))
         if advertise and self.engine is not None and self.engine.running:
             self._tasks.spawn(self._advertise())
@@ -357,12 +360,15 @@ class EvpnBackend(MappingBackend):
             log.info("overlay=%s evpn event=vtep-back vtep=%s held_routes=%d", self.ctx.name, route.vtep,
                      self.table.held_of(route.vtep, None))
         if route.sticky and route.mac in self.table.local and route.key not in self.table.routes:
-            # RFC 7432 §15.2: a static MAC of another VTEP that is a VNIC here: the operator must know
-            self.stats["sticky_conflicts"] += 1
-            log.warning("overlay=%s evpn event=sticky-mac-is-local mac=%s vtep=%s rd=%s: kept local",
-                        self.ctx.name, route.mac, route.vtep, route.rd)
+            self._sticky_conflict(route)
         if (mac := self.table.learn(route)) is not None:
             touched.add(mac)
+
+    def _sticky_conflict(self, route: EvpnRoute) -> None:
+        """RFC 7432 §15.2: a static MAC of another VTEP is a VNIC here; the operator must know."""
+        self.stats["sticky_conflicts"] += 1
+        log.warning("overlay=%s evpn event=sticky-mac-is-local mac=%s vtep=%s rd=%s: the local record is kept",
+                    self.ctx.name, route.mac, route.vtep, route.rd)
 
     def _release_held(self, now: float) -> set[str]:
         """Apply the withdrawals older than WITHDRAW_HOLD whose session is still up, IMET ones first

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from varpd.lab import HostSpec, Lab, session_prefix, write_hosts_json, write_varpd_config
-from varpd.lab.topology import http_request
+from varpd.lab.topology import http_request, run
 from varpd.lab.frr import FrrRouter, announce_guests, frr_missing, make_vtep
 
 from _overlay_helpers import fdb, neigh, ping, require, tcp_transfer, wait_for
@@ -118,6 +118,33 @@ def test_frr_shows_varpd_type2_and_type3_routes_with_rd_rt_next_hop(evpn):
     entries = json.loads(out)
     assert any(e["mac"] == H1.guest_mac and e.get("dst") == H1.underlay_ip for e in entries), entries
     assert any(e["mac"] == "00:00:00:00:00:00" and e.get("dst") == H1.underlay_ip for e in entries), entries
+
+
+def test_frr_advertises_a_static_sticky_mac_as_sticky_and_varpd_learns_it_so(evpn):
+    """RFC 7432 §15.2 from FRR's side: zebra advertises a local MAC whose bridge FDB entry is
+    `static sticky` (NTF_STICKY: the lab pins host2's guest so) with the MAC mobility community's
+    static flag, a plain static one without; varpd decodes the flag (a sticky route keeps its VTEP
+    against a non-sticky one of another VTEP whatever its sequence number: test_evpn_routes and
+    test_evpn_backend, this lab having no third VTEP).  The plain one deleted is withdrawn while
+    host2's IMET stays: host1 removes it (no VTEP-loss hold)."""
+    lab, plain = evpn.lab, "02:16:00:00:00:58"
+
+    def best(mac):
+        return (lab.api(H1, f"/v1/overlays/vx23/lookup?mac={mac}")[1].get("route") or {}).get("best") or {}
+
+    assert best(H2.guest_mac)["sticky"] is True
+    assert any("MM:0, sticky MAC" in r["extendedCommunity"]["string"] for r in evpn.frr_routes(H2.guest_mac)), \
+        evpn.frr_routes(H2.guest_mac)
+    run("bridge", "-n", lab.host_ns(H2), "fdb", "replace", plain, "dev", "vnic0", "master", "static")
+    try:
+        wait_for(lambda: plain in fdb(lab, H1), 10, "host1 to learn the plain static MAC")
+        assert best(plain)["sticky"] is False and best(plain)["seq"] == 0
+    finally:
+        run("bridge", "-n", lab.host_ns(H2), "fdb", "del", plain, "dev", "vnic0", "master", check=False)
+    t0 = time.monotonic()
+    wait_for(lambda: plain not in fdb(lab, H1), 5, "host1 to remove the deleted MAC", interval=0.05)
+    print(f"a MAC deleted on FRR's host removed on host1 in {(time.monotonic() - t0) * 1000:.0f} ms")
+    assert evpn.overlay()["status"] == "ONLINE" and H2.guest_mac in fdb(lab, H1)
 
 
 def test_guests_ping_and_transfer_over_tcp_both_ways(evpn):

@@ -12,7 +12,7 @@ import pytest
 
 from varpd.backend.base import OverlayContext
 from varpd.backend.errors import PropertyError
-from varpd.model import Destination, MappingRecord
+from varpd.model import Destination, Mapping, MappingRecord
 
 from _waiting import wait_until
 
@@ -252,3 +252,18 @@ async def test_a_sticky_route_from_the_wire_keeps_its_vtep_against_a_higher_sequ
     await asyncio.sleep(0.1)
     assert backend.mapping.by_mac[rec.mac].dest.ip == ip_address("192.0.2.2")
     assert backend.detail(rec.mac)["best"]["sticky"] is True
+
+
+async def test_a_remote_sticky_route_for_a_local_record_is_reported_and_the_record_kept(backend):
+    api = backend.api
+    rec = MappingRecord("02:16:00:00:00:08", Destination(CTX.listen_ip, 4789))
+    backend._set_local(Mapping.of([rec]))
+    paths = mac_ip_paths(api, replace(rec, dest=Destination(ip_address("192.0.2.2"), 4789)), rd="192.0.2.2:2",
+                         rt="65000:23", vni=23, seq=0, sticky=True)
+    for p in paths:
+        p.neighbor_ip = PEER
+    backend.engine_paths(paths)
+    await wait_until(lambda: backend.stats["sticky_conflicts"] == 1, what="the conflict reported")
+    assert backend.mapping.by_mac[rec.mac] == rec
+    backend._set_local(Mapping.of([rec]))  # the file reloaded: reported again
+    assert backend.stats["sticky_conflicts"] == 2 and backend.mapping.by_mac[rec.mac] == rec
