@@ -170,7 +170,8 @@ def _route(route: dict[str, Any] | None) -> str | None:
         return None
     best, adv = route.get("best"), route.get("advertised")
     if best:
-        return f"rd {best['rd']} nh {best['next_hop']} seq {best['seq']}" + (" stale" if best.get("stale") else "")
+        flags = "".join(f" {flag}" for flag in ("sticky", "stale", "held") if best.get(flag))
+        return f"rd {best['rd']} nh {best['next_hop']} seq {best['seq']}{flags}"
     if adv:
         return f"advertised rd {adv['rd']} nh {adv['next_hop']} seq {adv['seq']}"
     return None
@@ -288,7 +289,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                            "e.g. evpn), on-demand, manual or other; AGE seconds since varpd programmed it)")
     view.add_argument("-b", "--backend", action="store_true",
                       help="the backend's own state: LINK FIELD VALUE (evpn: engine, sessions and their state, "
-                           "rd, rt, flood_list from IMET routes, routes and stale_routes, counters)")
+                           "rd, rt, flood_list from IMET routes, routes and stale_routes, vtep_hold and held_vteps (VTEPs "
+                           "that withdrew everything, kept: their routes, seconds left), counters)")
     view.add_argument("-c", "--cache", action="store_true",
                       help="the lookup cache: LINK ENTRIES POSITIVE NEGATIVE HITS NEGHITS MISSES EVICTIONS "
                            "RATELIMITED TTL NEGTTL (NEGHITS: answers from negative entries; RATELIMITED: misses "
@@ -310,8 +312,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                    help="ask the backend even if the cache has an answer; the cache is neither read nor written "
                         "and no rate limit applies")
     add_output_options(p, ": link, target, answer, origin, age, ttl, backend, kernel, route (evpn: the RD, "
-                          "next hop and sequence number of the route the answer came from; shown by default only "
-                          "when there is one)")
+                          "next hop and sequence number of the route the answer came from, and sticky, stale, held "
+                          "when they apply; shown by default only when there is one)")
     p.add_argument("name", help="the overlay")
     p.add_argument("target", metavar="MAC|IP", help="a MAC (aa:bb:cc:dd:ee:ff) or an overlay IPv4/IPv6 address")
     p.set_defaults(func=run_with_client(lookup), check=check_lookup)
