@@ -4,7 +4,8 @@ Two lab hosts (`vb-<pid>i-*`, underlay 192.0.2.1-2 on a bridge), each with a
 varpd (files backend, push mode) that creates vx23 + br0, and a guest (MTU 1400).
 Rounds alternate the two configurations on the very same devices, in the order
 push static, static push, push static, ... so a drift during the run weighs on both:
-- push: every remote entry deleted, then both daemons started: entries programmed by varpd;
+- push: daemons of a previous push round stopped, every remote entry deleted, then both
+  daemons started: entries programmed by varpd;
 - static: daemons stopped (SIGTERM leaves the devices), every remote FDB and
   neighbour entry deleted and re-added by the bench with `bridge fdb add` / `ip
   neigh add` (permanent), nothing of varpd running.
@@ -113,8 +114,19 @@ def bench_iperf(rounds: int, seconds: float) -> list[Result]:
         g1, g2 = lab.guest_ns(hosts[0]), lab.guest_ns(hosts[1])
         running = False
 
+        def stop_daemons() -> None:
+            """Both daemons gone (exit 0) before any entry is touched: a running daemon puts back
+            what is deleted behind its back (drift repair), and a second one refuses to start."""
+            nonlocal running
+            if running:
+                for h in hosts:
+                    if lab.stop_varpd(h) != 0:
+                        raise RuntimeError(f"varpd on {h.name} did not stop cleanly\n{lab.log_tail(h)}")
+                running = False
+
         def push(first: bool) -> None:
             nonlocal running
+            stop_daemons()  # A B B A: a push round can follow a push round
             if not first:
                 _flush_remote(lab, hosts)  # varpd programs every entry itself
             for h in hosts:
@@ -128,12 +140,7 @@ def bench_iperf(rounds: int, seconds: float) -> list[Result]:
             _wait_programmed(lab, hosts)
 
         def static() -> None:
-            nonlocal running
-            if running:
-                for h in hosts:
-                    if lab.stop_varpd(h) not in (0, None):
-                        raise RuntimeError(f"varpd on {h.name} did not stop cleanly\n{lab.log_tail(h)}")
-                running = False
+            stop_daemons()
             _program_static(lab, hosts)
 
         # A B B A ...: a drift during the run (VM neighbours, thermal) weighs on both alike
