@@ -191,8 +191,12 @@ def _close(watcher: _Watcher) -> None:
     for loop, w in list(_watchers.items()):
         if w is watcher:
             del _watchers[loop]
+    # The fd is closed only once the task has let go of it (removed its reader): a read the loop
+    # has already queued for this turn still runs, and on a closed Inotify it raised in asyncio's
+    # callback ("Can not work with closed inotify", logged as an error at every few SIGTERMs);
+    # worse, a reused fd number would lose its new owner's reader to the task's late remove_reader.
+    watcher.task.add_done_callback(lambda _task: watcher.inotify.close())
     watcher.task.cancel()
-    watcher.inotify.close()
 
 
 def watch_file(path: str | os.PathLike, callback: Callback) -> Subscription | None:
