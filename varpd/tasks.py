@@ -26,11 +26,14 @@ class TaskSet:
             self._on_failure(task.exception())
 
     async def cancel_all(self) -> None:
-        """Cancel every task still running and return once all have ended."""
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        self._tasks.clear()
+        """Cancel every task still running and return once all have ended, those spawned while
+        waiting included (an event callback can spawn one then): none outlives the call."""
+        while self._tasks:
+            tasks = list(self._tasks)
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            self._tasks.difference_update(tasks)
 
     def __len__(self) -> int:
         return len(self._tasks)

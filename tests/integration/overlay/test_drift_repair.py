@@ -154,3 +154,43 @@ def test_an_older_varpds_unmarked_entries_are_adopted_at_start(ov):
         if lab.daemons[h1.name].proc.poll() is not None:
             ov.start(h1)
             lab.wait_ready(h1)
+
+
+def test_sigterm_while_a_burst_of_repairs_is_in_flight_stops_cleanly(ov, tmp_path):
+    """2000 entries deleted behind the daemon's back in one burst and SIGTERM while they come back
+    (what bench fig5 does between a push and a static round): exit 0 within a second or two, no
+    error logged, and the daemon leaves the kernel alone once stopped."""
+    lab, h1, h2, h3 = ov.lab, ov.h1, ov.h2, ov.h3
+    ns = lab.host_ns(h1)
+    many = [(f"02:d1:41:00:{i >> 8:02x}:{i & 255:02x}", {"ip": (h2 if i % 2 else h3).underlay_ip, "port": 4789})
+            for i in range(2000)]
+    ov.write_hosts(many, only=h1)
+    try:
+        wait_for(lambda: all(m in fdb(lab, h1) for m, _ in many[::97]) and len(fdb(lab, h1)) >= 2000, 10,
+                 "the 2000 extra entries pushed")
+        batch = tmp_path / "fdb.batch"
+        batch.write_text("".join(f"fdb del {m} dev {VX} self\n" for m, _ in many))
+        log_before = len(ov.log_text(h1))
+        burst = lab.popen(ns, "bridge", "-batch", str(batch))
+        time.sleep(0.05)  # the first repairs are being sent, most deletions still to come
+        proc = lab.daemons[h1.name].proc
+        t0 = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        rc = proc.wait(10)
+        took = time.monotonic() - t0
+        burst.wait(30)
+        tail = ov.log_text(h1)[log_before:]
+        print(f"\n[drift] SIGTERM during a 2000-entry delete burst: exit {rc} in {took * 1000:.0f} ms; "
+              f"{tail.count('event=drift-repaired')} repair batches logged")
+        assert rc == 0, tail[-2000:]
+        assert took < 3, f"stopped in {took:.1f} s"
+        assert "level=ERROR" not in tail and "Traceback" not in tail, tail[-2000:]
+        left = len(fdb(lab, h1))
+        time.sleep(0.3)
+        assert len(fdb(lab, h1)) == left, "entries still being programmed after the daemon exited"
+    finally:
+        ov.write_hosts(only=h1)
+        if lab.daemons[h1.name].proc.poll() is not None:
+            ov.start(h1)
+            lab.wait_ready(h1)
+        wait_for(lambda: not any(m in fdb(lab, h1) for m, _ in many[::97]), 10, "the extra entries gone again")
