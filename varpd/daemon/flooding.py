@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Iterable
+from typing import TYPE_CHECKING, Any, Iterable, Iterator
 
 from varpd.backend.errors import PropertyError
 from varpd.daemon.reconciler import FLOOD_MAC
@@ -47,11 +47,11 @@ class Flooding:
     peers: tuple[Destination, ...] = ()
     programmed: set[FdbEntry] = field(default_factory=set, compare=False)
 
-    def flood_list(self, wanted_fdb: Iterable[FdbEntry], contributed: Iterable[Destination] = ()) -> list[FdbEntry]:
+    def flood_list(self, vteps: Iterable[Destination], contributed: Iterable[Destination] = ()) -> list[FdbEntry]:
         """One all-zeros entry per distinct remote VTEP: the destinations of the wanted unicast
-        entries, the configured peers and the backend's; this host's address and the other
-        family are left out."""
-        dests = {Destination(e.dst, e.port) for e in wanted_fdb if e.mac != FLOOD_MAC}
+        entries (`vteps`, which push mode keeps counted as the mapping changes), the configured
+        peers and the backend's; this host's address and the other family are left out."""
+        dests = set(vteps)
         dests.update(self.peers)
         dests.update(contributed)
         keep = sorted((d for d in dests if d.ip != self.local.ip and d.ip.version == self.local.ip.version),
@@ -119,19 +119,25 @@ class FloodTables:
     def dev_port(self) -> int:
         return self.device.dev_port
 
+    # The entries are streamed, not listed first: KernelTables reads them inside its lock, at
+    # send time (drift repair hands a generator of the wanted state for that reason), and a
+    # million of them listed twice held the loop for a second. The MACs that need a bridge
+    # entry are noted as they pass, and programmed after.
     async def add_fdb(self, entries: Iterable[FdbEntry]) -> list[OpFailure]:
-        entries = list(entries)
-        failures = await self.device.add_fdb(entries)
-        return failures + await self.device.add_port_fdb(_unicast(entries))
+        macs: list[str] = []
+        failures = await self.device.add_fdb(_noting_unicast(entries, macs))
+        return failures + await self.device.add_port_fdb(macs)
 
     async def take_fdb(self, entries: Iterable[FdbEntry]) -> list[OpFailure]:
-        entries = list(entries)
-        failures = await self.device.take_fdb(entries)
-        return failures + await self.device.add_port_fdb(_unicast(entries))
+        macs: list[str] = []
+        failures = await self.device.take_fdb(_noting_unicast(entries, macs))
+        return failures + await self.device.add_port_fdb(macs)
 
     async def del_fdb(self, entries: Iterable[FdbEntry]) -> list[OpFailure]:
-        entries = list(entries)
-        failures = await self.device.del_port_fdb(_unicast(entries))
+        """The bridge entries first (a sequence is walked twice, anything else listed once)."""
+        if not isinstance(entries, (list, tuple)):
+            entries = list(entries)
+        failures = await self.device.del_port_fdb(e.mac for e in entries if e.mac != FLOOD_MAC)
         return failures + await self.device.del_fdb(entries)
 
     async def dump_fdb(self) -> dict[FdbEntry, bool]:
@@ -151,8 +157,11 @@ class FloodTables:
         return await self.bridge.dump_neigh()
 
 
-def _unicast(entries: Iterable[FdbEntry]) -> list[str]:
-    return [e.mac for e in entries if e.mac != FLOOD_MAC]
+def _noting_unicast(entries: Iterable[FdbEntry], macs: list[str]) -> Iterator[FdbEntry]:
+    for e in entries:
+        if e.mac != FLOOD_MAC:
+            macs.append(e.mac)
+        yield e
 
 
 def tables_for(handle: DeviceHandle, flooding: Flooding | None, netns: str | None = None) -> KernelTables | FloodTables:
@@ -165,7 +174,7 @@ def current(rt: OverlayRuntime) -> list[FdbEntry]:
     if rt.flooding is None or rt.backend is None:
         return []
     rt.origin[FLOOD_MAC] = "flood"  # show-overlay -t
-    return rt.flooding.flood_list(rt.strategy.wanted()[0], rt.backend.flood_peers())
+    return rt.flooding.flood_list(rt.strategy.remote_vteps(), rt.backend.flood_peers())
 
 
 def reconciled(rt: OverlayRuntime) -> list[FdbEntry]:

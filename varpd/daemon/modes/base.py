@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Iterable, Sequence
 
-from varpd.model import Mapping, MappingChange
+from varpd.daemon.reconciler import FLOOD_MAC
+from varpd.model import Destination, Mapping, MappingChange
 from varpd_kmod.types import FdbEntry, L2Miss, L3Miss, NeighEntry
 
 if TYPE_CHECKING:
@@ -34,6 +35,11 @@ class ModeStrategy:
         wanted again only then (KernelSync.check); None: the mode refreshes its state in
         `before_reconcile`, and its safety pass stays a full pass."""
         return None
+
+    def remote_vteps(self) -> set[Destination]:
+        """Where `wanted()`'s unicast FDB entries go (the flood list's share): a mode with much
+        state keeps it as it changes; this walk suits a mode with a few entries."""
+        return {Destination(e.dst, e.port) for e in self.wanted()[0] if e.mac != FLOOD_MAC}
 
     def want_fdb(self, mac: str) -> Sequence[FdbEntry]:
         """`wanted()`'s FDB entries for one MAC (drift repair asks per kernel event): a mode with

@@ -21,9 +21,11 @@ class PushMode(ModeStrategy):
         self._version = 0  # bumped by every change of the desired state (wanted_version)
 
     def load(self, mapping: Mapping) -> None:
-        self.desired.load(mapping)
+        self.desired.load(mapping)  # counted by the first pass (a million records: in slices)
         self._version += 1
-        if self.desired.skipped:
+
+    async def before_reconcile(self, have_fdb, have_neigh, *, adopt: bool) -> None:
+        if await self.desired.count() and self.desired.skipped:
             log.warning("overlay=%s skipped=%d reason=underlay-family-differs-from-vtep", self.rt.name, self.desired.skipped)
 
     def wanted(self):
@@ -31,6 +33,9 @@ class PushMode(ModeStrategy):
 
     def wanted_version(self) -> int:
         return self._version
+
+    def remote_vteps(self):
+        return self.desired.remote_vteps()
 
     def want_fdb(self, mac: str):
         e = self.desired.fdb.get(mac)
