@@ -393,3 +393,29 @@ class TestFilesConformanceExplicitReload(BackendConformance):
     async def update_backend(self, backend: FilesBackend, mapping: Mapping) -> None:
         rename_over(backend.path, hosts_json(mapping))
         await backend.reload()
+
+
+async def test_a_big_file_is_parsed_apart_and_followed_alike(hosts_file, monkeypatch):
+    """Above APART_SIZE the file is parsed by a child process (varpd.config.hosts_apart): the same
+    answers, the same delta on a change (unchanged records kept as they were), and a bad file keeps
+    the last good mapping with the same one-line error."""
+    from varpd_plugins import files
+
+    monkeypatch.setattr(files, "APART_SIZE", 0)
+    b = make(hosts_file)
+    await b.start()
+    rec = ChangeRecorder()
+    b.add_listener(rec)
+    try:
+        assert await b.dhcp_proxy("de:ad:be:ef:00:01") == "de:ad:be:ef:00:00"
+        kept = b.snapshot().by_mac["de:ad:be:ef:00:01"]
+        rename_over(hosts_file, _edited())
+        await rec.wait(1, timeout=10)
+        _check_delta(rec)
+        assert b.snapshot().by_mac["de:ad:be:ef:00:01"] is kept
+        write(hosts_file, '{"de:ad:be:ef:00:01": {"ip": "192.0.2.1", "port": 0}}')
+        with pytest.raises(ConfigError, match=rf"^{hosts_file}:1: de:ad:be:ef:00:01: field 'port': 0 is below 1$"):
+            await b.reload()
+        assert b.degraded.endswith("keeping the last good mapping") and len(b.snapshot()) == 3
+    finally:
+        await b.stop()
