@@ -11,6 +11,7 @@ Three ways in, one wanted state (the mode strategy's, with the administrator's o
 from __future__ import annotations
 
 import asyncio
+import collections
 import itertools
 import logging
 import time
@@ -22,7 +23,7 @@ from varpd.daemon import flooding
 from varpd.daemon.drift import DriftRepair, Resync
 from varpd.daemon.memory import release_free_memory
 from varpd.daemon.programmed import BULK
-from varpd.daemon.reconciler import appended, plan_async
+from varpd.daemon.reconciler import Adds, appended, plan_async
 from varpd.model.overrides import apply_overrides
 from varpd.daemon import placement
 from varpd.nogc import collector_paused
@@ -139,20 +140,35 @@ class KernelSync:
         have_neigh = await rt.tables.dump_neigh()
         await rt.strategy.before_reconcile(have_fdb, have_neigh, adopt=adopt)
         want_fdb, want_neigh = self.wanted()
-        p = await plan_async(want_fdb, want_neigh, have_fdb, have_neigh)
+        streamed: collections.Counter[str] = collections.Counter()
+
+        async def program_now(adds: Adds) -> None:  # a start's million adds, a batch at a time
+            await self.program(adds.add_fdb, adds.add_neigh, take_fdb=adds.take_fdb)
+            self._origins(adds.add_fdb, adds.take_fdb)
+            streamed.update(fdb_added=len(adds.add_fdb) + len(adds.take_fdb), neigh_added=len(adds.add_neigh),
+                            fdb_adopted=len({e.mac for e in adds.take_fdb}))
+
+        p = await plan_async(want_fdb, want_neigh, have_fdb, have_neigh, program=program_now)
         await self.program(p.add_fdb, p.add_neigh, p.del_fdb, p.del_neigh, p.take_fdb)
+        self._origins(p.add_fdb, p.take_fdb)
+        summary = p.summary()
+        summary.update({k: summary[k] + v for k, v in streamed.items()})
         rt.counters["reconciles"] += 1
-        if p and not adopt:
+        if (p or streamed["fdb_added"] or streamed["neigh_added"]) and not adopt:
             rt.counters["reconcile_repairs"] += 1
-            log.info("overlay=%s event=reconcile %s", rt.name, " ".join(f"{k}={v}" for k, v in p.summary().items()))
-        elif p.take_fdb:
-            log.info("overlay=%s event=adopted fdb=%d", rt.name, p.summary()["fdb_adopted"])
-        if rt.mode != "push":  # push mode's origin is what it wants (OverlayRuntime._pushed)
-            for e in p.add_fdb + p.take_fdb:
-                rt.origin.setdefault(e.mac, rt.mode)
-        if len(have_fdb) + len(have_neigh) + len(p.add_fdb) + len(p.add_neigh) > BULK:
+            log.info("overlay=%s event=reconcile %s", rt.name, " ".join(f"{k}={v}" for k, v in summary.items()))
+        elif summary["fdb_adopted"]:
+            log.info("overlay=%s event=adopted fdb=%d", rt.name, summary["fdb_adopted"])
+        if len(have_fdb) + len(have_neigh) + summary["fdb_added"] + summary["neigh_added"] > BULK:
             release_free_memory()
-        return p.summary()
+        return summary
+
+    def _origins(self, *added) -> None:
+        rt = self.rt
+        if rt.mode != "push":  # push mode's origin is what it wants (OverlayRuntime._pushed)
+            for entries in added:
+                for e in entries:
+                    rt.origin.setdefault(e.mac, rt.mode)
 
     async def _safe_reconcile(self) -> None:
         try:

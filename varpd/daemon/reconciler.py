@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass
-from typing import Generator, Iterable, Mapping
+from typing import Awaitable, Callable, Generator, Iterable, Mapping
 
 from varpd_kmod.types import FdbEntry, NeighEntry
 
@@ -24,6 +24,10 @@ from varpd_kmod.types import FdbEntry, NeighEntry
 # misses and admin requests between slices (a request takes several turns, each waits a slice)
 SLICE = 0.002
 BATCH = 256  # entries between two looks at the clock
+# plan_async(program=...) hands adds over in batches of this many as it finds them: a start over
+# 1M records held 3M FdbEntry/NeighEntry (and their address objects) at once, +300 MB, which left
+# the heap fragmented after; more than varpd.daemon.programmed.BULK, so a batch is stamped as one
+STREAM = 16384
 FLOOD_MAC = "00:00:00:00:00:00"  # the VXLAN default destination: broadcast, multicast, unknown unicast
 
 
@@ -80,17 +84,33 @@ def plan(
     return steps.result
 
 
+@dataclass(frozen=True, slots=True)
+class Adds:
+    """Adds `plan_async` found so far, to program now (FDB before the neighbours: every FDB add,
+    take included, comes before the first neighbour batch)."""
+
+    add_fdb: tuple[FdbEntry, ...] = ()
+    add_neigh: tuple[NeighEntry, ...] = ()
+    take_fdb: tuple[FdbEntry, ...] = ()
+
+
 async def plan_async(
     want_fdb: Iterable[FdbEntry],
     want_neigh: Iterable[NeighEntry],
     have_fdb: Mapping[FdbEntry, bool],
     have_neigh: Mapping[NeighEntry, bool],
+    program: Callable[[Adds], Awaitable[None]] | None = None,
 ) -> Plan:
-    """`plan`, giving the event loop a turn every SLICE seconds (1M entries take seconds)."""
-    steps = _plan(want_fdb, want_neigh, have_fdb, have_neigh)
+    """`plan`, giving the event loop a turn every SLICE seconds (1M entries take seconds).  With
+    `program`, adds are handed to it in batches of STREAM as they are found and the Plan holds
+    only the rest (and every delete)."""
+    steps = _plan(want_fdb, want_neigh, have_fdb, have_neigh, stream=program is not None)
     started = time.perf_counter()
-    for _ in steps:
-        if time.perf_counter() - started > SLICE:
+    for adds in steps:
+        if adds is not None:
+            await program(adds)
+            started = time.perf_counter()
+        elif time.perf_counter() - started > SLICE:
             await asyncio.sleep(0)
             started = time.perf_counter()
     return steps.result
@@ -107,11 +127,11 @@ class _Steps:
         self.result = yield from self._gen
 
 
-def _plan(want_fdb, want_neigh, have_fdb, have_neigh) -> _Steps:
-    return _Steps(_plan_steps(want_fdb, want_neigh, have_fdb, have_neigh))
+def _plan(want_fdb, want_neigh, have_fdb, have_neigh, stream: bool = False) -> _Steps:
+    return _Steps(_plan_steps(want_fdb, want_neigh, have_fdb, have_neigh, stream))
 
 
-def _plan_steps(want_fdb, want_neigh, have_fdb, have_neigh) -> Generator[None, None, Plan]:
+def _plan_steps(want_fdb, want_neigh, have_fdb, have_neigh, stream: bool = False) -> Generator[Adds | None, None, Plan]:
     """One walk over the kernel's entries (indexed by key), one over the wanted ones, consumed as
     they come: a wanted entry is kept only when it must be programmed, and a kernel entry left in
     the index once every wanted one has passed is not wanted.  A million wanted entries are never
@@ -157,6 +177,9 @@ def _plan_steps(want_fdb, want_neigh, have_fdb, have_neigh) -> Generator[None, N
                 add_fdb.append(e)  # the add replaces the different one
         n += 1
         if n % BATCH == 0:
+            if stream and len(add_fdb) >= STREAM:
+                yield Adds(add_fdb=tuple(add_fdb))
+                add_fdb.clear()
             yield
     for mac, wants in want_many.items():
         kernel = have_many.pop(mac, None)
@@ -169,6 +192,9 @@ def _plan_steps(want_fdb, want_neigh, have_fdb, have_neigh) -> Generator[None, N
             del_fdb += sorted(set(kernel) - set(wants), key=_dest_key)
     del_fdb += [e for mac, e in have_f.items() if mac not in foreign]
     del_fdb += [e for mac, kernel in have_many.items() if mac not in foreign for e in kernel]
+    if stream and (add_fdb or take_fdb):
+        yield Adds(add_fdb=tuple(add_fdb), take_fdb=tuple(take_fdb))
+        add_fdb, take_fdb = [], []
     have_n: dict[object, NeighEntry] = {}
     for e in have_neigh:
         have_n[e.ip] = e
@@ -182,6 +208,9 @@ def _plan_steps(want_fdb, want_neigh, have_fdb, have_neigh) -> Generator[None, N
             add_neigh.append(e)  # a replace: sets the lladdr and the mark
         n += 1
         if n % BATCH == 0:
+            if stream and len(add_neigh) >= STREAM:
+                yield Adds(add_neigh=tuple(add_neigh))
+                add_neigh.clear()
             yield
     del_neigh = [e for e in have_n.values() if have_neigh[e]]
     return Plan(tuple(add_fdb), tuple(del_fdb), tuple(add_neigh), tuple(del_neigh), tuple(take_fdb))

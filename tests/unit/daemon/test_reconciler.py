@@ -125,3 +125,31 @@ def test_plan_async_yields_and_agrees(monkeypatch):
 
     assert asyncio.run(run()) == plan(want, [], have, {})
     assert turns >= 10  # the loop ran between batches
+
+
+def test_plan_async_streams_adds_fdb_first_and_keeps_the_rest(monkeypatch):
+    """With program=, adds go out in batches as found (a start's million entries are never all held);
+    every FDB add (takes included) before the first neighbour, and together they are the plan's."""
+    monkeypatch.setattr(reconciler, "BATCH", 2)
+    monkeypatch.setattr(reconciler, "STREAM", 3)
+    fdb = [FdbEntry(f"02:00:00:00:01:{i:02x}", ip("192.0.2.9"), 4789) for i in range(10)]
+    neigh = [NeighEntry(ip(f"10.0.0.{i + 1}"), e.mac) for i, e in enumerate(fdb)]
+    stray = FdbEntry("02:00:00:00:02:01", ip("192.0.2.9"), 4789)
+    have_f = {**mine(*fdb[:2], stray), **others(fdb[2])}  # fdb[2]: someone else's, taken over
+    have_n = mine(neigh[0])
+    batches: list = []
+
+    async def program(adds):
+        batches.append(adds)
+
+    whole = plan(fdb, neigh, have_f, have_n)
+    rest = asyncio.run(plan_async(fdb, neigh, have_f, have_n, program=program))
+    assert len(batches) >= 3
+    kinds = ["n" if b.add_neigh else "f" for b in batches]
+    assert kinds == sorted(kinds)  # every FDB batch before the first neighbour batch
+    assert sum(len(b.add_fdb) + len(b.add_neigh) + len(b.take_fdb) for b in batches) > 3
+    got_f = [e for b in batches for e in b.add_fdb] + list(rest.add_fdb)
+    got_n = [e for b in batches for e in b.add_neigh] + list(rest.add_neigh)
+    got_t = [e for b in batches for e in b.take_fdb] + list(rest.take_fdb)
+    assert (got_f, got_n, got_t) == (list(whole.add_fdb), list(whole.add_neigh), list(whole.take_fdb))
+    assert (rest.del_fdb, rest.del_neigh) == (whole.del_fdb, whole.del_neigh) == ((stray,), ())
