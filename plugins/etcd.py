@@ -27,6 +27,7 @@ so nothing is lost.  The next read that answers makes it ONLINE again.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import time
 from pathlib import Path
@@ -35,8 +36,10 @@ from typing import Any
 from varpd.backend.base import MappingBackend, OverlayContext
 from varpd.backend.errors import BackendError, PropertyError
 from varpd.backend.properties import PropertySpec, PropType, Protection
+from varpd.nogc import collector_paused
 
-from varpd_plugins.etcd_keys import DELETE, PUT, MappingState, WatchEvent, build_mapping, vni_prefix
+from varpd_plugins.etcd_keys import DELETE, PUT, MappingState, WatchEvent, vni_prefix
+from varpd_plugins.etcd_pages import Windows
 
 log = logging.getLogger(__name__)
 
@@ -250,6 +253,8 @@ class EtcdBackend(MappingBackend):
         PropertySpec("etcd/timeout", PropType.UINT, Protection.WRITE, default=5, minimum=1, maximum=300,
                      description="seconds for one etcd request, to notice a dead connection, and of "
                                  "silence before a watched member is checked (DEGRADED if it does not answer)"),
+        PropertySpec("etcd/page_size", PropType.UINT, Protection.WRITE, default=5000, minimum=1, maximum=1_000_000,
+                     description="keys per request of the full read (at start and after an outage or compaction)"),
         PropertySpec("etcd/retry_max", PropType.UINT, Protection.WRITE, default=5, minimum=1, maximum=300,
                      description="longest wait in seconds between reconnection attempts"),
     )
@@ -281,6 +286,7 @@ class EtcdBackend(MappingBackend):
             raise PropertyError("etcd/endpoints" if "endpoint" in str(exc) else "etcd/cert", str(exc)) from None
         self.timeout = self.session.timeout
         self.retry_max = float(props.get("etcd/retry_max", 5))
+        self.page_size = int(props.get("etcd/page_size", 5000))
         self.state = MappingState(self.prefix, ctx.vni)
         self.revision = 0  # every event up to here is in self.mapping
         self._logged: dict[str, str] = {}  # key → the problem already logged for it
@@ -293,6 +299,7 @@ class EtcdBackend(MappingBackend):
         self.loads = 0
         self.watches = 0
         self.events = 0
+        self.pages = 0
 
     # -- lifecycle ---------------------------------------------------------------------
     async def start(self) -> None:
@@ -316,16 +323,51 @@ class EtcdBackend(MappingBackend):
         await self.session.close()
 
     # -- reading -----------------------------------------------------------------------
+    async def _read_range(self, client: Any) -> tuple[MappingState, int]:
+        """The whole range at one revision, about `page_size` keys a request (varpd_plugins.etcd_pages),
+        each page decoded in a thread.
+
+        One response of a million keys was 150 MB of protobuf held at once, and decoding it
+        held the event loop for seconds; pages are read at the first page's revision, so the
+        whole is one consistent snapshot and the watch starts at revision + 1.  A revision
+        compacted during the read (a long read, a busy cluster) starts the read again."""
+        for attempt in itertools.count(1):
+            state = MappingState(self.prefix, self.ctx.vni)
+            windows = Windows(self.range_prefix.encode(), self.page_size)  # each request ~page_size keys
+            revision = 0
+            try:
+                while True:
+                    start, end = windows.request()
+                    resp = await client.kvstub.Range(
+                        _rpc.RangeRequest(key=start, range_end=end, limit=self.page_size, revision=revision),
+                        timeout=self.timeout, metadata=client.metadata)
+                    revision = revision or resp.header.revision
+                    kvs = resp.kvs
+                    if kvs:
+                        # off the loop: ~5 us a key of JSON and checks, seconds for a million
+                        await asyncio.to_thread(state.load_page, kvs)
+                        self.pages += 1
+                    if not windows.advance(kvs[0].key if kvs else None, kvs[-1].key if kvs else None, resp.more,
+                                           resp.count):
+                        return state, revision
+            except grpc.aio.AioRpcError as exc:
+                if exc.code() != grpc.StatusCode.OUT_OF_RANGE or attempt >= 5:
+                    raise
+                log.warning("etcd prefix=%s event=read-restarted reason=%s", self.range_prefix, _short(exc))
+        raise AssertionError("unreachable")  # pragma: no cover
+
     async def _load(self) -> None:
         """Read the whole range; swap in the new mapping and emit only the difference."""
         client = await self.session.client()
-        resp = await client.get_prefix(self.range_prefix.encode())
-        events = [WatchEvent(PUT, kv.key.decode("utf-8", "replace"), kv.value, kv.create_revision)
-                  for kv in resp.kvs]
-        state, _ = build_mapping(self.prefix, self.ctx.vni, events)
+        with collector_paused():  # a million new records: each full collection would rescan them all
+            state, revision = await self._read_range(client)
+            newer = state.mapping()
+            # both snapshots are immutable: the O(n) difference is taken off the loop too
+            change = await asyncio.to_thread(self.mapping.diff, newer)
         self.state = state
-        self.revision = resp.header.revision
-        change = self.replace_mapping(state.mapping())
+        self.revision = revision
+        self.mapping = newer
+        self.emit(change)
         self.loads += 1
         self._log_problems()
         log.info("etcd=%s prefix=%s event=loaded records=%d revision=%d upserted=%d removed=%d",
@@ -353,7 +395,7 @@ class EtcdBackend(MappingBackend):
         self.revision = max(self.revision, revision)
         self.events += len(events)
         if change:
-            self.mapping = self.state.mapping()
+            self.mapping = self.state.mapping()  # a snapshot costs the changes since the last one
             self.emit(change)
             log.info("etcd prefix=%s event=watch revision=%d upserted=%d removed=%d", self.range_prefix,
                      self.revision, len(change.upserted), len(change.removed))

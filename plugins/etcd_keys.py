@@ -18,6 +18,10 @@ the order events arrive in, so every host computes the same mapping.
 from __future__ import annotations
 
 import json
+import re
+from array import array
+from bisect import bisect_left
+from collections.abc import Mapping as AbcMapping
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv6Address
 from typing import Any, Iterable
@@ -26,10 +30,13 @@ from pydantic import ValidationError
 
 from varpd import json_input
 from varpd.config.hosts import HostRecordModel, describe_validation_error, record_body
-from varpd.model import Mapping, MappingChange, MappingRecord
+from varpd.config.hosts import _fast_record  # shared with the hosts.json parser (same checks)
+from varpd.model import AddressIndex, Mapping, MappingChange, MappingRecord
 from varpd.model.addresses import mac_problem
 from varpd.packet.errors import PacketError
 from varpd.packet.mac import normalize_mac
+
+from varpd_plugins.etcd_table import CowTable
 
 IPAddress = IPv4Address | IPv6Address
 
@@ -95,6 +102,10 @@ def parse_value(key: str, mac: str, value: bytes | str) -> MappingRecord:
     if not isinstance(body, dict):
         raise ValueError(f"key {key}: the value must be an object with 'ip' and 'port'")
     try:
+        return _fast_record(mac, body)  # the files backend's path: no pydantic for a good record
+    except (ValueError, KeyError, TypeError):
+        pass
+    try:
         return HostRecordModel.model_validate(body).to_record(mac)
     except ValidationError as exc:
         _, reason = describe_validation_error(exc.errors()[0])
@@ -118,14 +129,24 @@ class WatchEvent:
 
 @dataclass(frozen=True, slots=True)
 class _Entry:
+    """A valid key and its record: only the keys that lost a conflict are kept as these."""
+
     key: str
     rec: MappingRecord
     order: tuple[int, str]  # (create_revision, key): lower wins a conflict
 
-    def claims(self) -> list[Any]:
-        out: list[Any] = [("mac", self.rec.mac)]
-        out += [("ip", ip) for ip in (self.rec.arp, self.rec.ndp) if ip is not None]
-        return out
+
+# what a record claims: ("mac", mac), ("v4", arp as int), ("v6", ndp as int)
+def _claims(rec: MappingRecord) -> list[tuple[str, Any]]:
+    out: list[tuple[str, Any]] = [("mac", rec.mac)]
+    if rec.arp_int is not None:
+        out.append(("v4", rec.arp_int))
+    if rec.ndp_int is not None:
+        out.append(("v6", rec.ndp_int))
+    return out
+
+
+_CANONICAL = re.compile(r"[0-9a-f]{2}(?::[0-9a-f]{2}){5}")
 
 
 class MappingState:
@@ -134,16 +155,29 @@ class MappingState:
     `apply()` returns exactly `old_mapping.diff(new_mapping)` without rebuilding the
     whole table: only the records sharing a MAC or IP with a changed key (a
     "component", usually one record) are re-decided.
+
+    Compact, for a million keys: an accepted record is only in the mapping's own tables
+    (copy-on-write, `varpd_plugins.etcd_table`: a snapshot costs the changes since the
+    last one); its key is implied by its MAC (only a key spelt otherwise is kept, in
+    `odd_keys`), and its create revision, needed only to settle a later conflict, is in
+    two arrays filled by the initial read in key order (16 bytes a record) or, for keys
+    put later, in `revs`.  Who holds a MAC or IP is the accepted table itself; only keys
+    that lost a conflict are kept as entries, with an index of their claims.
     """
 
     def __init__(self, prefix: str, vni: int) -> None:
         self.prefix = prefix
         self.vni = vni
-        self.entries: dict[str, _Entry] = {}  # key → valid entry (accepted or not)
-        self.holders: dict[Any, set[str]] = {}  # ("mac", m) / ("ip", ip) → keys claiming it
-        self.by_mac: dict[str, MappingRecord] = {}  # the accepted mapping
-        self.by_ip: dict[IPAddress, MappingRecord] = {}
-        self.owner_key: dict[str, str] = {}  # accepted mac → its key
+        self.base_key = vni_prefix(prefix, vni)
+        self._macs = CowTable()  # the accepted mapping: mac → record
+        self._v4 = CowTable()  # arp int → record
+        self._v6 = CowTable()  # ndp int → record
+        self.odd_keys: dict[str, str] = {}  # accepted mac → its key, when not base_key + mac
+        self._rev_macs = array("Q")  # MACs (as ints, ascending) of the initial read ...
+        self._rev_vals = array("q")  # ... and their keys' create revisions
+        self.revs: dict[str, int] = {}  # accepted mac → create revision, for everything else
+        self.losers: dict[str, _Entry] = {}  # valid keys ignored because of a conflict
+        self.loser_claims: dict[tuple[str, Any], set[str]] = {}
         self.bad: dict[str, str] = {}  # key → why its key or value is invalid
         self.conflicts: dict[str, str] = {}  # key → which MAC or IP another key already holds
 
@@ -153,128 +187,234 @@ class MappingState:
         """Every key ignored right now, and why (one line naming the key and the field)."""
         return {**self.bad, **self.conflicts}
 
+    @property
+    def by_mac(self) -> AbcMapping:
+        return self._macs.view()
+
     def mapping(self) -> Mapping:
-        return Mapping(dict(self.by_mac), dict(self.by_ip))
+        """The accepted mapping as an immutable snapshot (O(changes since the last snapshot))."""
+        by_ip = AddressIndex()
+        by_ip.v4, by_ip.v6 = self._v4.view(), self._v6.view()  # type: ignore[assignment]
+        return Mapping(self._macs.view(), by_ip)
 
     def __len__(self) -> int:
-        return len(self.by_mac)
+        return len(self._macs)
 
     # -- updates ---------------------------------------------------------------------
     def apply(self, events: Iterable[WatchEvent]) -> tuple[MappingChange, list[str]]:
         """Apply events in order; → (the mapping's difference, problems that are new since the last call)."""
-        touched: set[Any] = set()
-        before_problems = dict(self.problems)
+        before_problems = dict(self.problems) if self.bad or self.conflicts else {}
+        before: dict[str, MappingRecord | None] = {}  # each MAC touched → its record before the batch
         for ev in events:
-            try:
-                mac = parse_key(ev.key, self.prefix, self.vni)
-            except KeyError_ as exc:
-                self._drop(ev.key, touched)
-                if ev.kind == PUT:
-                    self.bad[ev.key] = str(exc)
-                else:
-                    self.bad.pop(ev.key, None)
-                continue
-            if mac is None:
-                continue  # another VNI or prefix: not ours
-            self._drop(ev.key, touched)
-            self.bad.pop(ev.key, None)
-            self.conflicts.pop(ev.key, None)
-            if ev.kind != PUT:
-                continue
-            try:
-                rec = parse_value(ev.key, mac, ev.value if ev.value is not None else b"")
-            except ValueError as exc:
-                self.bad[ev.key] = str(exc)
-                continue
-            entry = _Entry(ev.key, rec, (int(ev.create_revision), ev.key))
-            self.entries[ev.key] = entry
-            for c in entry.claims():
-                self.holders.setdefault(c, set()).add(ev.key)
-                touched.add(c)
-        change = self._decide(touched)
+            self.apply_one(ev.kind, ev.key, ev.value, ev.create_revision, before)
+        upserted, removed = [], []
+        macs = self._macs
+        for mac, old in before.items():
+            new = macs.get(mac)
+            if new is None:
+                if old is not None:
+                    removed.append(old)
+            elif new != old:
+                upserted.append(new)
+        for table in (self._macs, self._v4, self._v6):  # one at a time: each is a dict copy
+            if table.needs_compacting():
+                table.compact()
+                break
         new = [msg for key, msg in self.problems.items() if before_problems.get(key) != msg]
-        return change, new
+        return MappingChange(upserted=tuple(upserted), removed=tuple(removed)), new
 
     def load(self, events: Iterable[WatchEvent]) -> list[str]:
         """Fill an empty state from a full read (all PUTs); → the problems found."""
-        _, problems = self.apply(events)
-        return problems
+        for ev in events:
+            self.apply_one(ev.kind, ev.key, ev.value, ev.create_revision, None)
+        return list(self.problems.values())
 
-    def _drop(self, key: str, touched: set[Any]) -> None:
-        old = self.entries.pop(key, None)
-        if old is None:
+    def load_page(self, kvs: Iterable[Any]) -> None:
+        """Add one page of a full read (etcd KeyValues, in key order) to a state no snapshot was taken of."""
+        apply = self.apply_one
+        for kv in kvs:
+            apply(PUT, kv.key.decode("utf-8", "replace"), kv.value, kv.create_revision, None)
+
+    def apply_one(self, kind: str, key: str, value: bytes | str | None, create_revision: int,
+                  before: dict[str, MappingRecord | None] | None) -> None:
+        """One event; `before` (when given) gets the old record of every MAC it touches."""
+        base = self.base_key
+        rest = key[len(base):] if key.startswith(base) else None
+        if rest is not None and _CANONICAL.fullmatch(rest) and mac_problem(rest) is None:
+            mac: str | None = rest
+        else:
+            try:
+                mac = parse_key(key, self.prefix, self.vni)
+            except KeyError_ as exc:
+                self._decide(self._drop(key, None, before), before)
+                if kind == PUT:
+                    self.bad[key] = str(exc)
+                else:
+                    self.bad.pop(key, None)
+                return
+            if mac is None:
+                return  # another VNI or prefix: not ours
+        freed = self._drop(key, mac, before)
+        if self.bad:
+            self.bad.pop(key, None)
+        if self.conflicts:
+            self.conflicts.pop(key, None)
+        if kind != PUT:
+            self._decide(freed, before)
             return
-        for c in old.claims():
-            keys = self.holders.get(c)
-            if keys is not None:
-                keys.discard(key)
-                if not keys:
-                    del self.holders[c]
-            touched.add(c)
+        try:
+            rec = parse_value(key, mac, value if value is not None else b"")
+        except ValueError as exc:
+            self.bad[key] = str(exc)
+            self._decide(freed, before)
+            return
+        rev = int(create_revision)
+        if self._free(rec) and not (freed and self.loser_claims and any(c in self.loser_claims for c in freed)):
+            # the common case (a new key, or a changed value): nobody else wants its MAC or IPs
+            if before is not None:
+                before.setdefault(mac, None)
+            self._accept(key, rec, rev)
+            return
+        entry = _Entry(key, rec, (rev, key))
+        self._add_loser(entry)
+        self._decide(freed + _claims(rec), before)
 
-    def _component(self, touched: set[Any]) -> tuple[set[str], set[Any]]:
-        """Every key connected to a touched MAC/IP through shared claims, and every claim involved."""
-        keys: set[str] = set()
-        claims: set[Any] = set()
+    # -- bookkeeping -----------------------------------------------------------------
+    def _free(self, rec: MappingRecord) -> bool:
+        if rec.mac in self._macs or (self.loser_claims and ("mac", rec.mac) in self.loser_claims):
+            return False
+        for kind, n, table in (("v4", rec.arp_int, self._v4), ("v6", rec.ndp_int, self._v6)):
+            if n is not None and (n in table or (self.loser_claims and (kind, n) in self.loser_claims)):
+                return False
+        return True
+
+    def _key_of(self, mac: str) -> str:
+        return self.odd_keys.get(mac) or self.base_key + mac
+
+    def _rev_of(self, mac: str) -> int:
+        rev = self.revs.get(mac)
+        if rev is not None:
+            return rev
+        n = int(mac.replace(":", ""), 16)
+        i = bisect_left(self._rev_macs, n)
+        if i < len(self._rev_macs) and self._rev_macs[i] == n:
+            return self._rev_vals[i]
+        raise AssertionError(f"no create revision kept for accepted MAC {mac}")  # pragma: no cover
+
+    def _accept(self, key: str, rec: MappingRecord, rev: int) -> None:
+        mac = rec.mac
+        self._macs.set(mac, rec)
+        if rec.arp_int is not None:
+            self._v4.set(rec.arp_int, rec)
+        if rec.ndp_int is not None:
+            self._v6.set(rec.ndp_int, rec)
+        if key != self.base_key + mac:
+            self.odd_keys[mac] = key
+            self.revs[mac] = rev
+            return
+        n = int(mac.replace(":", ""), 16)
+        if not self._macs.shared and (not self._rev_macs or self._rev_macs[-1] < n):
+            self._rev_macs.append(n)  # the initial read comes in key order: kept sorted for bisect
+            self._rev_vals.append(rev)
+        else:
+            self.revs[mac] = rev
+
+    def _unaccept(self, rec: MappingRecord, before: dict[str, MappingRecord | None] | None) -> None:
+        mac = rec.mac
+        if before is not None:
+            before.setdefault(mac, rec)
+        self._macs.pop(mac)
+        if rec.arp_int is not None and self._v4.get(rec.arp_int) is rec:
+            self._v4.pop(rec.arp_int)
+        if rec.ndp_int is not None and self._v6.get(rec.ndp_int) is rec:
+            self._v6.pop(rec.ndp_int)
+        self.odd_keys.pop(mac, None)
+        self.revs.pop(mac, None)
+
+    def _add_loser(self, entry: _Entry) -> None:
+        self.losers[entry.key] = entry
+        for c in _claims(entry.rec):
+            self.loser_claims.setdefault(c, set()).add(entry.key)
+
+    def _remove_loser(self, key: str) -> _Entry | None:
+        entry = self.losers.pop(key, None)
+        if entry is not None:
+            for c in _claims(entry.rec):
+                keys = self.loser_claims.get(c)
+                if keys is not None:
+                    keys.discard(key)
+                    if not keys:
+                        del self.loser_claims[c]
+        return entry
+
+    def _drop(self, key: str, mac: str | None, before: dict[str, MappingRecord | None] | None) -> list:
+        """Forget `key`'s entry; → the claims it freed (those of an accepted record: others may want them)."""
+        if self.losers and self._remove_loser(key) is not None:
+            return []  # a key that lost holds nothing: nobody's decision depends on it
+        if mac is None:
+            return []
+        rec = self._macs.get(mac)
+        if rec is None or self._key_of(mac) != key:
+            return []
+        self._unaccept(rec, before)
+        return _claims(rec)
+
+    def _holders(self, claim: tuple[str, Any]) -> list[str]:
+        kind, value = claim
+        table = self._macs if kind == "mac" else self._v4 if kind == "v4" else self._v6
+        rec = table.get(value)
+        out = [self._key_of(rec.mac)] if rec is not None else []
+        if self.loser_claims:
+            out += self.loser_claims.get(claim, ())
+        return out
+
+    def _entry(self, key: str) -> _Entry:
+        entry = self.losers.get(key)
+        if entry is not None:
+            return entry
+        mac = parse_key(key, self.prefix, self.vni)
+        assert mac is not None
+        return _Entry(key, self._macs.get(mac), (self._rev_of(mac), key))
+
+    def _decide(self, touched: list, before: dict[str, MappingRecord | None] | None) -> None:
+        """Re-decide every key connected to the touched MACs/IPs through shared claims."""
+        if not touched:
+            return
+        entries: dict[str, _Entry] = {}
+        seen: set = set()
         todo = list(touched)
         while todo:
             c = todo.pop()
-            if c in claims:
+            if c in seen:
                 continue
-            claims.add(c)
-            for k in self.holders.get(c, ()):
-                if k not in keys:
-                    keys.add(k)
-                    todo.extend(self.entries[k].claims())
-        return keys, claims
-
-    def _decide(self, touched: set[Any]) -> MappingChange:
-        if not touched:
-            return MappingChange()
-        keys, claims = self._component(touched)
-        # what the accepted mapping had in this component
-        old_recs: dict[str, MappingRecord] = {}
-        for c in claims:
-            rec = self.by_mac.get(c[1]) if c[0] == "mac" else self.by_ip.get(c[1])
-            if rec is not None:
-                old_recs[rec.mac] = rec
-        # the old records' other claims belong to the component too (their keys are in `keys` or gone)
-        for rec in old_recs.values():
-            for ip in (rec.arp, rec.ndp):
-                if ip is not None:
-                    claims.add(("ip", ip))
-        for rec in old_recs.values():
-            self.by_mac.pop(rec.mac, None)
-            self.owner_key.pop(rec.mac, None)
-            for ip in (rec.arp, rec.ndp):
-                if ip is not None and self.by_ip.get(ip) is rec:
-                    del self.by_ip[ip]
+            seen.add(c)
+            for k in self._holders(c):
+                if k not in entries:
+                    entries[k] = e = self._entry(k)
+                    todo.extend(_claims(e.rec))
+        for k, e in entries.items():  # everyone in the component starts undecided
+            if self._remove_loser(k) is None:
+                self._unaccept(e.rec, before)
+            self.conflicts.pop(k, None)
         # greedy by (create_revision, key): the first to claim a MAC or IP keeps it
-        new_recs: dict[str, MappingRecord] = {}
-        for entry in sorted((self.entries[k] for k in keys), key=lambda e: e.order):
+        for entry in sorted(entries.values(), key=lambda e: e.order):
             rec = entry.rec
             clash = None
-            if rec.mac in self.by_mac:
-                clash = f"key {entry.key}: duplicate MAC {rec.mac} (key {self.owner_key[rec.mac]} has it)"
+            if rec.mac in self._macs:
+                clash = f"key {entry.key}: duplicate MAC {rec.mac} (key {self._key_of(rec.mac)} has it)"
             else:
-                for ip, name in ((rec.arp, "arp"), (rec.ndp, "ndp")):
-                    if ip is not None and ip in self.by_ip:
-                        clash = f"key {entry.key}: field '{name}': {ip} is already claimed by " \
-                                f"{self.by_ip[ip].mac}"
+                for n, table, name, ip in ((rec.arp_int, self._v4, "arp", rec.arp),
+                                           (rec.ndp_int, self._v6, "ndp", rec.ndp)):
+                    if n is not None and n in table:
+                        clash = f"key {entry.key}: field '{name}': {ip} is already claimed by {table.get(n).mac}"
                         break
-            self.conflicts.pop(entry.key, None)
             if clash is not None:
                 self.conflicts[entry.key] = clash
+                self._add_loser(entry)
                 continue
-            self.by_mac[rec.mac] = rec
-            self.owner_key[rec.mac] = entry.key
-            for ip in (rec.arp, rec.ndp):
-                if ip is not None:
-                    self.by_ip[ip] = rec
-            new_recs[rec.mac] = rec
-        upserted = tuple(rec for mac, rec in new_recs.items() if old_recs.get(mac) != rec)
-        removed = tuple(rec for mac, rec in old_recs.items() if mac not in new_recs)
-        return MappingChange(upserted=upserted, removed=removed)
+            if before is not None:
+                before.setdefault(rec.mac, None)
+            self._accept(entry.key, rec, entry.order[0])
 
 
 def build_mapping(prefix: str, vni: int, events: Iterable[WatchEvent]) -> tuple[MappingState, list[str]]:

@@ -108,6 +108,80 @@ async def test_load_then_watch_put_update_delete(etcd_server, prefix, caplog):
         await h.backend.stop()
 
 
+async def _put_many(endpoint: str, items: list[tuple[str, str]]) -> None:
+    """Puts in transactions of 100 (the fixture's etcd allows 128 operations a transaction)."""
+    host, port = endpoint.split(":")
+    async with aetcd.Client(host, int(port)) as client:
+        for i in range(0, len(items), 100):
+            await client.transaction(compare=[], success=[client.transactions.put(k.encode(), v.encode())
+                                                          for k, v in items[i:i + 100]], failure=[])
+
+
+async def test_paged_read_is_one_snapshot_while_puts_go_on(etcd_server, prefix, caplog):
+    """3000 keys read 7 at a time (430 requests) while another client puts new keys and deletes
+    old ones: every page is read at the first page's revision R, so the loaded mapping is etcd's
+    at R exactly (an unpinned read also saw later writes), the watch from R + 1 brings the rest,
+    and each new key is emitted exactly once."""
+    etcd = etcd_server
+    key = f"{prefix}/{VNI}/"
+    await _put_many(etcd.endpoint, [(key + mac(i), rec(i)) for i in range(3000)])
+    h = Harness(etcd.endpoint, prefix, **{"etcd/page_size": 7})
+    caplog.set_level(logging.INFO, logger="varpd_plugins.etcd")
+    host, port = etcd.endpoint.split(":")
+    writes = []  # (MAC, revision, put or delete, was the backend's read finished?)
+    async with aetcd.Client(host, int(port)) as client:
+        async def writer():
+            for i in range(3000, 3300):
+                await asyncio.sleep(0.002)
+                resp = await client.put((key + mac(i)).encode(), rec(i, host=2).encode())
+                writes.append((mac(i), resp.header.revision, "put", h.backend.loads > 0))
+                if i % 5 == 0:  # a key the read may not have reached yet, or has passed
+                    gone = mac((i - 3000) * 10)
+                    resp = await client.delete((key + gone).encode())
+                    writes.append((gone, resp.header.revision, "delete", h.backend.loads > 0))
+        try:
+            await asyncio.gather(h.backend.start(), writer())
+            loaded = next(int(r.getMessage().split("revision=")[1].split()[0]) for r in caplog.records
+                          if "event=loaded" in r.getMessage())
+            assert h.backend.pages >= 400
+            assert any(rev > loaded and not done for _, rev, _, done in writes), \
+                f"no write landed while the read was going on (read at {loaded}, writes {writes[:3]}...)"
+            at_read = {mac(i) for i in range(3000)}
+            at_read |= {m for m, rev, kind, _ in writes if kind == "put" and rev <= loaded}
+            at_read -= {m for m, rev, kind, _ in writes if kind == "delete" and rev <= loaded}
+            assert {r.mac for r in h.changes[0].upserted} == at_read, "the read is not etcd at one revision"
+            expected = {mac(i) for i in range(3300)} - {m for m, _, kind, _ in writes if kind == "delete"}
+            await h.wait(lambda: h.macs() == expected, what="the writes made during the read")
+            new = {mac(i) for i in range(3000, 3300)}
+            upserts = [r.mac for c in h.changes for r in c.upserted if r.mac in new]
+            assert sorted(upserts) == sorted(new), "a new key lost or emitted twice"
+            assert h.backend.loads == 1 and h.status == []
+        finally:
+            await h.backend.stop()
+
+
+async def test_a_compaction_during_the_paged_read_starts_it_again(etcd_server, prefix, caplog):
+    etcd = etcd_server
+    key = f"{prefix}/{VNI}/"
+    await _put_many(etcd.endpoint, [(key + mac(i), rec(i)) for i in range(400)])
+    h = Harness(etcd.endpoint, prefix, **{"etcd/page_size": 1})
+    caplog.set_level(logging.INFO, logger="varpd_plugins.etcd")
+
+    async def compactor():
+        while h.backend.pages < 20:
+            await asyncio.sleep(0.001)
+        etcd.put(key + mac(500), rec(500))
+        etcd.compact()  # the read's revision is gone: its next page fails with OUT_OF_RANGE
+
+    try:
+        await asyncio.gather(h.backend.start(), compactor())
+        assert any("event=read-restarted" in r.getMessage() for r in caplog.records)
+        assert h.macs() == {mac(i) for i in range(400)} | {mac(500)}
+        assert h.backend.loads == 1 and h.status == []
+    finally:
+        await h.backend.stop()
+
+
 async def test_compaction_while_the_watch_is_broken_reloads_and_emits_the_difference(etcd_server, prefix):
     etcd = etcd_server
     for i in range(20):
