@@ -43,13 +43,13 @@ TICKS = os.sysconf("SC_CLK_TCK")
 
 
 # -- the namespace and the daemon -------------------------------------------------------------
-def _make_ns() -> None:
-    run("ip", "netns", "add", NS)
-    nsrun(NS, "ip", "link", "set", "lo", "up")
-    nsrun(NS, "ip", "link", "add", "und0", "type", "veth", "peer", "name", "und1")
-    nsrun(NS, "ip", "link", "set", "und1", "up")
-    nsrun(NS, "ip", "addr", "add", f"{LOCAL}/24", "dev", "und0")
-    nsrun(NS, "ip", "link", "set", "und0", "up")
+def _make_ns(ns: str = NS) -> None:
+    run("ip", "netns", "add", ns)
+    nsrun(ns, "ip", "link", "set", "lo", "up")
+    nsrun(ns, "ip", "link", "add", "und0", "type", "veth", "peer", "name", "und1")
+    nsrun(ns, "ip", "link", "set", "und1", "up")
+    nsrun(ns, "ip", "addr", "add", f"{LOCAL}/24", "dev", "und0")
+    nsrun(ns, "ip", "link", "set", "und0", "up")
 
 
 def _drop_ns() -> None:
@@ -149,6 +149,11 @@ class Daemon:
         return time.perf_counter() - t0
 
 
+def size_label(n: int) -> str:
+    """10000 → '10k', 1000000 → '1M'."""
+    return f"{n // 1000}k" if n < 1_000_000 else f"{n // 1_000_000}M"
+
+
 def growth(sizes: list[float], values: list[float]) -> float | None:
     """The exponent k of value ∝ size^k (least squares on logs); None with fewer than two points."""
     pts = [(math.log(s), math.log(v)) for s, v in zip(sizes, values) if s > 0 and v and v > 0]
@@ -214,7 +219,7 @@ def bench_records(sizes: list[int], idle_window: float) -> list[Result]:
     k_rss = growth(sizes_f, [r["rss"] for r in rows])
     out = []
     for r in rows:
-        n, label = r["n"], f"{r['n'] // 1000}k" if r["n"] < 1_000_000 else f"{r['n'] // 1_000_000}M"
+        n, label = r["n"], size_label(r["n"])
         out.append(Result(
             figure=f"cold start -> every entry programmed, {label} records (3 entries each)", value=round(r["ready"], 2),
             unit="s", baseline=round(r["base"], 2), baseline_name="bridge -batch + ip -batch",

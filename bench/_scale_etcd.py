@@ -33,7 +33,7 @@ from pathlib import Path
 from varpd.lab.topology import http_get, varpd_bin
 
 from ._common import PREFIX, Result, mkdtemp, nsrun, percentile, run
-from ._scale import LOCAL, growth
+from ._scale import LOCAL, _make_ns, growth, size_label
 
 ETCD = "/usr/bin/etcd"
 PORT = 2379
@@ -94,15 +94,6 @@ def _helper(ns: str, *args: str, timeout: float = 1800) -> dict:
 
 
 # -- the namespace, etcd and the daemon ---------------------------------------------------------
-def _make_ns(ns: str) -> None:
-    run("ip", "netns", "add", ns)
-    nsrun(ns, "ip", "link", "set", "lo", "up")
-    nsrun(ns, "ip", "link", "add", "und0", "type", "veth", "peer", "name", "und1")
-    nsrun(ns, "ip", "link", "set", "und1", "up")
-    nsrun(ns, "ip", "addr", "add", f"{LOCAL}/24", "dev", "und0")
-    nsrun(ns, "ip", "link", "set", "und0", "up")
-
-
 def _start_etcd(ns: str, tmp: Path) -> subprocess.Popen:
     url, peer = f"http://127.0.0.1:{PORT}", "http://127.0.0.1:2380"
     log = open(tmp / "etcd.log", "ab")
@@ -185,7 +176,7 @@ def _measure_daemon(ns: str, tmp: Path, n: int) -> dict:
             time.sleep(0.05)
         ready = time.perf_counter() - t0
         loading = [lat for _, lat, ok in poller.samples if not ok]
-        status, body = http_get(tmp / "varpd.sock", "/v1/overlays/vxt", timeout=60.0)
+        _, body = http_get(tmp / "varpd.sock", "/v1/overlays/vxt", timeout=60.0)
         c = body.get("counters", {}) if isinstance(body, dict) else {}
         if c.get("fdb_programmed") != n or c.get("neigh_programmed") != 2 * n or c.get("program_errors"):
             raise RuntimeError(f"{n} records: counters {c}")
@@ -202,9 +193,11 @@ def _measure_daemon(ns: str, tmp: Path, n: int) -> dict:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(5)
-    return dict(ready=ready, loaded=loaded[0] if loaded else None, rss=rss, hwm=hwm,
-                stall_p99=percentile(loading, 99) if loading else None, stall_max=max(loading, default=None),
-                polls=len(loading), idle_p99=percentile(idle, 99), idle_max=max(idle, default=None))
+    return {"ready": ready, "loaded": loaded[0] if loaded else None, "rss": rss, "hwm": hwm,
+            "stall_p99": percentile(loading, 99) if loading else None, "stall_max": max(loading, default=None),
+            "polls": len(loading), "idle_p99": percentile(idle, 99), "idle_max": max(idle, default=None),
+            "worst": sorted(((round(lat, 3), round(t, 2)) for t, lat, ok in poller.samples if not ok),
+                            reverse=True)[:5]}
 
 
 def measure(n: int, ns: str) -> dict:
@@ -241,7 +234,7 @@ def bench_scale_etcd(sizes: list[int], ns: str | None = None) -> list[Result]:
     k_rss = growth(ns_, [r["rss"] for r in rows])
     out = []
     for r in rows:
-        n, label = r["n"], f"{r['n'] // 1000}k" if r["n"] < 1_000_000 else f"{r['n'] // 1_000_000}M"
+        n, label = r["n"], size_label(r["n"])
         loaded = f"{r['loaded']:.2f} s" if r["loaded"] is not None else "?"
         out.append(Result(
             figure=f"etcd: start -> every entry programmed, {label} records", value=round(r["ready"], 2), unit="s",

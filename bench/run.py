@@ -24,7 +24,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench._common import Result, cleanup_all, install_cleanup  # noqa: E402
 
-FIGURES = ("fig1", "fig2", "fig3", "fig4", "fig5", "fig6", "fig7", "fig8", "fig9", "fig10", "fig11", "fig12")
+FIGURES = ("fig1", "fig2", "fig3", "fig4", "fig5", "fig6", "fig7", "fig8", "fig9", "fig10", "fig11", "fig12",
+           "fig13")
 
 
 def _fmt(v) -> str:
@@ -71,7 +72,7 @@ def main(argv=None) -> int:
     ap.add_argument("--json", metavar="FILE", help="write every figure (with raw samples) to FILE")
     ap.add_argument("--only", metavar="LIST", help=f"comma-separated subset of {','.join(FIGURES)}")
     ap.add_argument("--records", metavar="N,N,...", default="10000,100000,1000000",
-                    type=lambda v: [int(x) for x in v.split(",")], help="fig9's mapping sizes (default 10k,100k,1M)")
+                    type=lambda v: [int(x) for x in v.split(",")], help="fig9's and fig13's mapping sizes (default 10k,100k,1M)")
     args = ap.parse_args(argv)
     if os.geteuid() != 0:
         print("bench/run.py: needs root (network namespaces)", file=sys.stderr)
@@ -80,7 +81,7 @@ def main(argv=None) -> int:
     q = args.quick
     install_cleanup()
 
-    from bench import _backends, _drift, _etcd, _evpn, _iperf, _micro, _miss, _programming, _scale
+    from bench import _backends, _drift, _etcd, _evpn, _iperf, _micro, _miss, _programming, _scale, _scale_etcd
 
     plan = [
         ("fig1", lambda: _programming.bench_programming(2000 if q else 10_000, 1 if q else 5)),
@@ -95,6 +96,7 @@ def main(argv=None) -> int:
         ("fig10", lambda: _scale.bench_overlays([1, 20] if q else [1, 100, 1000], 3 if q else 20)),
         ("fig11", lambda: _scale.bench_edit(10 if q else 100)),
         ("fig12", lambda: _evpn.bench_evpn(30 if q else 200, 2000 if q else 10_000)),
+        ("fig13", lambda: _scale_etcd.bench_scale_etcd([1000, 10_000] if q else args.records)),
     ]
     results: list[Result] = []
     errors: dict[str, str] = {}
