@@ -10,6 +10,7 @@ The chunk size is bounded so that its ACKs fit into the receive buffer.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno as _errno
 import os
 import socket
@@ -550,9 +551,10 @@ class KernelTables:
         """Remote FDB entries of this VXLAN device (NTF_SELF, with NDA_DST) → whether each is
         varpd's (fdb_owned), the all-zeros default destination included: a reconciler must see
         (and remove) a stray one of its own, since it silences L2 misses and floods broadcast."""
-        async with self._lock:
-            if self._dev_port is None:
+        if self._dev_port is None:
+            async with self._lock:
                 self._dev_port = await self._query_vxlan_port()
+        async with self._dump_socket() as io:
             default_port = self._dev_port or 4789
             out: dict[FdbEntry, bool] = {}
             req = NDMSG.pack(AF_BRIDGE, self.ifindex, 0, 0, 0)
@@ -574,7 +576,7 @@ class KernelTables:
                 port = _BE16.unpack(port_raw)[0] if port_raw is not None and len(port_raw) == 2 else default_port
                 out[FdbEntry(mac, ip, port)] = fdb_owned(flags, attrs.get(NDA_PROTOCOL))
 
-            await self._dump(RTM_GETNEIGH, req, on_msg, reset=out.clear)
+            await self._dump(RTM_GETNEIGH, req, on_msg, reset=out.clear, io=io)
             return out
 
     async def add_port_fdb(self, macs: Iterable[str]) -> list[OpFailure]:
@@ -610,7 +612,7 @@ class KernelTables:
     async def dump_neigh(self) -> dict[NeighEntry, bool]:
         """Connected (PERMANENT/NOARP/REACHABLE) IPv4+IPv6 neighbours with lladdr on this device
         → whether each is varpd's (neigh_owned)."""
-        async with self._lock:
+        async with self._dump_socket() as io:
             out: dict[NeighEntry, bool] = {}
             wanted = NUD_PERMANENT | NUD_NOARP | NUD_REACHABLE
 
@@ -636,7 +638,7 @@ class KernelTables:
                     out.clear()
                     out.update(before)
 
-                await self._dump(RTM_GETNEIGH, req, on_msg, reset=reset)
+                await self._dump(RTM_GETNEIGH, req, on_msg, reset=reset, io=io)
             return out
 
     # -- internals
@@ -731,10 +733,24 @@ class KernelTables:
                     if code and code not in ignore:
                         failures.append(OpFailure(entry, code, text or os.strerror(code)))
 
-    async def _dump(self, mtype: int, payload: bytes, on_msg, *, reset: Callable[[], None], retries: int = 5) -> None:
+    @contextlib.asynccontextmanager
+    async def _dump_socket(self):
+        """(socket, buffer, view) for one dump of the device's tables, none of them the instance's:
+        programming and drift repairs go on while a full pass dumps a million entries (they waited
+        for it behind the instance's lock, 157 s at 1M records)."""
+        sock = open_route_socket(self.netns, ext_ack=True, strict=True)
+        lent = _BUFFERS.take()
+        try:
+            yield sock, *lent
+        finally:
+            _BUFFERS.give(lent)
+            sock.close()
+
+    async def _dump(self, mtype: int, payload: bytes, on_msg, *, reset: Callable[[], None], retries: int = 5,
+                    io: tuple | None = None) -> None:
+        """`io`: (socket, buffer, view) of _dump_socket; else the instance's (its lock held)."""
         loop = asyncio.get_running_loop()
-        sock = self._sock
-        buf, view = self._buf, self._view
+        sock, buf, view = io if io is not None else (self._sock, self._buf, self._view)
         for _attempt in range(retries):
             seq = self._next_seq()
             req = NLH.pack(NLH.size + len(payload), mtype, NLM_F_REQUEST | NLM_F_DUMP, seq, 0) + payload
@@ -747,7 +763,8 @@ class KernelTables:
                 for k, (off, mlen, t, mflags, mseq) in enumerate(_messages(view, n)):
                     # sock_recv_into returns without yielding while data is queued, and one
                     # receive holds ~450 entries: a dump of 1M would hold the loop for seconds.
-                    # The loop gets a turn every DUMP_SLICE s (the buffer is ours: the lock is held)
+                    # The loop gets a turn every DUMP_SLICE s (the buffer is ours: the instance's
+                    # lock is held, or it is lent to this dump alone)
                     if k & 63 == 0 and time.perf_counter() - started > self.DUMP_SLICE:
                         await asyncio.sleep(0)
                         started = time.perf_counter()

@@ -3,6 +3,7 @@ say is what the full pass's dumps hold, and every kind of drift a full pass woul
 the check differ, while entries a full pass leaves alone (someone else's) do not."""
 from __future__ import annotations
 
+import asyncio
 import subprocess
 import uuid
 from ipaddress import IPv4Address, IPv6Address
@@ -117,3 +118,16 @@ async def test_someone_elses_entries_for_keys_varpd_does_not_want_are_only_repor
     assert dump_f.same(await tally_of(fdb, FDB_KEY)) and dump_f.foreign == ["02:33:00:00:00:01"]
     assert have_n.same(await tally_of(neigh, NEIGH_KEY)) and have_n.foreign == [IPv4Address("10.33.0.1")]
     assert get_f.same(await tally_of(fdb, FDB_KEY))
+
+
+async def test_programming_goes_on_while_a_full_pass_dumps(dev):
+    """The full pass's dumps have a socket of their own: a drift repair is not held behind them."""
+    _ns, kt, fdb, _neigh = dev
+    more = [FdbEntry("02:34:00:00:%02x:%02x" % (i >> 8, i & 255), IPv4Address("192.0.2.20"), 4789)
+            for i in range(20000)]
+    assert not await kt.add_fdb(more)
+    dumping = asyncio.ensure_future(kt.dump_fdb())
+    await asyncio.sleep(0)
+    assert not await kt.add_fdb([FdbEntry(fdb[0].mac, IPv4Address("192.0.2.21"), 4789)])
+    assert not dumping.done(), "the add waited for the dump"
+    assert len(await dumping) == N + len(more)
