@@ -187,9 +187,10 @@ _DESCRIPTION = [
     "changes. on-demand: kernel misses are resolved as they come, through a cache with negative caching and a "
     "rate limit per destination. point: the direct backend sends everything to one VTEP. auto picks by backend. "
     "In every mode a reconciler compares the kernel's tables with the wanted state and applies only the "
-    "difference: at start, when a device reappears, after lost kernel notifications and every "
-    "reconcile_interval seconds (default 300); in between, an entry someone else deletes or changes is put "
-    "back within milliseconds from the kernel's own change notifications.",
+    "difference: at start, when a device reappears, after lost kernel notifications and when the safety pass, "
+    "every reconcile_interval seconds (default 300), finds a difference (for a push overlay it is a cheap "
+    "check of counts and digests; other modes compare in full); in between, an entry someone else deletes or "
+    "changes is put back within milliseconds from the kernel's own change notifications.",
     "varpd owns the tables of its VXLAN devices: the entries it programs carry its mark (neighbours proto 118, "
     "FDB entries extern_learn), and a marked entry the mapping does not ask for is removed; an entry someone "
     "else adds for a MAC or IP varpd does not want survives, one for a key it wants is replaced. On SIGTERM the daemon stops but leaves devices and entries in place; the next start adopts them "

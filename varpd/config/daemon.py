@@ -91,9 +91,11 @@ class DaemonSettings(BaseModel):
     state_dir: Path = Path("/var/lib/varpd")
     socket: Path = Path("/run/varpd/varpd.sock")
     # the safety net's period: drift is repaired from kernel events within milliseconds, and a full
-    # dump-and-diff also runs at start, on device re-appearance and after lost events (ENOBUFS)
+    # dump-and-diff also runs at start, on device re-appearance and after lost events (ENOBUFS);
+    # a push overlay's safety pass is a check, followed by the full pass only if it differs
     reconcile_interval: float = Field(default=300.0, gt=0,
-                                      description="seconds between full kernel-vs-mapping passes (safety net)")
+                                      description="seconds between safety passes (kernel tables checked against "
+                                                  "the mapping; a full pass when they differ)")
     event_buffer: int = Field(default=8 * 1024 * 1024, ge=4096, le=1 << 30,
                               description="receive buffer (bytes) of the one socket that carries kernel misses and "
                                           "the devices' FDB/neighbour changes; an overflow means a full pass")

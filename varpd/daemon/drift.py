@@ -9,7 +9,8 @@ What differs is reprogrammed from the wanted state as it is when the batch is
 sent, not as it was when the event came, so a repair never undoes a newer
 mapping change.  Lost events (ENOBUFS) and everything else go to the full
 dump-and-diff pass (`Resync`), which runs at start, on device re-appearance,
-after ENOBUFS and every `reconcile_interval`.
+after ENOBUFS and when the safety pass every `reconcile_interval` finds the
+kernel differs (KernelSync.safety_pass).
 """
 
 from __future__ import annotations
