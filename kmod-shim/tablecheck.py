@@ -153,16 +153,12 @@ def _layout(view: memoryview, off: int, mlen: int, keys: tuple[int, ...], ignore
     return _Layout(mlen, tuple(const), struct.Struct("".join(parts)), tuple(s[2] for s in spans), dst_len)
 
 
-def _run_length(view: memoryview, off: int, n: int, mlen: int) -> int:
-    """How many messages of length `mlen` follow each other from `off` (at least 1)."""
-    k = (n - off) // mlen
-    if k <= 1:
-        return 1
-    col = view[off:off + k * mlen].cast("I")[0::mlen // 4].tobytes()
+def _same_prefix(col: bytes, k: int) -> int:
+    """How many of the k 4-byte values in `col` equal the first, from the start (at least 1)."""
     first = col[:4]
     if col == first * k:
         return k
-    lo, hi = 1, k  # the first lo lengths are mlen
+    lo, hi = 1, k
     while lo < hi:
         mid = (lo + hi + 1) // 2
         if col[:4 * mid] == first * mid:
@@ -172,12 +168,21 @@ def _run_length(view: memoryview, off: int, n: int, mlen: int) -> int:
     return lo
 
 
-def _uniform(words: memoryview, k: int, layout: _Layout) -> bool:
+def _run_length(view: memoryview, off: int, n: int, mlen: int) -> int:
+    """How many messages of length `mlen` follow each other from `off` (at least 1)."""
+    k = (n - off) // mlen
+    if k <= 1:
+        return 1
+    return _same_prefix(view[off:off + k * mlen].cast("I")[0::mlen // 4].tobytes(), k)
+
+
+def _uniform(words: memoryview, k: int, layout: _Layout) -> int:
+    """How many of the k messages in `words` share the first one's constant words, from the start:
+    a hand-added entry in the middle of a dump ends a run there instead of breaking it up."""
     stride = layout.mlen // 4
     for w in layout.const_words:
-        if words[w::stride].tobytes() != words[w:w + 1].tobytes() * k:
-            return False
-    return True
+        k = _same_prefix(words[w:k * stride:stride].tobytes(), k)
+    return k
 
 
 # -- the check ----------------------------------------------------------------------------------
@@ -315,12 +320,13 @@ class TableCheck:
                 break
             k = _run_length(view, off, n, mlen) if mtype == RTM_NEWNEIGH and mlen % 4 == 0 else 1
             layout = _layout(view, off, mlen, keys, ignored) if k > 1 else None
-            run = view[off:off + k * mlen]
-            if layout is not None and _uniform(run.cast("I"), k, layout) and one(view, off, mlen, mtype, None) is True:
-                many(run, layout, out)  # the first one is varpd's and passes the filter: so do all
-            else:
-                k = 1
-                one(view, off, mlen, mtype, out)
+            if layout is not None:
+                k = _uniform(view[off:off + k * mlen].cast("I"), k, layout)
+            if k > 1 and one(view, off, mlen, mtype, None) is True:
+                many(view[off:off + k * mlen], layout, out)  # the first is varpd's and passes the filter: all do
+            else:  # someone else's or filtered out (a filter may read a varying field): one by one
+                for i in range(k):
+                    one(view, off + i * mlen, mlen, mtype, out)
             replies += k
             off += k * mlen if k > 1 else (mlen + 3) & ~3
         return done, interrupted, replies
