@@ -757,9 +757,15 @@ class KernelTables:
             await loop.sock_sendall(sock, req)
             interrupted = False
             done = False
+            started = time.perf_counter()
             while not done:
+                # the kernel makes each part of a dump inside recv(), where sock_recv_into does not
+                # yield either: at 100k entries with a bridge's as many (flooding) one receive is
+                # ~50 ms of kernel time, and the parsing's slices alone held the loop up to 2.9 s
+                if time.perf_counter() - started > self.DUMP_SLICE:
+                    await asyncio.sleep(0)
+                    started = time.perf_counter()
                 n = await loop.sock_recv_into(sock, buf)
-                started = time.perf_counter()
                 for k, (off, mlen, t, mflags, mseq) in enumerate(_messages(view, n)):
                     # sock_recv_into returns without yielding while data is queued, and one
                     # receive holds ~450 entries: a dump of 1M would hold the loop for seconds.

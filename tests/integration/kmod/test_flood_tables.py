@@ -59,3 +59,39 @@ async def test_neigh_suppress_port_and_its_static_bridge_entries(flooding):
     assert await kt.dump_port_fdb() == {"02:15:00:00:00:02"}
     await ensure_overlay(spec, netns=ns)  # adoption keeps the port's setting
     assert brport(ns).get("neigh_suppress") is True
+
+
+async def test_a_dump_gives_the_loop_a_turn_between_receives_the_kernel_is_slow_to_fill(flooding, monkeypatch):
+    """The kernel makes each part of a dump inside recv() (a flooding device's 100k entries with
+    the bridge's 100k: ~50 ms a receive, O(n) each): the time spent there counts toward the
+    dump's slice, so the loop gets a turn between two such receives, not only inside parsing."""
+    import asyncio
+    import time
+
+    _ns, _spec, kt = flooding
+    entries = [FdbEntry(f"02:15:01:00:{i >> 8:02x}:{i & 255:02x}", IPv4Address("192.0.2.2"), 4789) for i in range(5000)]
+    assert await kt.add_fdb(entries) == []
+    loop = asyncio.get_running_loop()
+    real, receives, turns = loop.sock_recv_into, 0, 0
+
+    def slow_recv(sock, buf):  # a receive whose kernel work takes longer than a slice
+        nonlocal receives
+        receives += 1
+        time.sleep(1.5 * kt.DUMP_SLICE)
+        return real(sock, buf)
+
+    async def other():
+        nonlocal turns
+        while True:
+            await asyncio.sleep(0)
+            turns += 1
+
+    monkeypatch.setattr(loop, "sock_recv_into", slow_recv)
+    task = loop.create_task(other())
+    await asyncio.sleep(0)
+    turns = 0
+    try:
+        assert len(await kt.dump_fdb()) == 5000
+    finally:
+        task.cancel()
+    assert receives >= 8 and turns >= receives - 2, (receives, turns)
