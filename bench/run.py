@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench._common import Result, cleanup_all, install_cleanup  # noqa: E402
 
 FIGURES = ("fig1", "fig2", "fig3", "fig4", "fig5", "fig6", "fig7", "fig8", "fig9", "fig10", "fig11", "fig12",
-           "fig13")
+           "fig13", "fig14")
 
 
 def _fmt(v) -> str:
@@ -81,7 +81,8 @@ def main(argv=None) -> int:
     q = args.quick
     install_cleanup()
 
-    from bench import _backends, _drift, _etcd, _evpn, _iperf, _micro, _miss, _programming, _scale, _scale_etcd
+    from bench import (_backends, _drift, _etcd, _evpn, _flood_stall, _iperf, _micro, _miss, _programming, _scale,
+                       _scale_etcd)
 
     plan = [
         ("fig1", lambda: _programming.bench_programming(2000 if q else 10_000, 1 if q else 5)),
@@ -97,6 +98,8 @@ def main(argv=None) -> int:
         ("fig11", lambda: _scale.bench_edit(10 if q else 100)),
         ("fig12", lambda: _evpn.bench_evpn(30 if q else 200, 2000 if q else 10_000)),
         ("fig13", lambda: _scale_etcd.bench_scale_etcd([1000, 10_000] if q else args.records)),
+        # 1M: python3 -m bench._flood_stall 1000000 (start and edit only; ~10 min)
+        ("fig14", lambda: _flood_stall.bench_flood_stall([10_000] if q else [100_000])),
     ]
     results: list[Result] = []
     errors: dict[str, str] = {}
