@@ -3,6 +3,7 @@ codec from the generated stubs) fed as gobgpd's watch would deliver them."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import time
 from dataclasses import replace
@@ -87,9 +88,10 @@ def test_codec_round_trip_of_type2_and_type3():
     assert (imet.kind, imet.vtep, imet.vni) == (3, ip_address("192.0.2.1"), 23)
 
 
-async def test_ten_thousand_routes_in_one_update_are_learned_in_batches_without_stalling_the_loop(backend):
-    paths = remote_paths(backend.api, 5000)  # 2 routes a MAC (MAC only, MAC/IP): 10,000 type-2 routes
-    gaps = []
+@contextlib.asynccontextmanager
+async def loop_watched():
+    """The gaps between the turns of a task sleeping 1 ms, with the cyclic GC off meanwhile."""
+    gaps: list[float] = []
 
     async def watch_the_loop():
         while True:
@@ -103,13 +105,19 @@ async def test_ten_thousand_routes_in_one_update_are_learned_in_batches_without_
     gc.collect()
     gc.disable()
     try:
+        yield gaps
+    finally:
+        gc.enable()
+        watcher.cancel()
+
+
+async def test_ten_thousand_routes_in_one_update_are_learned_in_batches_without_stalling_the_loop(backend):
+    paths = remote_paths(backend.api, 5000)  # 2 routes a MAC (MAC only, MAC/IP): 10,000 type-2 routes
+    async with loop_watched() as gaps:
         t0 = time.perf_counter()
         backend.engine_paths(paths)  # one watch event carrying them all
         await wait_until(lambda: len(backend.mapping) == 5000, timeout=30, what="5000 MACs learned")
         elapsed = time.perf_counter() - t0
-    finally:
-        gc.enable()
-    watcher.cancel()
     assert len(backend.changes) >= 20, "10k routes in one MappingChange: no batching"
     # the loop kept turning between batches: woken at least once a batch, and never paused for
     # much of the absorption (~0.5 s on an idle machine, 12 ms a batch; relative, as CI is loaded)
@@ -117,6 +125,44 @@ async def test_ten_thousand_routes_in_one_update_are_learned_in_batches_without_
     assert max(gaps) < elapsed / 3, f"the loop stalled {max(gaps):.3f}s of {elapsed:.2f}s"
     assert backend.mapping.by_ip[ip_address("10.0.19.135")].mac == "02:00:00:13:87:01"
     assert backend.stats["routes_received"] == 10_000
+
+
+async def test_one_path_events_at_gobgpds_rate_are_coalesced_and_a_lone_path_after_quiet_is_applied_at_once(backend):
+    """gobgpd 3.10's watch sends one path a message: a flood of them must not be one change a route."""
+    from varpd_plugins.evpn import BATCH, COALESCE
+
+    n = 2000
+    paths = remote_paths(backend.api, n // 2)
+    async with loop_watched() as gaps:
+        t0 = time.perf_counter()
+        for i, path in enumerate(paths):
+            backend.engine_paths([path])
+            if i % 4 == 3:
+                await asyncio.sleep(0.001)  # a loop turn every 4 paths: ~0.5 ms a path, as gobgpd delivers
+        await wait_until(lambda: len(backend.mapping) == n // 2, timeout=30, what="the flood learned")
+        elapsed = time.perf_counter() - t0
+    # one drain a window at most, plus the BATCH splits of a drain that found more
+    assert len(backend.changes) <= elapsed / COALESCE + n / BATCH + 2, (len(backend.changes), elapsed)
+    assert len(backend.changes) <= n / 5, f"{len(backend.changes)} changes for {n} one-path events"
+    assert max(gaps) < max(elapsed / 3, 0.1), f"the loop stalled {max(gaps):.3f}s of {elapsed:.2f}s"
+
+    await asyncio.sleep(COALESCE * 4)  # quiet: the drain is waiting for work, not sitting out a window
+    changes = len(backend.changes)
+    backend.engine_paths(remote_paths(backend.api, 1, first=n)[:1])
+    for turns in range(1, 6):  # no timer: applied within the loop turns that wake the drain task
+        await asyncio.sleep(0)
+        if len(backend.changes) > changes:
+            break
+    assert len(backend.changes) == changes + 1, "a lone path after quiet waited"
+    assert backend.changes[-1].upserted[0].mac == "02:00:00:07:d0:01", turns
+
+    # a window that gathered more than a batch (the loop was busy) is still applied a batch at a time
+    await asyncio.sleep(COALESCE * 4)
+    changes = len(backend.changes)
+    for path in remote_paths(backend.api, 1000, first=n + 1, seq=0)[::2]:
+        backend.engine_paths([path])
+    await wait_until(lambda: len(backend.mapping) == n // 2 + 1001, timeout=30, what="the queued paths learned")
+    assert len(backend.changes) - changes >= 1000 // BATCH, "a drain over more than BATCH paths did not yield"
 
 
 async def test_withdrawal_removes_but_a_dropped_session_keeps_routes_stale(backend):
