@@ -25,7 +25,8 @@ subscriber for host3), and the injector's own part — first to last UPDATE fram
 host3's figure is the engine's share of host1's: gobgpd 3.10 receiving type-2 routes also walks its
 EVPN table per route (`TableManager.handleMacMobility`), so it grows superlinearly with the table
 (fixed upstream after 3.10: osrg/gobgp#2750 for received routes, #2798 for the API's).  CPU seconds
-of each host's processes during its part are recorded beside it (`extra.cpu_s`).  Baseline:
+of each host's processes during its part are recorded beside it (`extra.cpu_s`), and for host1 the
+MappingChanges its daemon applied (`extra.mapping_changes`).  Baseline:
 `bridge -batch` of the same 10,000 `fdb add` lines on a fresh VXLAN device of host1 (the kernel's
 own cost of the entries, no BGP, no daemon).
 """
@@ -193,6 +194,12 @@ def _cpu_delta(before: dict[str, float], after: dict[str, float]) -> dict[str, f
     return {k: round(v - before.get(k, 0.0), 2) for k, v in after.items() if v - before.get(k, 0.0) >= 0.01}
 
 
+def _mapping_changes(lab, host) -> int:
+    """The MappingChanges the backend has emitted so far (the daemon's counter: one kernel round each)."""
+    _, body = lab.api(host, "/v1/overlays/vx23", timeout=30.0)
+    return int(body.get("counters", {}).get("mapping_changes", 0)) if isinstance(body, dict) else 0
+
+
 def _curve(marks: list[tuple[int, int]], t0: int) -> dict[int, float]:
     """Seconds from t0 to the k-th entry at tenths of the count: how the rate changes as the table grows."""
     return {k: round((t - t0) / 1e9, 3) for k, t in marks}
@@ -275,10 +282,12 @@ def bench_evpn(samples: int = 200, scale: int = 10_000) -> list[Result]:
         enabled: dict[str, int] = {}
         marks: dict[str, list] = {}
         cpu: dict[str, dict[str, float]] = {}
+        changes: dict[str, int] = {}
         for h, watcher in ((h1, watchers[0]), (h3, None), (h2, watchers[1])):
             if watcher is not None:
                 watcher.expect(bytes.fromhex(_mac(base).replace(":", ""))[:3])
             cpu0 = _cpu(lab.host_ns(h))
+            changes0 = _mapping_changes(lab, h) if h is h1 else 0
             enabled[h.name] = injector.ask(f"enable {h.underlay_ip}")
             if watcher is not None:
                 done[h.name] = watcher.count_reaches(scale, 600.0)
@@ -290,6 +299,8 @@ def bench_evpn(samples: int = 200, scale: int = 10_000) -> list[Result]:
                 got = json.loads(answer) if answer else {}
                 done[h.name], firsts[h.name], marks[h.name] = got.get("last"), got.get("first"), got.get("marks", [])
             cpu[h.name] = _cpu_delta(cpu0, _cpu(lab.host_ns(h)))
+            if h is h1:
+                changes[h.name] = _mapping_changes(lab, h) - changes0
         capture.stop()
         wire = capture.update_times(INJECTOR_IP)
         # baseline: bridge -batch of the same entries on a device of host1
@@ -342,6 +353,8 @@ def bench_evpn(samples: int = 200, scale: int = 10_000) -> list[Result]:
                      "first_entry_s": None if first is None else (first - t_wire) / 1e9,
                      "last_entry_s": (end - t_wire) / 1e9, "entries_at_s": _curve(marks.get(name, []), t_wire),
                      "cpu_s": cpu.get(name, {})}
+        if name in changes:
+            raw[name]["mapping_changes"] = changes[name]
         out.append(Result(f"fig12 evpn: {scale:,} type-2 routes -> {label} (1st UPDATE on the wire -> {scale:,}th "
                           f"{'path' if h is h3 else 'FDB entry'})", (end - t_wire) / 1e9, "s", bridge_s,
                           "bridge -batch", target="(info)",
