@@ -188,7 +188,7 @@ _DESCRIPTION = [
     "rate limit per destination. point: the direct backend sends everything to one VTEP. auto picks by backend. "
     "In every mode a reconciler compares the kernel's tables with the wanted state and applies only the "
     "difference: at start, when a device reappears, after lost kernel notifications and when the safety pass, "
-    "every reconcile_interval seconds (default 300), finds a difference (for a push overlay it is a cheap "
+    "every reconcile_interval seconds (default 900), finds a difference (for a push overlay it is a cheap "
     "check of counts and digests; other modes compare in full); in between, an entry someone else deletes or "
     "changes is put back within milliseconds from the kernel's own change notifications.",
     "varpd owns the tables of its VXLAN devices: the entries it programs carry its mark (neighbours proto 118, "

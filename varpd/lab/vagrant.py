@@ -31,7 +31,7 @@ CONFIG = """\
 [daemon]
 state_dir = "/var/lib/varpd"          # StateDirectory= of varpd.service
 socket = "/run/varpd/varpd.sock"      # RuntimeDirectory= of varpd.service
-reconcile_interval = 300.0
+reconcile_interval = 900.0
 log_level = "info"
 
 [[overlays]]
