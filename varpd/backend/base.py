@@ -188,9 +188,11 @@ class MappingBackend(Backend):
         super().__init__(ctx, props)
         self.mapping = Mapping()
 
-    def replace_mapping(self, newer: Mapping) -> MappingChange:
-        """Swap in a new table and emit only the difference."""
-        change = self.mapping.diff(newer)
+    def replace_mapping(self, newer: Mapping, change: MappingChange | None = None) -> MappingChange:
+        """Swap in a new table and emit only the difference (`change`, when the caller computed
+        `self.mapping.diff(newer)` already, e.g. off the loop)."""
+        if change is None:
+            change = self.mapping.diff(newer)
         self.mapping = newer
         self.emit(change)
         return change
