@@ -17,7 +17,9 @@ Failure: when a BGP session (or gobgpd itself) goes down, the routes learned thr
 marked stale, for ``evpn/stale_time`` seconds and the overlay is DEGRADED with the reason.  Routes
 the peer sends again once it is back replace the stale ones; what is still stale when the peer's
 End-of-RIB arrives (gobgpd advertises the graceful-restart capability, so peers send it) is
-withdrawn, so only the difference reaches the kernel.  A remote VTEP that withdraws its IMET and
+withdrawn, so only the difference reaches the kernel.  End-of-RIB is read from gobgpd's peer state,
+which runs ahead of its watch stream: the sweep therefore works on gobgpd's table read at that
+moment (a ``Resync``), not on what the watch has delivered so far.  A remote VTEP that withdraws its IMET and
 type-2 routes at once (its host stopped, behind a route reflector that keeps nothing) is held the
 same way for ``evpn/vtep_hold`` seconds (varpd_plugins.evpn_hold).  Route updates are absorbed in
 batches: what arrived within ``COALESCE`` of the last drain is applied together, ``BATCH`` paths at a
@@ -31,6 +33,7 @@ import collections
 import ipaddress
 import logging
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -59,6 +62,16 @@ route.  Bench fig12's 10k type-2 routes, varpd's CPU on its host: 4.1-6.4 s with
 WITHDRAW_HOLD = 0.1  # s a withdrawal waits: gobgpd sends a dropped session's withdrawals before its state
 RESYNC_CHECK = 0.25  # s between End-of-RIB checks of a re-established session that left stale routes
 ESTABLISHED = "ESTABLISHED"
+
+
+@dataclass(frozen=True)
+class Resync:
+    """A re-established session sent End-of-RIB: `paths` is gobgpd's table read after it (the
+    watch may not have delivered all of them yet: FRR's MAC/IP routes came 10 ms after the check
+    saw End-of-RIB).  Queued in the inbox, so it applies after every path the watch gave before."""
+
+    peer: str
+    paths: list[Any]
 
 
 def _neighbors(raw: Any) -> tuple[str, ...]:
@@ -160,7 +173,6 @@ class EvpnBackend(MappingBackend):
         self.peers: dict[str, str] = {a: "IDLE" for a in self.neighbors}
         self._down_since: dict[str, float] = {}
         self._up_since: dict[str, float] = {}
-        self._last_update: dict[str, float] = {}
         self._engine_lost: str | None = "gobgpd not started"
         self._inbox: collections.deque = collections.deque()
         self._wake = asyncio.Event()
@@ -206,12 +218,17 @@ class EvpnBackend(MappingBackend):
         and an empty one would remove every entry a restarted varpd finds there, for as long as
         BGP takes to converge."""
         deadline = time.monotonic() + self.sync_wait
-        pending = set(self.neighbors)
+        pending, synced = set(self.neighbors), []
         while pending and time.monotonic() < deadline:
             for peer in [p for p in pending if self.peers.get(p) == ESTABLISHED]:
                 if await self._end_of_rib(peer):
                     pending.discard(peer)
+                    synced.append(peer)
             await asyncio.sleep(0.05)
+        if synced and (paths := await self._table_now()) is not None:
+            # End-of-RIB runs ahead of the watch: the table itself, so start() sees every route
+            self._inbox.extend(Resync(peer, paths) for peer in synced)
+            self._wake.set()
         while (self._inbox or self._draining) and time.monotonic() < deadline + 1:
             await asyncio.sleep(0.01)  # the drain task applies what the sessions sent
         if pending:
@@ -351,24 +368,26 @@ class EvpnBackend(MappingBackend):
                 touched |= self._peer_state(*item)
             elif isinstance(item, str):
                 touched |= self._lost(item)
+            elif isinstance(item, Resync):
+                touched |= self._resync(item, decode)
         self._apply_touched(touched)
         self._flood_check()
         self._refresh_status()
 
-    def _take(self, route: EvpnRoute | None, withdraw: bool, touched: set[str]) -> None:
+    def _take(self, route: EvpnRoute | None, withdraw: bool, touched: set[str], *, received: bool = True) -> None:
+        """Learn one path (`received`: from the watch, counted; else read from gobgpd's table)."""
         if route is None or route.peer == "":  # another route type, or this host's own route
             return
         if self.rt not in route.rts and not withdraw:
             return
-        now = time.monotonic()
-        self._last_update[route.peer] = now
         if withdraw:
             self.stats["routes_withdrawn"] += 1
-            self._held.append((now, route.peer, route.key))
+            self._held.append((time.monotonic(), route.peer, route.key))
             return
-        self.stats["routes_received"] += 1
-        if route.kind == TYPE2 and route.vni and route.vni != self.ctx.vni:
-            self.stats["routes_wrong_vni"] += 1
+        if received:
+            self.stats["routes_received"] += 1
+            if route.kind == TYPE2 and route.vni and route.vni != self.ctx.vni:
+                self.stats["routes_wrong_vni"] += 1
         if route.kind == TYPE3 and self.hold.back(route.vtep):
             log.info("overlay=%s evpn event=vtep-back vtep=%s held_routes=%d", self.ctx.name, route.vtep,
                      self.table.held_of(route.vtep, None))
@@ -470,19 +489,43 @@ class EvpnBackend(MappingBackend):
             if now - self._up_since[peer] < RESYNC_CHECK:
                 continue
             self._up_since[peer] = now
-            if not self.table.stale_count() or await self._end_of_rib(peer):
+            if not self.table.stale_count():
                 self._up_since.pop(peer, None)
-                gone = self.table.sweep_stale(peer)
-                if self.table.stale_count() == 0:
-                    self._down_since.pop("", None)
-                if gone:
-                    log.info("overlay=%s evpn event=resynced peer=%s withdrawn_macs=%d",
-                             self.ctx.name, peer, len(set(gone)))
-                touched.update(gone)
+                self._down_since.pop("", None)
+            elif await self._end_of_rib(peer) and (paths := await self._table_now()) is not None:
+                self._up_since.pop(peer, None)
+                self._inbox.append(Resync(peer, paths))
+                self._wake.set()
         if touched or held_ended:
             self._apply_touched(touched)
             self._flood_check()
         self._refresh_status()
+
+    def _resync(self, item: Resync, decode: Any) -> set[str]:
+        """Learn `item.peer`'s routes as gobgpd holds them after its End-of-RIB, then drop what
+        is still stale of that peer: it was not sent again.  Paths the watch delivers later are
+        the same routes again and change nothing."""
+        touched: set[str] = set()
+        paths = [p for p in item.paths if not p.is_withdraw and not p.stale and p.neighbor_ip == item.peer]
+        for path in paths:
+            self._take(decode(self.api, path), False, touched, received=False)
+        gone = self.table.sweep_stale(item.peer)
+        if self.table.stale_count() == 0:
+            self._down_since.pop("", None)
+        log.info("overlay=%s evpn event=resynced peer=%s paths=%d withdrawn_macs=%d",
+                 self.ctx.name, item.peer, len(paths), len(set(gone)))
+        return touched | set(gone)
+
+    async def _table_now(self) -> list[Any] | None:
+        """gobgpd's EVPN best paths, or None when they cannot be read now (the next check retries)."""
+        engine = self.engine
+        if engine is None or not engine.running:
+            return None
+        try:
+            return await engine.best_paths()
+        except Exception as exc:
+            log.debug("overlay=%s evpn event=table-read-failed error=%s", self.ctx.name, exc)
+            return None
 
     async def _end_of_rib(self, peer: str) -> bool:
         engine = self.engine
@@ -520,6 +563,8 @@ class EvpnBackend(MappingBackend):
         self.mapping = Mapping(by_mac, by_ip)
         if upserted or removed:
             self.stats["batches"] += 1
+            log.debug("overlay=%s evpn event=batch upserted=%s removed=%s", self.ctx.name,
+                      ",".join(r.mac for r in upserted) or "-", ",".join(r.mac for r in removed) or "-")
             self.emit(MappingChange(upserted=tuple(upserted), removed=tuple(removed)))
 
     # -- flooding (vxlan/flood = replicate) ----------------------------------------------------

@@ -335,3 +335,45 @@ async def test_a_remote_sticky_route_for_a_local_record_is_reported_and_the_reco
     assert backend.mapping.by_mac[rec.mac] == rec
     backend._set_local(Mapping.of([rec]))  # the file reloaded: reported again
     assert backend.stats["sticky_conflicts"] == 2 and backend.mapping.by_mac[rec.mac] == rec
+
+
+class _TableEngine:
+    """gobgpd as the resync sees it: End-of-RIB received, and its table holding `paths`."""
+
+    running = True
+
+    def __init__(self, paths):
+        self.paths = paths
+
+    async def end_of_rib(self, address):
+        return True
+
+    async def best_paths(self):
+        return list(self.paths)
+
+
+async def test_end_of_rib_ahead_of_the_watch_sweeps_against_gobgpds_table_not_what_arrived(backend):
+    """gobgpd's peer state says End-of-RIB before its watch has delivered the routes sent ahead of it
+    (FRR 8.4 sends MAC, MAC/IP, IMET and End-of-RIB in one segment; the CI run saw the MAC/IP routes
+    10 ms after the check): a sweep on the watch's progress dropped the stale MAC/IP routes and took
+    them back, two mapping changes for routes that never changed.  The sweep uses gobgpd's table:
+    only the route not sent again (the third MAC) goes, in one change."""
+    api = backend.api
+    sent = remote_paths(api, 2)  # per MAC: the MAC-only route, then the MAC/IP one
+    backend.engine_paths(sent + remote_paths(api, 1, first=7))
+    await wait_until(lambda: len(backend.mapping) == 3, what="learned")
+    before = dict(backend.mapping.by_mac)
+    backend.engine_peer(PEER, "IDLE")
+    await wait_until(lambda: backend.table.stale_count() == 6, what="kept stale")
+    n = len(backend.changes)
+    backend.engine = _TableEngine(sent)
+    backend.engine_peer(PEER, "ESTABLISHED")
+    backend.engine_paths(sent[::2])  # the watch: the MAC-only routes so far
+    await wait_until(lambda: backend.table.stale_count() == 0, what="resynced")
+    backend.engine_paths(sent[1::2])  # the MAC/IP routes the watch delivers late: the same again
+    await asyncio.sleep(0.1)
+    gone = "02:00:00:00:07:01"
+    assert len(backend.changes) == n + 1, backend.changes[n:]
+    assert [r.mac for r in backend.changes[n].removed] == [gone] and not backend.changes[n].upserted
+    assert dict(backend.mapping.by_mac) == {m: r for m, r in before.items() if m != gone}
+    assert backend.degraded is None
