@@ -418,7 +418,8 @@ class EtcdBackend(MappingBackend):
         if change:
             self.mapping = self.state.mapping()  # a snapshot costs the changes since the last one
             self.emit(change)
-            log.info("etcd prefix=%s event=watch revision=%d upserted=%d removed=%d", self.range_prefix,
+            # DEBUG: one line per watch response at 1k edits/s; the overlay logs mapping-change, rate-limited
+            log.debug("etcd prefix=%s event=watch revision=%d upserted=%d removed=%d", self.range_prefix,
                      self.revision, len(change.upserted), len(change.removed))
         self._log_problems()
 
