@@ -73,6 +73,9 @@ class Resync:
     peer: str
     paths: list[Any]
 
+    def paths_of_peer(self) -> list[Any]:
+        return [p for p in self.paths if not p.is_withdraw and not p.stale and p.neighbor_ip == self.peer]
+
 
 def _neighbors(raw: Any) -> tuple[str, ...]:
     out = []
@@ -354,22 +357,24 @@ class EvpnBackend(MappingBackend):
         budget = BATCH
         while self._inbox:
             item = self._inbox.popleft()
-            if isinstance(item, list):
-                for start in range(0, len(item), BATCH):
-                    chunk = item[start:start + BATCH]
-                    for path in chunk:
-                        self._take(decode(self.api, path), path.is_withdraw, touched)
+            if isinstance(item, (list, Resync)):
+                resync = item if isinstance(item, Resync) else None
+                paths = item if resync is None else resync.paths_of_peer()
+                for start in range(0, len(paths), BATCH):
+                    chunk = paths[start:start + BATCH]
+                    for path in chunk:  # a table read is learned, never counted as received
+                        self._take(decode(self.api, path), path.is_withdraw, touched, received=resync is None)
                     budget -= len(chunk)
                     if budget <= 0:  # yield to the loop: a 10k-route flood never stalls it
                         self._apply_touched(touched)
                         touched, budget = set(), BATCH
                         await asyncio.sleep(0)
+                if resync is not None:
+                    touched |= self._sweep_resynced(resync.peer, len(paths))
             elif isinstance(item, tuple):
                 touched |= self._peer_state(*item)
             elif isinstance(item, str):
                 touched |= self._lost(item)
-            elif isinstance(item, Resync):
-                touched |= self._resync(item, decode)
         self._apply_touched(touched)
         self._flood_check()
         self._refresh_status()
@@ -501,20 +506,16 @@ class EvpnBackend(MappingBackend):
             self._flood_check()
         self._refresh_status()
 
-    def _resync(self, item: Resync, decode: Any) -> set[str]:
-        """Learn `item.peer`'s routes as gobgpd holds them after its End-of-RIB, then drop what
-        is still stale of that peer: it was not sent again.  Paths the watch delivers later are
-        the same routes again and change nothing."""
-        touched: set[str] = set()
-        paths = [p for p in item.paths if not p.is_withdraw and not p.stale and p.neighbor_ip == item.peer]
-        for path in paths:
-            self._take(decode(self.api, path), False, touched, received=False)
-        gone = self.table.sweep_stale(item.peer)
+    def _sweep_resynced(self, peer: str, paths: int) -> set[str]:
+        """`peer`'s routes as gobgpd holds them after its End-of-RIB are learned: what is still
+        stale of that peer was not sent again and goes.  Paths the watch delivers later are the
+        same routes again and change nothing."""
+        gone = self.table.sweep_stale(peer)
         if self.table.stale_count() == 0:
             self._down_since.pop("", None)
         log.info("overlay=%s evpn event=resynced peer=%s paths=%d withdrawn_macs=%d",
-                 self.ctx.name, item.peer, len(paths), len(set(gone)))
-        return touched | set(gone)
+                 self.ctx.name, peer, paths, len(set(gone)))
+        return set(gone)
 
     async def _table_now(self) -> list[Any] | None:
         """gobgpd's EVPN best paths, or None when they cannot be read now (the next check retries)."""

@@ -377,3 +377,23 @@ async def test_end_of_rib_ahead_of_the_watch_sweeps_against_gobgpds_table_not_wh
     assert [r.mac for r in backend.changes[n].removed] == [gone] and not backend.changes[n].upserted
     assert dict(backend.mapping.by_mac) == {m: r for m, r in before.items() if m != gone}
     assert backend.degraded is None
+
+
+async def test_a_resync_of_ten_thousand_routes_is_learned_in_batches_and_not_counted_as_received(backend):
+    """The table read at End-of-RIB goes through the same batches as the watch's paths."""
+    api = backend.api
+    paths = remote_paths(api, 5000)
+    backend.engine_paths(paths)
+    await wait_until(lambda: len(backend.mapping) == 5000, timeout=30, what="5000 MACs learned")
+    backend.engine_peer(PEER, "IDLE")
+    await wait_until(lambda: backend.table.stale_count() == 10_000, what="kept stale")
+    received, n = backend.stats["routes_received"], len(backend.changes)
+    backend.engine = _TableEngine(paths[:-2])  # the last MAC was not sent again
+    async with loop_watched() as (gaps, _):
+        t0 = time.perf_counter()
+        backend.engine_peer(PEER, "ESTABLISHED")
+        await wait_until(lambda: backend.table.stale_count() == 0, timeout=30, what="resynced")
+        elapsed = time.perf_counter() - t0
+    assert len(gaps) >= 10 and max(gaps) < elapsed / 3, (len(gaps), max(gaps), elapsed)
+    assert len(backend.mapping) == 4999 and len(backend.changes) == n + 1
+    assert backend.stats["routes_received"] == received
