@@ -322,6 +322,15 @@ def _messages(view: memoryview, n: int) -> Iterator[tuple[int, int, int, int, in
         off += _align(mlen)
 
 
+def _raise_if_error(view: memoryview, off: int, mlen: int, mtype: int, mflags: int, what: str) -> None:
+    """A dump's or get's end: an NLMSG_ERROR carrying an errno raises KmodError naming it
+    (NLMSG_DONE, or an NLMSG_ERROR carrying 0, an ack, is a plain end)."""
+    if mtype == NLMSG_ERROR:
+        code, text = _parse_error(view, off, mlen, mflags)
+        if code:
+            raise KmodError(f"netlink {what} failed: {os.strerror(code)} {text}".strip())
+
+
 def _parse_error(buf: memoryview, off: int, mlen: int, mflags: int) -> tuple[int, str]:
     """Return (positive errno, extended-ack message) of an NLMSG_ERROR message."""
     (err,) = _I32.unpack_from(buf, off + 16)
@@ -778,13 +787,8 @@ class KernelTables:
                         continue
                     if mflags & NLM_F_DUMP_INTR:
                         interrupted = True
-                    if t == NLMSG_DONE:
-                        done = True
-                        break
-                    if t == NLMSG_ERROR:
-                        code, text = _parse_error(view, off, mlen, mflags)
-                        if code:
-                            raise KmodError(f"netlink dump failed: {os.strerror(code)} {text}".strip())
+                    if t == NLMSG_DONE or t == NLMSG_ERROR:
+                        _raise_if_error(view, off, mlen, t, mflags, "dump")
                         done = True
                         break
                     on_msg(view, off, mlen, t)

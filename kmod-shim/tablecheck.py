@@ -36,7 +36,8 @@ from .netlink import (AF_BRIDGE, AF_INET, AF_INET6, NDA_CACHEINFO, NDA_DST, NDA_
                       NDA_PROBES, NDA_PROTOCOL, NDA_SRC_VNI, NDA_VNI, NDMSG, NLA, NLH, NLM_F_DUMP, NLM_F_DUMP_INTR,
                       NLM_F_REQUEST, NLMSG_DONE, NLMSG_ERROR, NTF_MASTER, NTF_PROXY, NTF_SELF, NUD_NOARP,
                       NUD_PERMANENT, NUD_REACHABLE, RTM_GETNEIGH, RTM_NEWNEIGH, _attr, _BUFFERS, _neigh_addresses,
-                      _neigh_header, _parse_error, _u32_or_zero, fdb_owned, neigh_owned, open_route_socket)
+                      _neigh_header, _parse_error, _raise_if_error, _u32_or_zero, fdb_owned, neigh_owned,
+                      open_route_socket)
 from .types import FdbEntry, KmodError, NeighEntry
 
 __all__ = ["FDB_KEY", "NEIGH_KEY", "Tally", "TableCheck", "tally_of", "DUMP_FDB_MAX"]
@@ -303,19 +304,13 @@ class TableCheck:
                 continue
             if mflags & NLM_F_DUMP_INTR:
                 interrupted = True
-            if mtype == NLMSG_DONE:
-                done = True
-                break
-            if mtype == NLMSG_ERROR:
-                code, text = _parse_error(view, off, mlen, mflags)
-                if get and code == _errno.ENOENT:
-                    out.missing += 1
-                    replies += 1
-                    off += (mlen + 3) & ~3
-                    continue
-                if code:
-                    raise KmodError(f"netlink {'get' if get else 'dump'} failed: {_errno.errorcode.get(code, code)} "
-                                    f"{text}".strip())
+            if get and mtype == NLMSG_ERROR and _parse_error(view, off, mlen, mflags)[0] == _errno.ENOENT:
+                out.missing += 1  # a GET of an entry that is not there
+                replies += 1
+                off += (mlen + 3) & ~3
+                continue
+            if mtype == NLMSG_DONE or mtype == NLMSG_ERROR:
+                _raise_if_error(view, off, mlen, mtype, mflags, "get" if get else "dump")
                 done = True
                 break
             k = _run_length(view, off, n, mlen) if mtype == RTM_NEWNEIGH and mlen % 4 == 0 else 1

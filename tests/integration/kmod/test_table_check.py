@@ -10,7 +10,7 @@ from ipaddress import IPv4Address, IPv6Address
 
 import pytest
 
-from varpd_kmod import DeviceSpec, FdbEntry, KernelTables, NeighEntry, ensure_overlay
+from varpd_kmod import DeviceSpec, FdbEntry, KernelTables, KmodError, NeighEntry, ensure_overlay
 from varpd_kmod.tablecheck import FDB_KEY, NEIGH_KEY, tally_of
 
 from _kmod_helpers import sh
@@ -131,3 +131,12 @@ async def test_programming_goes_on_while_a_full_pass_dumps(dev):
     assert not await kt.add_fdb([FdbEntry(fdb[0].mac, IPv4Address("192.0.2.21"), 4789)])
     assert not dumping.done(), "the add waited for the dump"
     assert len(await dumping) == N + len(more)
+
+
+async def test_a_get_on_a_device_gone_fails_with_the_kernels_reason(dev):
+    """An error reply ends a check with KmodError naming errno and extended ack, as a dump's does."""
+    ns, kt, fdb, _neigh = dev
+    sh("ip", "-n", ns, "link", "del", "vx0")
+    async with kt.checker() as c:
+        with pytest.raises(KmodError, match=r"^netlink get failed: No such device Unknown device ifindex"):
+            await c.fdb_get(macs_of(fdb[:1]))
