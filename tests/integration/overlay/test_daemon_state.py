@@ -8,7 +8,6 @@ Leaks are measured where they live: /proc/PID/fd of the daemon, and the kernel's
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import time
 from concurrent.futures import ThreadPoolExecutor
