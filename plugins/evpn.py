@@ -17,10 +17,10 @@ Failure: when a BGP session (or gobgpd itself) goes down, the routes learned thr
 marked stale, for ``evpn/stale_time`` seconds and the overlay is DEGRADED with the reason.  Routes
 the peer sends again once it is back replace the stale ones; what is still stale when the peer's
 End-of-RIB arrives (gobgpd advertises the graceful-restart capability, so peers send it) is
-withdrawn, so only the difference reaches the kernel.  End-of-RIB is read from gobgpd's peer state,
-which runs ahead of its watch stream: the sweep therefore works on gobgpd's table read at that
-moment (a ``Resync``), not on what the watch has delivered so far.  A remote VTEP that withdraws its IMET and
-type-2 routes at once (its host stopped, behind a route reflector that keeps nothing) is held the
+withdrawn, so only the difference reaches the kernel.  End-of-RIB is read from gobgpd's peer
+state, which runs ahead of its watch stream: the sweep therefore works on gobgpd's table read at
+that moment (a ``Resync``), not on what the watch has delivered so far.  A remote VTEP that
+withdraws its IMET and type-2 routes at once (its host stopped, behind a route reflector that keeps nothing) is held the
 same way for ``evpn/vtep_hold`` seconds (varpd_plugins.evpn_hold).  Route updates are absorbed in
 batches: what arrived within ``COALESCE`` of the last drain is applied together, ``BATCH`` paths at a
 time (yielding to the event loop between), each batch one MappingChange.
@@ -357,6 +357,8 @@ class EvpnBackend(MappingBackend):
         budget = BATCH
         while self._inbox:
             item = self._inbox.popleft()
+            if isinstance(item, Resync) and self.peers.get(item.peer) != ESTABLISHED:
+                continue  # the session dropped again since the read: its routes stay stale, as they are
             if isinstance(item, (list, Resync)):
                 resync = item if isinstance(item, Resync) else None
                 paths = item if resync is None else resync.paths_of_peer()
@@ -564,8 +566,9 @@ class EvpnBackend(MappingBackend):
         self.mapping = Mapping(by_mac, by_ip)
         if upserted or removed:
             self.stats["batches"] += 1
-            log.debug("overlay=%s evpn event=batch upserted=%s removed=%s", self.ctx.name,
-                      ",".join(r.mac for r in upserted) or "-", ",".join(r.mac for r in removed) or "-")
+            if log.isEnabledFor(logging.DEBUG):
+                log.debug("overlay=%s evpn event=batch upserted=%d removed=%d macs=%s", self.ctx.name, len(upserted),
+                          len(removed), ",".join(r.mac for r in (*upserted[:4], *removed[:4])))
             self.emit(MappingChange(upserted=tuple(upserted), removed=tuple(removed)))
 
     # -- flooding (vxlan/flood = replicate) ----------------------------------------------------

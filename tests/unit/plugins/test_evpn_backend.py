@@ -397,3 +397,20 @@ async def test_a_resync_of_ten_thousand_routes_is_learned_in_batches_and_not_cou
     assert len(gaps) >= 10 and max(gaps) < elapsed / 3, (len(gaps), max(gaps), elapsed)
     assert len(backend.mapping) == 4999 and len(backend.changes) == n + 1
     assert backend.stats["routes_received"] == received
+
+
+async def test_a_resync_queued_before_the_session_dropped_again_leaves_the_routes_stale(backend):
+    """The table was read while the session was up, and the session went down before the read was
+    applied: learned as fresh, its routes would outlive the stale timer of the new drop."""
+    from varpd_plugins.evpn import Resync
+
+    api = backend.api
+    sent = remote_paths(api, 3)
+    backend.engine_paths(sent)
+    await wait_until(lambda: len(backend.mapping) == 3, what="learned")
+    backend._inbox.append(Resync(PEER, sent[:2]))  # read while up ...
+    backend.engine_peer(PEER, "IDLE")  # ... but the drop is seen first
+    backend._inbox.rotate(1)
+    await wait_until(lambda: backend.table.stale_count() == 6, what="kept stale")
+    await asyncio.sleep(0.1)
+    assert backend.table.stale_count() == 6 and len(backend.mapping) == 3
