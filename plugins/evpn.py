@@ -20,10 +20,11 @@ End-of-RIB arrives (gobgpd advertises the graceful-restart capability, so peers 
 withdrawn, so only the difference reaches the kernel.  End-of-RIB is read from gobgpd's peer
 state, which runs ahead of its watch stream: the sweep therefore works on gobgpd's table read at
 that moment (a ``Resync``), not on what the watch has delivered so far.  A remote VTEP that
-withdraws its IMET and type-2 routes at once (its host stopped, behind a route reflector that keeps nothing) is held the
-same way for ``evpn/vtep_hold`` seconds (varpd_plugins.evpn_hold).  Route updates are absorbed in
-batches: what arrived within ``COALESCE`` of the last drain is applied together, ``BATCH`` paths at a
-time (yielding to the event loop between), each batch one MappingChange.
+withdraws its IMET and type-2 routes at once (its host stopped, behind a route reflector that
+keeps nothing) is held the same way for ``evpn/vtep_hold`` seconds (varpd_plugins.evpn_hold).
+Route updates are absorbed in batches: what arrived within ``COALESCE`` of the last drain is
+applied together, ``BATCH`` paths at a time (yielding to the event loop between), each batch one
+MappingChange.
 """
 
 from __future__ import annotations
@@ -228,10 +229,7 @@ class EvpnBackend(MappingBackend):
                     pending.discard(peer)
                     synced.append(peer)
             await asyncio.sleep(0.05)
-        if synced and (paths := await self._table_now()) is not None:
-            # End-of-RIB runs ahead of the watch: the table itself, so start() sees every route
-            self._inbox.extend(Resync(peer, paths) for peer in synced)
-            self._wake.set()
+        await self._queue_resyncs(synced)  # End-of-RIB runs ahead of the watch: start() sees every route
         while (self._inbox or self._draining) and time.monotonic() < deadline + 1:
             await asyncio.sleep(0.01)  # the drain task applies what the sessions sent
         if pending:
@@ -492,6 +490,7 @@ class EvpnBackend(MappingBackend):
                 log.warning("overlay=%s evpn event=stale-expired peer=%s macs=%d",
                             self.ctx.name, peer or "all", len(set(gone)))
                 touched.update(gone)
+        synced = []
         for peer in list(self._up_since):
             if now - self._up_since[peer] < RESYNC_CHECK:
                 continue
@@ -499,16 +498,17 @@ class EvpnBackend(MappingBackend):
             if not self.table.stale_count():
                 self._up_since.pop(peer, None)
                 self._down_since.pop("", None)
-            elif await self._end_of_rib(peer) and (paths := await self._table_now()) is not None:
+            elif await self._end_of_rib(peer):
+                synced.append(peer)
+        if await self._queue_resyncs(synced):  # else they are checked again
+            for peer in synced:
                 self._up_since.pop(peer, None)
-                self._inbox.append(Resync(peer, paths))
-                self._wake.set()
         if touched or held_ended:
             self._apply_touched(touched)
             self._flood_check()
         self._refresh_status()
 
-    def _sweep_resynced(self, peer: str, paths: int) -> set[str]:
+    def _sweep_resynced(self, peer: str, n_paths: int) -> set[str]:
         """`peer`'s routes as gobgpd holds them after its End-of-RIB are learned: what is still
         stale of that peer was not sent again and goes.  Paths the watch delivers later are the
         same routes again and change nothing."""
@@ -516,29 +516,34 @@ class EvpnBackend(MappingBackend):
         if self.table.stale_count() == 0:
             self._down_since.pop("", None)
         log.info("overlay=%s evpn event=resynced peer=%s paths=%d withdrawn_macs=%d",
-                 self.ctx.name, peer, paths, len(set(gone)))
+                 self.ctx.name, peer, n_paths, len(set(gone)))
         return set(gone)
 
-    async def _table_now(self) -> list[Any] | None:
-        """gobgpd's EVPN best paths, or None when they cannot be read now (the next check retries)."""
-        engine = self.engine
-        if engine is None or not engine.running:
-            return None
-        try:
-            return await engine.best_paths()
-        except Exception as exc:
-            log.debug("overlay=%s evpn event=table-read-failed error=%s", self.ctx.name, exc)
-            return None
+    async def _queue_resyncs(self, peers: list[str]) -> bool:
+        """One read of gobgpd's table for the `peers` that sent End-of-RIB, queued as a Resync
+        each; False when it cannot be read now (the caller checks again)."""
+        if not peers:
+            return False
+        paths = await self._ask("table-read-failed", lambda engine: engine.best_paths(), None)
+        if paths is None:
+            return False
+        self._inbox.extend(Resync(peer, paths) for peer in peers)
+        self._wake.set()
+        return True
 
     async def _end_of_rib(self, peer: str) -> bool:
+        return await self._ask(f"eor-check-failed peer={peer}", lambda engine: engine.end_of_rib(peer), False)
+
+    async def _ask(self, what: str, call: Any, failed: Any) -> Any:
+        """`call(engine)`'s answer, or `failed` when gobgpd is not running or the call fails (logged as `what`)."""
         engine = self.engine
         if engine is None or not engine.running:
-            return False
+            return failed
         try:
-            return await engine.end_of_rib(peer)
+            return await call(engine)
         except Exception as exc:
-            log.debug("overlay=%s evpn event=eor-check-failed peer=%s error=%s", self.ctx.name, peer, exc)
-            return False
+            log.debug("overlay=%s evpn event=%s error=%s", self.ctx.name, what, exc)
+            return failed
 
     def _apply_touched(self, macs: set[str]) -> None:
         """Recompute the records of `macs` and emit only what changed (one MappingChange)."""
